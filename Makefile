@@ -1,0 +1,79 @@
+# The analysis is a DAG that make rebuilds:
+#   simulate -> raw files (data/generated/...) -> ingest -> DuckDB store -> notebooks -> report
+# Two commands set up a fresh machine: `make report` (the main job) and `make test`.
+
+PYTHON   ?= python3
+VENV     ?= .venv
+BIN      := $(VENV)/bin
+SCENARIO ?= april-2026
+SEED     ?= 1
+DATA_DIR ?= data/generated/$(SCENARIO)
+DB       ?= data/incident.duckdb
+BUILD    ?= build
+export TZ := UTC
+
+PKG_SOURCES := $(shell find analysis -name '*.py' -o -name '*.go' -o -name '*.sql' 2>/dev/null)
+NOTEBOOKS   := $(sort $(wildcard notebooks/*.ipynb))
+
+.PHONY: all setup sysdeps report test lint lab lab-repro bench docs clean help
+
+help:
+	@echo "make report     build $(BUILD)/report.html from the bundled $(SCENARIO) incident"
+	@echo "make test       run every test (unit, property, end-to-end, notebooks, browser, lab)"
+	@echo "make lab        open JupyterLab on the notebooks"
+	@echo "make lab-repro  reproduce the outage for real (root, network namespace, memcached)"
+	@echo "make bench      speed and memory benchmark (prints a table, writes $(BUILD)/bench/)"
+
+# --- environment -------------------------------------------------------------
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[notebooks,test,bench]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+# Debian packages for the browser test and the lab. Installed only when
+# missing and when we can (root); the tests that need them skip with a reason
+# otherwise.
+sysdeps:
+	@bash scripts/sysdeps.sh
+
+# --- the data DAG --------------------------------------------------------------
+$(DATA_DIR)/truth.json: $(BIN)/.installed $(PKG_SOURCES)
+	$(BIN)/postmortem simulate --scenario $(SCENARIO) --seed $(SEED) --out $(DATA_DIR)
+
+$(DB): $(DATA_DIR)/truth.json
+	$(BIN)/postmortem ingest $(DATA_DIR) --db $(DB) --replace
+
+$(BUILD)/report.html: $(DB) $(NOTEBOOKS)
+	$(BIN)/postmortem report --db $(DB) --data-dir $(DATA_DIR) --out $(BUILD)
+
+report: $(BUILD)/report.html
+
+# --- checks ------------------------------------------------------------------
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+
+test: $(BIN)/.installed sysdeps
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env
+
+# --- interactive and heavy jobs --------------------------------------------------
+lab: $(BIN)/.installed $(DB)
+	$(BIN)/python -m pip install --quiet -e '.[lab]'
+	$(BIN)/jupyter lab notebooks/
+
+lab-repro: $(BIN)/.installed sysdeps
+	$(BIN)/postmortem lab --variant naive --out data/lab/naive
+	$(BIN)/postmortem ingest data/lab/naive --db data/lab/naive.duckdb --replace
+	$(BIN)/postmortem chain --db data/lab/naive.duckdb
+
+bench: $(BIN)/.installed
+	$(BIN)/python scripts/bench.py --out $(BUILD)/bench
+
+docs: $(BIN)/.installed
+	$(BIN)/postmortem schema > docs/data-dictionary.md
+
+clean:
+	rm -rf $(BUILD) data/generated $(DB) $(DB).wal
