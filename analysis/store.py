@@ -77,7 +77,7 @@ TABLES: tuple[Table, ...] = (
                 "EADDRINUSE | EADDRNOTAVAIL | ECONNREFUSED | ECONNRESET | ETIMEDOUT"
                 " | EMFILE | EOF | other (NULL when the line has no error)",
             ),
-            Column("cache", "VARCHAR", "the cache named in msg: post, user, interaction counts, ..."),
+            Column("cache", "VARCHAR", "cache named in msg: post, user, interaction counts, ..."),
             Column(
                 "sample_rate",
                 "DOUBLE",
@@ -157,7 +157,9 @@ def table(name: str) -> Table:
     raise KeyError(f"no canonical table {name!r}; known: {', '.join(t.name for t in TABLES)}")
 
 
-def connect(path: str | Path | None = None, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(
+    path: str | Path | None = None, *, read_only: bool = False
+) -> duckdb.DuckDBPyConnection:
     """Open (creating if needed) the store at ``path`` with the canonical schema.
 
     ``None`` or ``":memory:"`` gives an in-memory store. The session time zone

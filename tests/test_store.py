@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_connect_creates_every_table_in_utc(tmp_path):
     con = connect(tmp_path / "x.duckdb")
-    names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    rows = con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+    names = {r[0] for r in rows}
     assert {t.name for t in TABLES} <= names
     assert con.execute("SELECT current_setting('TimeZone')").fetchone()[0] == "UTC"
 
