@@ -1,0 +1,359 @@
+"""The connection-pool mechanism: one memcached lookup per URI, ports, TIME_WAIT.
+
+A pure, deterministic model over per-second arrays, shared by the simulator
+(which runs it to write an incident's metrics and errors) and by the what-if
+replay (which runs it on loaded requests with other settings).
+
+The model, per data-plane host and per second ``t`` (all hosts are
+independent; each host has its own loopback and its own port space):
+
+1. Demand. ``lookups[t, h]`` lookups start in second ``t``: one per URI of
+   every request. Most come from small requests spread over the second; their
+   concurrency follows Little's law, ``steady * lookup_ms / 1000``. The URIs of
+   *batches* (requests listed in ``PoolDemand.batches``, the caller decides
+   which) all start at once, one goroutine each: a batch of ``B`` URIs wants
+   ``B`` connections at the same moment, or ``min(B, concurrency_limit)`` when
+   the handler has a limit. Batches starting in the same second on the same
+   host are taken to overlap (a fan-out that dials thousands of connections
+   lasts a good part of a second), and to finish within that second.
+   ``max_batch`` rejects a request with more URIs outright (its lookups never
+   run; they are counted as ``rejected_lookups``).
+2. Pool. ``idle`` connections carried over from the last second are reused
+   first. The rest of the wanted concurrency is dialled. A dial needs a free
+   local port: with a ``fixed`` or ``default`` source address, the ports of
+   ``port_range`` are shared by open connections, idle connections and
+   TIME_WAIT sockets; with ``random`` source addresses (the workaround: bind
+   each dial to a random 127.a.b.c) the (address, port) space is taken as
+   unbounded. Dials beyond the free ports fail: ``EADDRINUSE`` ("bind: address
+   already in use") from a fixed source address, ``EADDRNOTAVAIL`` ("connect:
+   cannot assign requested address") from the kernel's default one. A lookup
+   that gets no connection fails (no retry); failures are spread over steady
+   and batch lookups in proportion to their share of the wanted concurrency,
+   so user-facing (steady) lookups fail only while a batch runs.
+3. Close. When the second's lookups are done, up to ``idle_pool`` connections
+   go back to the idle pool (gomemcache's ``MaxIdleConns`` caps idle ones
+   only, never open ones); the rest are closed by the client and each holds
+   its port in TIME_WAIT for ``time_wait_s`` seconds. The kernel keeps at most
+   ``max_tw_buckets`` TIME_WAIT sockets; beyond that it destroys them at once.
+4. Restarts. ``PoolDemand.restarts[t, h]`` marks a process restart (an OOM
+   kill): the idle connections are closed into TIME_WAIT and the pool starts
+   empty, while the TIME_WAIT sockets of the old process stay: a restarted pod
+   meets them at once.
+5. Latency. A lookup on an existing connection takes ``lookup_ms``; a dial adds
+   ``dial_ms``; with a concurrency limit a batch's lookups queue behind each
+   other (``ceil(B / limit)`` rounds). A failed lookup falls back to the
+   database (``fallback_ms``). ``lookup_ms_mean`` is the mean over the second's
+   lookups.
+
+Settings may change during the window (the mitigation, the fix): pass
+``changes=[(second, PoolSettings(...)), ...]``; the state (idle pool, TIME_WAIT
+sockets) carries over. The loop runs over seconds, not requests: 8 h x a few
+hosts is a few hundred thousand vectorised steps over hosts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+SourceAddresses = Literal["fixed", "random", "default"]
+
+#: errno class of a failed dial, by source-address policy ("" when dials cannot fail).
+ERRNO_BY_SOURCE: dict[str, str] = {
+    "fixed": "EADDRINUSE",
+    "default": "EADDRNOTAVAIL",
+    "random": "",
+}
+
+#: Linux default ``net.ipv4.ip_local_port_range``.
+DEFAULT_PORT_RANGE = (32768, 60999)
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """The client, kernel and handler settings the mechanism depends on.
+
+    ``port_range`` is inclusive (``ip_local_port_range``). ``concurrency_limit``
+    caps one request's concurrent lookups (the fix: 50); ``max_batch`` rejects
+    requests with more URIs than that.
+    """
+
+    idle_pool: int = 1000
+    port_range: tuple[int, int] = DEFAULT_PORT_RANGE
+    time_wait_s: int = 60
+    source_addresses: SourceAddresses = "fixed"
+    concurrency_limit: int | None = None
+    max_batch: int | None = None
+    lookup_ms: float = 0.5
+    dial_ms: float = 0.2
+    fallback_ms: float = 8.0
+    max_tw_buckets: int = 131072
+
+    def __post_init__(self) -> None:
+        lo, hi = self.port_range
+        if not 0 < lo <= hi <= 65535:
+            raise ValueError(f"port_range must be 0 < lo <= hi <= 65535, got {self.port_range}")
+        if self.source_addresses not in ERRNO_BY_SOURCE:
+            raise ValueError(f"source_addresses must be fixed|random|default, got "
+                             f"{self.source_addresses!r}")
+        if self.idle_pool < 0 or self.time_wait_s < 1:
+            raise ValueError("idle_pool must be >= 0 and time_wait_s >= 1")
+        if self.concurrency_limit is not None and self.concurrency_limit < 1:
+            raise ValueError("concurrency_limit must be None or >= 1")
+        if self.max_batch is not None and self.max_batch < 1:
+            raise ValueError("max_batch must be None or >= 1")
+
+    @property
+    def ports(self) -> int:
+        """Number of local ports one source address can use."""
+        lo, hi = self.port_range
+        return hi - lo + 1
+
+    @property
+    def port_ceiling(self) -> float:
+        """Ports a host can hold at once (open + idle + TIME_WAIT); inf for random sources."""
+        return float("inf") if self.source_addresses == "random" else float(self.ports)
+
+    @property
+    def errno_class(self) -> str:
+        """errno class of a dial that finds no free port ("" if none can fail)."""
+        return ERRNO_BY_SOURCE[self.source_addresses]
+
+
+@dataclass(frozen=True)
+class Batches:
+    """Requests whose URIs fan out all at once: start second, host index, URIs."""
+
+    second: np.ndarray
+    host: np.ndarray
+    uris: np.ndarray
+
+    @staticmethod
+    def empty() -> Batches:
+        z = np.zeros(0, dtype=np.int64)
+        return Batches(z, z, z)
+
+
+@dataclass(frozen=True)
+class PoolDemand:
+    """Per-second, per-host load on the pool.
+
+    ``lookups`` (shape ``(seconds, hosts)``) counts every lookup started in the
+    second, batches included; ``batches`` lists the requests that fan out at
+    once (their URIs are part of ``lookups``); ``restarts`` marks process
+    restarts (bool, same shape) or is ``None``.
+    """
+
+    lookups: np.ndarray
+    batches: Batches = field(default_factory=Batches.empty)
+    restarts: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(seconds, hosts)``."""
+        return self.lookups.shape  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class PoolSeries:
+    """The mechanism's output: arrays of shape ``(seconds, hosts)`` unless noted."""
+
+    lookups: np.ndarray  # lookups that ran (demand minus rejected)
+    rejected_lookups: np.ndarray  # lookups of requests refused by max_batch
+    concurrency: np.ndarray  # connections wanted at the peak of the second
+    dials: np.ndarray  # dials attempted
+    failed_dials: np.ndarray  # dials that found no free port
+    failed_lookups: np.ndarray  # lookups that got no connection (fell back to the DB)
+    failed_user_lookups: np.ndarray  # of which steady (user-facing, non-batch) lookups
+    open_conns: np.ndarray  # connections open at the peak (in use + idle)
+    idle: np.ndarray  # idle connections at the end of the second
+    closed: np.ndarray  # connections closed into TIME_WAIT this second
+    time_wait: np.ndarray  # TIME_WAIT sockets at the end of the second
+    lookup_ms_mean: np.ndarray  # mean lookup latency over the second's lookups
+    errno_class: np.ndarray  # shape (seconds,): errno class of failed dials, "" if none
+    port_ceiling: np.ndarray  # shape (seconds,): ports one host can hold (inf if random)
+
+
+def demand_from_requests(
+    second: np.ndarray,
+    host: np.ndarray,
+    uris: np.ndarray,
+    n_seconds: int,
+    n_hosts: int,
+    batch_min: int = 1000,
+    restarts: np.ndarray | None = None,
+) -> PoolDemand:
+    """Build a ``PoolDemand`` from per-request arrays (vectorised).
+
+    ``second`` and ``host`` are 0-based indices; requests outside the grid are
+    dropped. Requests with at least ``batch_min`` URIs are batches (they fan
+    out at once); the others count as steady load.
+    """
+    second = np.asarray(second, dtype=np.int64)
+    host = np.asarray(host, dtype=np.int64)
+    uris = np.asarray(uris, dtype=np.int64)
+    ok = (second >= 0) & (second < n_seconds) & (host >= 0) & (host < n_hosts)
+    second, host, uris = second[ok], host[ok], uris[ok]
+    flat = second * n_hosts + host
+    lookups = np.bincount(flat, weights=uris, minlength=n_seconds * n_hosts)
+    big = uris >= batch_min
+    return PoolDemand(
+        lookups=lookups.reshape(n_seconds, n_hosts).round().astype(np.int64),
+        batches=Batches(second[big], host[big], uris[big]),
+        restarts=restarts,
+    )
+
+
+def _schedule(
+    settings: PoolSettings, changes: Sequence[tuple[int, PoolSettings]], n: int
+) -> list[tuple[int, int, PoolSettings]]:
+    """Segments ``(start, end, settings)`` covering ``[0, n)``."""
+    points = sorted((max(0, int(s)), c) for s, c in changes if int(s) < n)
+    segs: list[tuple[int, int, PoolSettings]] = []
+    start, cur = 0, settings
+    for s, c in points:
+        if s > start:
+            segs.append((start, s, cur))
+        start, cur = max(start, s), c
+    segs.append((start, n, cur))
+    return [s for s in segs if s[1] > s[0]]
+
+
+def simulate_pool(
+    demand: PoolDemand,
+    settings: PoolSettings,
+    changes: Sequence[tuple[int, PoolSettings]] = (),
+) -> PoolSeries:
+    """Run the connection-pool model second by second over every host at once.
+
+    ``changes`` switches to other settings from a given second on (the
+    mitigation, the fix); the pool and TIME_WAIT state carry over. See the
+    module docstring for the model and its assumptions.
+    """
+    lookups_in = np.asarray(demand.lookups, dtype=np.float64)
+    if lookups_in.ndim != 2:
+        raise ValueError("demand.lookups must have shape (seconds, hosts)")
+    n_t, n_h = lookups_in.shape
+    restarts = (
+        np.zeros((n_t, n_h), dtype=bool)
+        if demand.restarts is None
+        else np.asarray(demand.restarts, dtype=bool)
+    )
+    segments = _schedule(settings, changes, n_t)
+
+    # Per-batch quantities that depend on the settings are computed per segment.
+    b = demand.batches
+    b_sec = np.asarray(b.second, dtype=np.int64)
+    b_host = np.asarray(b.host, dtype=np.int64)
+    b_uris = np.asarray(b.uris, dtype=np.float64)
+    inside = (b_sec >= 0) & (b_sec < n_t) & (b_host >= 0) & (b_host < n_h)
+    b_sec, b_host, b_uris = b_sec[inside], b_host[inside], b_uris[inside]
+    flat = b_sec * n_h + b_host
+    size = n_t * n_h
+
+    out = {k: np.zeros((n_t, n_h)) for k in (
+        "lookups", "rejected_lookups", "concurrency", "dials", "failed_dials",
+        "failed_lookups", "failed_user_lookups", "open_conns", "idle", "closed",
+        "time_wait", "lookup_ms_mean")}
+    errno = np.empty(n_t, dtype="<U13")
+    ceiling = np.empty(n_t)
+
+    # Per-setting arrays (full grid, filled segment by segment).
+    batch_lookups = np.zeros(size)  # URIs of batches that run
+    batch_conc = np.zeros(size)  # their concurrent want
+    batch_wait_ms = np.zeros(size)  # summed queueing delay of their lookups
+    rejected = np.zeros(size)
+    sec_of_flat = flat // n_h if n_h else flat
+    for start, end, st in segments:
+        sel = (sec_of_flat >= start) & (sec_of_flat < end)
+        u = b_uris[sel]
+        f = flat[sel]
+        runs = np.ones(u.shape, dtype=bool) if st.max_batch is None else u <= st.max_batch
+        rejected += np.bincount(f[~runs], weights=u[~runs], minlength=size)
+        u, f = u[runs], f[runs]
+        conc = u if st.concurrency_limit is None else np.minimum(u, st.concurrency_limit)
+        rounds = np.ceil(u / np.maximum(conc, 1))
+        # lookup k (0-based) of a batch waits floor(k / conc) rounds: mean (rounds-1)/2
+        wait = u * (rounds - 1) / 2 * st.lookup_ms
+        batch_lookups += np.bincount(f, weights=u, minlength=size)
+        batch_conc += np.bincount(f, weights=conc, minlength=size)
+        batch_wait_ms += np.bincount(f, weights=wait, minlength=size)
+        errno[start:end] = st.errno_class
+        ceiling[start:end] = st.port_ceiling
+    batch_lookups = batch_lookups.reshape(n_t, n_h)
+    batch_conc = batch_conc.reshape(n_t, n_h)
+    batch_wait_ms = batch_wait_ms.reshape(n_t, n_h)
+    rejected = rejected.reshape(n_t, n_h)
+
+    seg_of = np.empty(n_t, dtype=np.int64)
+    for i, (start, end, _) in enumerate(segments):
+        seg_of[start:end] = i
+
+    # State: idle pool; TIME_WAIT from cumulative closes (exact when time_wait_s changes).
+    idle = np.zeros(n_h)
+    cum = np.zeros((n_t + 1, n_h))  # cum[k]: sockets closed into TIME_WAIT in seconds < k
+
+    for t in range(n_t):
+        st = segments[seg_of[t]][2]
+        # Sockets closed at second t - time_wait_s or earlier expire now.
+        tw = cum[t] - cum[max(0, t - st.time_wait_s + 1)]
+        close_tw = np.zeros(n_h)
+        # Restart: idle connections are closed (into TIME_WAIT) and the pool empties.
+        r = restarts[t]
+        if r.any():
+            close_tw += np.where(r, idle, 0.0)
+            tw = tw + close_tw
+            idle = np.where(r, 0.0, idle)
+
+        total = lookups_in[t] - rejected[t]
+        bl = np.minimum(batch_lookups[t], total)
+        steady = total - bl
+        steady_conc = np.ceil(steady * st.lookup_ms / 1000.0)
+        want = steady_conc + batch_conc[t]
+        need = np.maximum(want - idle, 0.0)
+        free = np.maximum(st.port_ceiling - tw - idle, 0.0)
+        ok = np.minimum(need, free)
+        failed = need - ok
+        frac = np.divide(failed, want, out=np.zeros(n_h), where=want > 0)
+        failed_steady = np.round(steady * frac)
+        failed_batch = np.round(bl * frac)
+        opened = idle + ok  # connections open at the peak
+        new_idle = np.minimum(opened, st.idle_pool)
+        close = opened - new_idle
+        tw_room = np.maximum(st.max_tw_buckets - tw, 0.0)
+        close_now = np.minimum(close, tw_room)
+        close_tw += close_now
+        tw = tw + close_now
+        cum[t + 1] = cum[t] + close_tw
+        idle = new_idle
+
+        served = total - failed_steady - failed_batch
+        dialled = np.divide(ok, np.maximum(want, 1.0))  # share of lookups that dialled
+        lat_sum = (
+            served * st.lookup_ms
+            + served * dialled * st.dial_ms
+            + batch_wait_ms[t] * np.divide(bl - failed_batch, np.maximum(bl, 1.0))
+            + (failed_steady + failed_batch) * st.fallback_ms
+        )
+        out["lookups"][t] = total
+        out["rejected_lookups"][t] = rejected[t]
+        out["concurrency"][t] = want
+        out["dials"][t] = need
+        out["failed_dials"][t] = failed
+        out["failed_lookups"][t] = failed_steady + failed_batch
+        out["failed_user_lookups"][t] = failed_steady
+        out["open_conns"][t] = opened
+        out["idle"][t] = idle
+        out["closed"][t] = close_tw
+        out["time_wait"][t] = tw
+        out["lookup_ms_mean"][t] = np.divide(
+            lat_sum, total, out=np.full(n_h, st.lookup_ms), where=total > 0
+        )
+
+    ints = {k: v.round().astype(np.int64) for k, v in out.items() if k != "lookup_ms_mean"}
+    return PoolSeries(
+        **ints, lookup_ms_mean=out["lookup_ms_mean"], errno_class=errno, port_ceiling=ceiling
+    )
