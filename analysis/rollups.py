@@ -4,16 +4,57 @@
 ``metrics``, ``events``) into per-bucket tables and one long-form ``signals``
 table in which every series shares the same grid, so that detection and
 lead/lag can treat every signal alike.
+
+Rules (the data dictionary of the rollups):
+
+- Buckets are aligned to the Unix epoch: bucket ``t`` holds ``[t, t + grid_s)``.
+  The grid spans the data of ``requests``, ``log_events`` and ``metrics``
+  (not ``events``: a deploy a week earlier must not stretch it), clipped to the
+  ``incident`` keys ``window_start``/``window_end`` when they are given.
+- Counts (requests, URIs, log lines) are per-second rates: the bucket's count
+  divided by ``grid_s``. Log lines weigh ``1/sample_rate`` (NULL or
+  non-positive sample_rate = 1). Empty buckets are 0.
+- A log line is an error when it has an errno class or a level of
+  error/fatal/panic/critical.
+- Metrics: counters (names ending ``_total``, ``_count``, ``_sum``,
+  ``_bucket`` or in ``KNOWN_COUNTERS``) become per-second rates between
+  consecutive samples; a drop is a counter reset, whose increase is the new
+  value. The rate of ``(prev, cur]`` is spread over the buckets of that
+  interval. Gauges hold their value from a sample until the next one (the last
+  sample for the series' median sampling step), at most ``stale_s`` seconds
+  (Prometheus' lookback); beyond that, and for metric
+  rates with no samples, buckets are NULL. Samples more than ``stale_s`` apart
+  give no counter rate. NaN samples are skipped.
+- ``metric:<name>`` aggregates over label sets: sum for counters, rates and
+  connection counts (``SUM_PATTERN``), max otherwise (TIME_WAIT per host,
+  threads per process, GC pause quantiles, loss ratios: the worst instance).
+  ``metric:<name>{k=v,...}`` signals exist per label set when a metric has more
+  than one label set.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import duckdb
 import polars as pl
+
+from analysis.errors import UserError
+
+COUNTER_PATTERN = r"(_total|_count|_sum|_bucket)$"
+KNOWN_COUNTERS: tuple[str, ...] = (
+    "node_netstat_Tcp_ActiveOpens",
+    "node_netstat_Tcp_PassiveOpens",
+    "node_netstat_TcpExt_ListenOverflows",
+    "node_netstat_TcpExt_ListenDrops",
+    "memcached_commands",
+)
+SUM_PATTERN = r"(_total|_count|_sum|_bucket|per_second|_rate|_rps|_qps|connections|requests)$"
+ERROR_LEVELS: tuple[str, ...] = ("error", "fatal", "panic", "critical")
+MAX_BUCKETS = 5_000_000
 
 
 @dataclass(frozen=True)
@@ -27,16 +68,282 @@ class RollupInfo:
     n_signals: int
 
 
-def build_rollups(con: duckdb.DuckDBPyConnection, grid_s: int = 1) -> RollupInfo:
-    """Create or replace ``roll_*``, ``signals`` and ``signal_catalog`` on a ``grid_s`` grid."""
-    raise NotImplementedError
+def _bucket(col: str, grid_s: int) -> str:
+    """SQL for the start of ``col``'s bucket on an epoch-aligned ``grid_s`` grid."""
+    us = grid_s * 1_000_000
+    return f"make_timestamp((epoch_us({col}) // {us}) * {us})"
+
+
+def _is_counter_sql(col: str = "metric") -> str:
+    known = ", ".join(f"'{m}'" for m in KNOWN_COUNTERS)
+    return f"(regexp_matches({col}, '{COUNTER_PATTERN}') OR {col} IN ({known}))"
+
+
+def label_suffix(labels: str | None) -> str:
+    """``'{"a":"x","b":"y"}'`` -> ``'{a=x,b=y}'`` (sorted keys); ``''`` for no labels."""
+    if not labels:
+        return ""
+    try:
+        parsed = json.loads(labels)
+    except ValueError:
+        return "{" + labels + "}"
+    if not isinstance(parsed, dict) or not parsed:
+        return ""
+    return "{" + ",".join(f"{k}={parsed[k]}" for k in sorted(parsed)) + "}"
+
+
+def _grid_range(
+    con: duckdb.DuckDBPyConnection, grid_s: int
+) -> tuple[datetime | None, datetime | None]:
+    """First and last bucket of the grid (None, None when there is no data)."""
+    lo, hi = con.execute(
+        f"""
+        WITH r AS (
+            SELECT min(time) lo, max(time) hi FROM requests
+            UNION ALL SELECT min(time), max(time) FROM log_events
+            UNION ALL SELECT min(time), max(time) FROM metrics
+        ), w AS (
+            SELECT
+              max(CASE WHEN key = 'window_start'
+                  THEN CAST(TRY_CAST(value AS TIMESTAMPTZ) AS TIMESTAMP) END) ws,
+              max(CASE WHEN key = 'window_end'
+                  THEN CAST(TRY_CAST(value AS TIMESTAMPTZ) AS TIMESTAMP) END) we
+            FROM incident
+        )
+        SELECT {_bucket("greatest(min(lo), coalesce(any_value(ws), min(lo)))", grid_s)},
+               {_bucket("least(max(hi), coalesce(any_value(we), max(hi)))", grid_s)}
+        FROM r, w
+        """
+    ).fetchall()[0]
+    if lo is None or hi is None or hi < lo:
+        return None, None
+    return lo, hi
+
+
+def build_rollups(
+    con: duckdb.DuckDBPyConnection, grid_s: int = 1, *, stale_s: int = 300
+) -> RollupInfo:
+    """Create or replace ``roll_*``, ``signals`` and ``signal_catalog`` on a ``grid_s`` grid.
+
+    Everything is computed in DuckDB SQL with one scan of each raw table; the
+    module docstring states the rules. Returns the grid and the signal count.
+    """
+    if int(grid_s) != grid_s or grid_s < 1:
+        raise UserError(f"grid must be a whole number of seconds >= 1, got {grid_s!r}")
+    g = int(grid_s)
+    start, end = _grid_range(con, g)
+    if start is not None:
+        n_buckets = int((end - start).total_seconds()) // g + 1
+        if n_buckets > MAX_BUCKETS:
+            raise UserError(
+                f"a {g} s grid from {start} to {end} has {n_buckets:,} buckets"
+                f" (limit {MAX_BUCKETS:,}): use a coarser grid"
+            )
+    else:
+        n_buckets = 0
+    lo = "TIMESTAMP '1970-01-01'" if start is None else f"TIMESTAMP '{start}'"
+    hi_excl = "TIMESTAMP '1970-01-01'" if end is None else f"TIMESTAMP '{end}' + to_seconds({g})"
+    in_grid = f"time >= {lo} AND time < {hi_excl}"
+    step = f"to_seconds({g})"
+    b = _bucket("time", g)
+
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _grid AS "
+        f"SELECT unnest(generate_series({lo}, {hi_excl} - INTERVAL 1 MICROSECOND, {step})) AS t"
+        if start is not None
+        else "CREATE OR REPLACE TEMP TABLE _grid AS SELECT TIMESTAMP '1970-01-01' AS t LIMIT 0"
+    )
+
+    con.execute(f"""
+        CREATE OR REPLACE TABLE roll_callers AS
+        SELECT {b} AS t, coalesce(caller, 'unknown') AS caller, method, dc,
+               count(*) / {g} AS requests,
+               coalesce(sum(uris), 0) / {g} AS uris,
+               quantile_cont(uris, 0.5) AS p50_uris,
+               quantile_cont(uris, 0.99) AS p99_uris,
+               max(uris) AS max_uris,
+               count(*) FILTER (WHERE status IS NOT NULL AND lower(status) <> 'ok') / {g}
+                 AS errors,
+               quantile_cont(duration_ms, 0.99) AS p99_duration_ms
+        FROM requests WHERE {in_grid}
+        GROUP BY ALL
+    """)
+
+    levels = ", ".join(f"'{lv}'" for lv in ERROR_LEVELS)
+    con.execute(f"""
+        CREATE OR REPLACE TABLE roll_errors AS
+        SELECT {b} AS t, errno_class, op, cache, host, lower(level) AS level,
+               sum(CASE WHEN sample_rate > 0 THEN 1 / sample_rate ELSE 1 END) / {g} AS errors,
+               bool_or(errno_class IS NOT NULL OR lower(level) IN ({levels})) AS is_error
+        FROM log_events WHERE {in_grid}
+        GROUP BY ALL
+    """)
+
+    stale = f"to_seconds({int(stale_s)})"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _msamples AS
+        WITH s AS (
+            SELECT metric, coalesce(labels, '{{}}') AS labels, time, max(value) AS value
+            FROM metrics
+            WHERE value IS NOT NULL AND NOT isnan(value)
+              AND time >= {lo} - {stale} AND time < {hi_excl} + {stale}
+            GROUP BY ALL
+        )
+        , l AS (
+            SELECT metric, labels, time, value, {_is_counter_sql()} AS is_counter,
+                   lag(time) OVER w AS prev_t, lag(value) OVER w AS prev_v,
+                   lead(time) OVER w AS next_t
+            FROM s
+            WINDOW w AS (PARTITION BY metric, labels ORDER BY time)
+        )
+        SELECT *, median(time - prev_t) OVER (PARTITION BY metric, labels) AS step FROM l
+    """)
+    con.execute(f"""
+        CREATE OR REPLACE TABLE roll_metrics AS
+        WITH c AS (
+            SELECT metric, labels,
+                   CASE WHEN is_counter
+                        THEN (CASE WHEN value >= prev_v THEN value - prev_v ELSE value END)
+                             / ((epoch_us(time) - epoch_us(prev_t)) / 1e6)
+                        ELSE value END AS v,
+                   CASE WHEN is_counter THEN {_bucket("prev_t", g)} ELSE {b} END AS lo,
+                   CASE WHEN is_counter
+                        THEN greatest({_bucket("prev_t", g)},
+                                      {_bucket("time - INTERVAL 1 MICROSECOND", g)})
+                        ELSE greatest({b}, {
+        _bucket(
+            f"least(coalesce(next_t, time + coalesce(step, INTERVAL 0 SECOND)), time + {stale})"
+            " - INTERVAL 1 MICROSECOND",
+            g,
+        )
+    })
+                        END AS hi
+            FROM _msamples
+            WHERE NOT is_counter OR (prev_t IS NOT NULL AND time - prev_t <= {stale})
+        ), e AS (
+            SELECT metric, labels, v, unnest(generate_series(lo, hi, {step})) AS t FROM c
+        )
+        SELECT t, metric, labels, avg(v) AS value
+        FROM e WHERE t >= {lo} AND t < {hi_excl}
+        GROUP BY ALL
+    """)
+
+    con.execute("""
+        CREATE OR REPLACE TABLE roll_events AS
+        SELECT time AS start, coalesce(end_time, time) AS "end", kind, title, source, detail
+        FROM events ORDER BY time
+    """)
+
+    _build_signals(con, g)
+    for tmp in ("_grid", "_msamples", "_sig_sparse", "_cat", "_labelnames"):
+        con.execute(f"DROP TABLE IF EXISTS {tmp}")
+    con.execute("DROP VIEW IF EXISTS _labelnames_view")
+    n_signals = con.execute("SELECT count(*) FROM signal_catalog").fetchall()[0][0]
+    return RollupInfo(grid_s=g, start=start, end=end, n_buckets=n_buckets, n_signals=n_signals)
+
+
+def _build_signals(con: duckdb.DuckDBPyConnection, g: int) -> None:
+    """Build ``signal_catalog`` and the dense long-form ``signals`` from the roll tables."""
+    labels = [r[0] for r in con.execute("SELECT DISTINCT labels FROM roll_metrics").fetchall()]
+    names = pl.DataFrame(
+        {"labels": labels, "suffix": [label_suffix(x) for x in labels]},
+        schema={"labels": pl.String, "suffix": pl.String},
+    )
+    con.register("_labelnames_view", names)
+    con.execute("CREATE OR REPLACE TEMP TABLE _labelnames AS SELECT * FROM _labelnames_view")
+    con.unregister("_labelnames_view")
+
+    # Sparse values and their catalog rows, one SELECT per family of signals.
+    # kind: count (0 when absent), rate (metric counter rate, NULL when absent), gauge.
+    caller_sig = [
+        ("requests", "sum(requests)", "req/s", "count", "sum over method, dc"),
+        ("uris", "sum(uris)", "uris/s", "count", "sum over method, dc"),
+        ("max_uris", "max(max_uris)", "uris", "count", "max batch size in bucket (0 if none)"),
+        ("errors", "sum(errors)", "req/s", "count", "sum of non-ok requests"),
+        ("p99_ms", "max(p99_duration_ms)", "ms", "gauge", "max over method, dc of p99"),
+    ]
+    parts = [
+        f"""SELECT t, 'caller:' || caller || ':{name}' AS signal, {expr} AS value,
+                   'requests' AS source, NULL AS metric, NULL AS labels, caller,
+                   NULL AS errno_class, '{unit}' AS unit, '{agg}' AS aggregation,
+                   '{kind}' AS kind
+            FROM roll_callers GROUP BY t, caller"""
+        for name, expr, unit, kind, agg in caller_sig
+    ]
+    err_families = [
+        ("'errors:total'", "TRUE", "NULL"),
+        ("'errors:' || errno_class", "errno_class IS NOT NULL", "errno_class"),
+        ("'errors:cache:' || cache", "cache IS NOT NULL", "NULL"),
+        ("'errors:op:' || op", "op IS NOT NULL", "NULL"),
+    ]
+    parts += [
+        f"""SELECT t, {name} AS signal, sum(errors) AS value, 'logs' AS source, NULL AS metric,
+                   NULL AS labels, NULL AS caller, {errno} AS errno_class,
+                   'lines/s' AS unit, 'sum of 1/sample_rate over error lines' AS aggregation,
+                   'count' AS kind
+            FROM roll_errors WHERE is_error AND {cond} GROUP BY ALL"""
+        for name, cond, errno in err_families
+    ]
+    is_counter = _is_counter_sql("m.metric")
+    unit = f"""CASE WHEN {is_counter} THEN 'per_s'
+                    WHEN m.metric LIKE '%_seconds' THEN 's'
+                    WHEN m.metric LIKE '%_bytes' THEN 'bytes'
+                    WHEN m.metric LIKE '%_ratio' THEN 'ratio' ELSE '' END"""
+    kind = f"CASE WHEN {is_counter} THEN 'rate' ELSE 'gauge' END"
+    sums = f"regexp_matches(m.metric, '{SUM_PATTERN}')"
+    parts.append(f"""
+        SELECT m.t, 'metric:' || m.metric AS signal,
+               CASE WHEN {sums} THEN sum(m.value) ELSE max(m.value) END AS value,
+               'metrics' AS source, m.metric, NULL AS labels, NULL AS caller,
+               NULL AS errno_class, {unit} AS unit,
+               CASE WHEN {sums} THEN 'sum over labels' ELSE 'max over labels' END
+                 AS aggregation, {kind} AS kind
+        FROM roll_metrics m GROUP BY m.t, m.metric""")
+    parts.append(f"""
+        SELECT m.t, 'metric:' || m.metric || n.suffix AS signal, m.value, 'metrics' AS source,
+               m.metric, m.labels, NULL AS caller, NULL AS errno_class, {unit} AS unit,
+               'one label set' AS aggregation, {kind} AS kind
+        FROM roll_metrics m JOIN _labelnames n USING (labels)
+        WHERE m.metric IN (SELECT metric FROM roll_metrics GROUP BY metric
+                           HAVING count(DISTINCT labels) > 1)""")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _sig_sparse AS " + "\nUNION ALL BY NAME\n".join(parts)
+    )
+    con.execute("""
+        CREATE OR REPLACE TABLE signal_catalog AS
+        SELECT signal, any_value(source) AS source, any_value(metric) AS metric,
+               any_value(labels) AS labels, any_value(caller) AS caller,
+               any_value(errno_class) AS errno_class, any_value(unit) AS unit,
+               any_value(aggregation) AS aggregation, any_value(kind) AS kind
+        FROM _sig_sparse GROUP BY signal ORDER BY signal
+    """)
+    con.execute("""
+        CREATE OR REPLACE TABLE signals AS
+        SELECT g.t, c.signal,
+               CASE WHEN c.kind = 'count' THEN coalesce(s.value, 0) ELSE s.value END AS value
+        FROM signal_catalog c CROSS JOIN _grid g
+        LEFT JOIN _sig_sparse s ON s.signal = c.signal AND s.t = g.t
+        ORDER BY c.signal, g.t
+    """)
 
 
 def signal_series(con: duckdb.DuckDBPyConnection, signal: str) -> pl.DataFrame:
     """One signal as a frame ``[t, value]`` ordered by time (empty if unknown)."""
-    raise NotImplementedError
+    return con.sql("SELECT t, value FROM signals WHERE signal = ? ORDER BY t", params=[signal]).pl()
 
 
 def signal_frame(con: duckdb.DuckDBPyConnection, signals: Sequence[str]) -> pl.DataFrame:
-    """Several signals side by side: ``t`` plus one column per signal, on the dense grid."""
-    raise NotImplementedError
+    """Several signals side by side: ``t`` plus one column per signal, on the dense grid.
+
+    Unknown signals are columns of NULL, so callers can rely on the shape.
+    """
+    grid = con.sql("SELECT DISTINCT t FROM signals ORDER BY t").pl()
+    long = con.sql(
+        "SELECT t, signal, value FROM signals WHERE list_contains(?, signal)",
+        params=[list(signals)],
+    ).pl()
+    out = grid
+    for name in dict.fromkeys(signals):
+        col = long.filter(pl.col("signal") == name).select("t", pl.col("value").alias(name))
+        out = out.join(col, on="t", how="left")
+    return out.sort("t")
