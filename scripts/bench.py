@@ -1,0 +1,620 @@
+"""Speed and memory benchmark of the suite against DuckDB's floor, pandas and polars.
+
+``make bench`` runs ``python scripts/bench.py --out build/bench``. For each scale
+(request rows: 1, 10 and 50 million by default) it writes the april-2026 incident's
+files (``bench_data.py``), then times, each job in its own process so that its
+peak resident memory (``ru_maxrss`` from ``wait4``) is its own:
+
+- ingest of every format into a fresh store (JSON lines, Parquet and CSV request
+  logs, followed by the rollups; JSON lines, logfmt and Go text error logs;
+  Prometheus JSON metrics);
+- on one store holding requests, errors and metrics: rollups, detection, chain;
+- side by side on the same request file: DuckDB's bare aggregate scan (the
+  floor), pandas as a notebook user writes it, polars' lazy dynamic group-by.
+
+Once, on the bundled incident: the notebook run (``postmortem report``).
+
+It prints a table and writes ``bench.json`` (every run, medians, ratios and
+the targets of issue 7 with met / missed). A job over its time or memory cap
+is killed and recorded as "did not finish", never retried.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import bench_data  # noqa: E402
+
+CHILD = HERE / "bench_child.py"
+DEFAULT_SCALES = (1_000_000, 10_000_000, 50_000_000)
+QUICK_SCALES = (20_000, 50_000)
+
+#: Stages recorded at every scale (key in ``scales[i].stages``).
+STAGES: tuple[str, ...] = (
+    "generate",
+    *(f"ingest/{k}" for k in bench_data.FORMATS),
+    "rollups",
+    "detection",
+    "chain",
+    "detection+chain",
+)
+#: Side-by-side contenders on the same request file (key in ``scales[i].contenders``).
+CONTENDERS: tuple[str, ...] = (
+    "ours/jsonl",
+    "ours/parquet",
+    "ours/csv",
+    "duckdb_floor/jsonl",
+    "duckdb_floor/parquet",
+    "pandas/jsonl",
+    "polars/jsonl",
+)
+#: Ratios at every scale: ours over the floor (lower is better), the others over ours.
+RATIOS: tuple[str, ...] = (
+    "ours_over_floor/jsonl",
+    "ours_over_floor/parquet",
+    "pandas_over_ours",
+    "polars_over_ours",
+)
+
+
+@dataclass
+class Measured:
+    """One process run: wall time, peak RSS, the child's own JSON report, and how it ended.
+
+    ``status`` is ``ok``, ``did not finish: <why>`` (killed at a cap) or ``failed: <why>``.
+    """
+
+    wall_s: float
+    peak_rss_mb: float
+    status: str
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the run finished cleanly."""
+        return self.status == "ok"
+
+
+@dataclass
+class Stat:
+    """Repeated runs of one job: their times (seconds), median, and the worst peak RSS.
+
+    ``seconds`` holds the measured quantity of each successful run (wall time of the
+    process, or one stage inside it); ``status`` is that of the first failure, if any.
+    """
+
+    seconds: list[float] = field(default_factory=list)
+    peak_rss_mb: float | None = None
+    status: str = "ok"
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def median_s(self) -> float | None:
+        """Median of the successful runs, ``None`` when there was none."""
+        return statistics.median(self.seconds) if self.seconds else None
+
+    def as_json(self) -> dict[str, Any]:
+        """The stat with its median, for bench.json."""
+        return {**asdict(self), "median_s": self.median_s, "runs": len(self.seconds)}
+
+
+def _rss_mb(pid: int) -> float:
+    """Current resident set of ``pid`` in MiB (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_measured(
+    argv: list[str], *, timeout_s: float, rss_cap_mb: float, cwd: Path | None = None
+) -> Measured:
+    """Run ``argv`` in its own session; return wall time, peak RSS and its last JSON line.
+
+    A watcher kills the process group when it runs past ``timeout_s`` or its resident
+    memory passes ``rss_cap_mb``. Peak RSS is ``ru_maxrss`` of this child as ``wait4``
+    reports it (the child and the descendants it waited for), not the whole
+    ``RUSAGE_CHILDREN`` high-water mark, which would carry over between runs.
+    """
+    env = {**os.environ, "TZ": "UTC", "PYTHONPATH": str(ROOT)}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=err, cwd=cwd or ROOT, env=env, start_new_session=True
+        )
+        reason: list[str] = []
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(0.1):
+                if time.perf_counter() - t0 > timeout_s:
+                    reason.append(f"did not finish: over the {timeout_s:.0f} s time cap")
+                elif _rss_mb(proc.pid) > rss_cap_mb:
+                    cap = rss_cap_mb / 1024
+                    reason.append(f"did not finish: over the {cap:.1f} GiB memory cap")
+                if reason:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    return
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # exited, not yet reaped
+        wall = time.perf_counter() - t0
+        done.set()
+        watcher.join()
+        _, wstatus, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(wstatus)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    peak = usage.ru_maxrss / 1024
+    if reason:
+        return Measured(wall, peak, reason[0])
+    if proc.returncode != 0:
+        tail = stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        return Measured(wall, peak, f"failed: {tail[0][:300]}")
+    report: dict[str, Any] = {}
+    for line in reversed(stdout.strip().splitlines()):
+        if line.startswith("{"):
+            report = json.loads(line)
+            break
+    # The child's own high-water mark when it reports one: ru_maxrss also counts the
+    # parent's resident memory at fork time (Linux keeps it across exec).
+    return Measured(wall, float(report.get("peak_rss_mb") or peak), "ok", report)
+
+
+def child_argv(job: str, **kwargs: Any) -> list[str]:
+    """Command line of one ``bench_child.py`` job."""
+    return [sys.executable, str(CHILD), job, json.dumps(kwargs)]
+
+
+@dataclass
+class Options:
+    """What to run: scales, repeats, caps, where to write."""
+
+    out: Path
+    scales: tuple[int, ...]
+    repeats: int
+    timeout_s: float
+    mem_cap_mb: float
+    notebook: bool
+    keep_data: bool
+    seed: int
+
+
+class Bench:
+    """Runs the benchmark and collects every measurement into ``self.result``."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.data_root = opts.out / "data"
+        self.result: dict[str, Any] = {"meta": _meta(opts), "scales": [], "notebook": {}}
+
+    def log(self, msg: str) -> None:
+        """A progress line on stderr, stamped with the time."""
+        print(f"[{datetime.now(UTC):%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
+
+    def repeats_at(self, scale: int) -> int:
+        """Repeats at ``scale``: fewer at the largest scales, where one run takes minutes."""
+        return 1 if scale >= 50_000_000 else self.opts.repeats
+
+    def repeat(self, label: str, argv: list[str], n: int, pick: str | None = None) -> Stat:
+        """Run ``argv`` up to ``n`` times; stop after a failure or after a run over 5 minutes.
+
+        ``pick`` names a stage of the child's report to take as the time of each run
+        (``"*"``: the sum of its stages, i.e. the work without interpreter start and
+        imports) instead of the process's wall time.
+        """
+        stat = Stat()
+        for k in range(n):
+            m = run_measured(argv, timeout_s=self.opts.timeout_s, rss_cap_mb=self.opts.mem_cap_mb)
+            stat.peak_rss_mb = max(stat.peak_rss_mb or 0.0, m.peak_rss_mb)
+            self.log(
+                f"  {label} run {k + 1}/{n}: {m.status}, {m.wall_s:.2f} s, {m.peak_rss_mb:.0f} MiB"
+            )
+            if not m.ok:
+                stat.status = m.status
+                break
+            stages = m.report.get("stages", {})
+            if pick == "*":
+                stat.seconds.append(sum(stages.values()))
+            else:
+                stat.seconds.append(stages[pick] if pick else m.wall_s)
+            stat.detail = {k2: v for k2, v in m.report.items() if k2 != "stages"}
+            stat.detail.setdefault("stage_runs", []).append(stages)
+            stat.detail["wall_s"] = stat.detail.get("wall_s", []) + [m.wall_s]
+            if m.wall_s > 300:
+                break
+        return stat
+
+    def run_scale(self, scale: int) -> dict[str, Any]:
+        """Generate the files at ``scale`` and run every stage and contender on them."""
+        n = self.repeats_at(scale)
+        root = self.data_root / f"rows-{scale}"
+        self.log(f"scale {scale:,}: generating under {root}")
+        gen = self.repeat(
+            "generate",
+            child_argv("generate", scale=scale, root=str(root), seed=self.opts.seed),
+            1,
+            pick="generate",
+        )
+        gen.detail["generator"] = "scripts/bench_data.py (DuckDB COPY)"
+        stages: dict[str, Stat] = {"generate": gen}
+        contenders: dict[str, Stat] = {}
+        db = str(root / "store.duckdb")
+        f: dict[str, str] = gen.detail.get("files") or {
+            k: str(root / bench_data.FILE_NAMES[k]) for k in bench_data.FORMATS
+        }
+
+        for fmt in ("jsonl", "parquet", "csv"):
+            key = f"requests/{fmt}"
+            whole = self.repeat(
+                f"ours {key} ingest+rollups",
+                child_argv("ours", paths=[f[key]], db=db, steps=["rollups"]),
+                n,
+                pick="*",
+            )
+            contenders[f"ours/{fmt}"] = whole
+            stages[f"ingest/{key}"] = _sub_stat(whole, f"ingest:{Path(f[key]).name}")
+        for key in ("errors/jsonl", "errors/logfmt", "errors/gotext", "metrics/prometheus"):
+            whole = self.repeat(f"ours {key} ingest", child_argv("ours", paths=[f[key]], db=db), n)
+            stages[f"ingest/{key}"] = _sub_stat(whole, f"ingest:{Path(f[key]).name}")
+
+        for fmt in ("jsonl", "parquet"):
+            contenders[f"duckdb_floor/{fmt}"] = self.repeat(
+                f"duckdb floor {fmt}",
+                child_argv("floor", path=f[f"requests/{fmt}"], fmt=fmt),
+                n,
+                pick="*",
+            )
+        contenders["pandas/jsonl"] = self.repeat(
+            "pandas jsonl", child_argv("pandas", path=f["requests/jsonl"]), n, pick="*"
+        )
+        contenders["polars/jsonl"] = self.repeat(
+            "polars jsonl", child_argv("polars", path=f["requests/jsonl"]), n, pick="*"
+        )
+
+        full = [f["requests/jsonl"], f["errors/jsonl"], f["metrics/prometheus"]]
+        pipe = self.repeat(
+            "ours full store: rollups, detection, chain",
+            child_argv("ours", paths=full, db=db, steps=["rollups", "detection", "chain"]),
+            n,
+        )
+        for step in ("rollups", "detection", "chain"):
+            stages[step] = _sub_stat(pipe, step)
+        stages["detection+chain"] = _sum_stat(stages["detection"], stages["chain"])
+
+        for suffix in ("", ".wal"):
+            Path(db + suffix).unlink(missing_ok=True)
+        if not self.opts.keep_data:
+            shutil.rmtree(root, ignore_errors=True)
+        return {
+            "scale": scale,
+            "repeats": n,
+            "stages": {k: stages[k].as_json() for k in STAGES},
+            "contenders": {k: contenders[k].as_json() for k in CONTENDERS},
+            "ratios": ratios(contenders),
+        }
+
+    def run_notebook(self) -> dict[str, Any]:
+        """Simulate the bundled incident, ingest it, and time the notebook run on it."""
+        pm = str(Path(sys.executable).parent / "postmortem")
+        data = self.data_root / "bundled"
+        db = self.data_root / "bundled.duckdb"
+        steps = {
+            "simulate": [
+                pm,
+                "simulate",
+                "--scenario",
+                "april-2026",
+                "--seed",
+                str(self.opts.seed),
+                "--out",
+                str(data),
+            ],
+            "ingest": [pm, "ingest", str(data), "--db", str(db), "--replace"],
+            "report": [
+                pm,
+                "report",
+                "--db",
+                str(db),
+                "--data-dir",
+                str(data),
+                "--out",
+                str(self.opts.out / "report"),
+            ],
+        }
+        out: dict[str, Any] = {}
+        for name, argv in steps.items():
+            n = self.opts.repeats if name == "report" else 1
+            stat = self.repeat(f"bundled incident: {name}", argv, n)
+            out[name] = stat.as_json()
+            if stat.status != "ok":
+                break
+        return out
+
+    def run(self) -> dict[str, Any]:
+        """Every scale, then the notebook run; returns the whole result."""
+        for scale in self.opts.scales:
+            self.result["scales"].append(self.run_scale(scale))
+            self.write()
+        if self.opts.notebook:
+            self.result["notebook"] = self.run_notebook()
+        self.result["targets"] = targets(self.result)
+        self.result["meta"]["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+        self.write()
+        return self.result
+
+    def write(self) -> Path:
+        """Write bench.json (also after each scale, so a cut run keeps what it measured)."""
+        self.opts.out.mkdir(parents=True, exist_ok=True)
+        path = self.opts.out / "bench.json"
+        path.write_text(json.dumps(self.result, indent=1, default=str) + "\n")
+        return path
+
+
+def _sub_stat(whole: Stat, stage: str) -> Stat:
+    """The runs' times of one named stage inside a child's report."""
+    runs = whole.detail.get("stage_runs", [])
+    secs = [r[stage] for r in runs if stage in r]
+    status = whole.status if whole.status != "ok" or secs else f"failed: no stage {stage!r}"
+    return Stat(secs, whole.peak_rss_mb, status)
+
+
+def _sum_stat(a: Stat, b: Stat) -> Stat:
+    """Run-by-run sum of two stages measured in the same runs."""
+    status = a.status if a.status != "ok" else b.status
+    return Stat(
+        [x + y for x, y in zip(a.seconds, b.seconds, strict=False)],
+        max(a.peak_rss_mb or 0, b.peak_rss_mb or 0),
+        status,
+    )
+
+
+def _ratio(num: Stat, den: Stat) -> float | None:
+    """Ratio of medians, ``None`` when either side has no successful run."""
+    if num.median_s is None or not den.median_s:
+        return None
+    return num.median_s / den.median_s
+
+
+def ratios(c: dict[str, Stat]) -> dict[str, Any]:
+    """Ours over the DuckDB floor per format, and pandas and polars over ours (JSON lines).
+
+    When pandas did not finish, its ratio is ``None`` and ``pandas_status`` says why.
+    """
+    out: dict[str, Any] = {
+        "ours_over_floor/jsonl": _ratio(c["ours/jsonl"], c["duckdb_floor/jsonl"]),
+        "ours_over_floor/parquet": _ratio(c["ours/parquet"], c["duckdb_floor/parquet"]),
+        "pandas_over_ours": _ratio(c["pandas/jsonl"], c["ours/jsonl"]),
+        "polars_over_ours": _ratio(c["polars/jsonl"], c["ours/jsonl"]),
+    }
+    for who in ("pandas", "polars"):
+        if c[f"{who}/jsonl"].status != "ok":
+            out[f"{who}_status"] = c[f"{who}/jsonl"].status
+    return out
+
+
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The targets of issue 7, each with the measured value and met / missed / unmeasured."""
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, value: Any, met: bool | None, note: str = "") -> None:
+        rows.append({"target": name, "value": value, "met": met, "note": note})
+
+    for s in result["scales"]:
+        scale, r, c, st = s["scale"], s["ratios"], s["contenders"], s["stages"]
+        for fmt in ("jsonl", "parquet"):
+            v = r[f"ours_over_floor/{fmt}"]
+            add(
+                f"{scale:,} rows: ingest+rollups {fmt} <= 1.5x DuckDB floor",
+                v,
+                None if v is None else v <= 1.5,
+            )
+        v = r["polars_over_ours"]
+        add(
+            f"{scale:,} rows: ahead of polars",
+            v,
+            None if v is None else v > 1.0,
+            r.get("polars_status", ""),
+        )
+        v = r["pandas_over_ours"]
+        if scale >= 10_000_000:
+            dnf = c["pandas/jsonl"]["status"].startswith("did not finish")
+            add(
+                f"{scale:,} rows: >= 10x faster than pandas",
+                v,
+                (v >= 10)
+                if v is not None
+                else (True if dnf and c["ours/jsonl"]["median_s"] else None),
+                c["pandas/jsonl"]["status"] if v is None else "",
+            )
+        rss = c["ours/jsonl"]["peak_rss_mb"]
+        if scale >= 50_000_000:
+            add(
+                f"{scale:,} rows: peak RSS of ingest < 4 GB (MiB)",
+                rss,
+                None if rss is None or c["ours/jsonl"]["status"] != "ok" else rss < 4000,
+            )
+        v = st["detection+chain"]["median_s"]
+        add(f"{scale:,} rows: detection+chain < 5 s", v, None if v is None else v < 5)
+    rep = result.get("notebook", {}).get("report")
+    if rep:
+        add(
+            "notebook suite on the bundled incident < 60 s",
+            rep["median_s"],
+            None if rep["median_s"] is None else rep["median_s"] < 60,
+            rep["status"],
+        )
+    return rows
+
+
+def _meta(opts: Options) -> dict[str, Any]:
+    """Machine, versions and options, so that figures can be compared across runs."""
+    versions = {}
+    for mod in ("duckdb", "polars", "pandas", "pyarrow", "numpy"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except ImportError:
+            versions[mod] = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": commit,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "versions": versions,
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
+    }
+
+
+def _fmt_s(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def table(result: dict[str, Any]) -> str:
+    """The results as a fixed-width text table: one line per scale and stage or contender."""
+    lines = [
+        f"{'rows':>11}  {'stage / contender':<28} {'median s':>9} {'runs':>4} {'peak MiB':>9}  note"
+    ]
+    for s in result["scales"]:
+        for group in ("stages", "contenders"):
+            for name, st in s[group].items():
+                note = "" if st["status"] == "ok" else st["status"]
+                rss = "-" if st["peak_rss_mb"] is None else f"{st['peak_rss_mb']:.0f}"
+                lines.append(
+                    f"{s['scale']:>11,}  {name:<28} {_fmt_s(st['median_s']):>9} "
+                    f"{st['runs']:>4} {rss:>9}  {note}"
+                )
+        for name in RATIOS:
+            v = s["ratios"][name]
+            lines.append(
+                f"{s['scale']:>11,}  {'ratio ' + name:<28} {'-' if v is None else f'{v:.2f}x':>9}"
+            )
+    for name, st in result.get("notebook", {}).items():
+        rss = "-" if st["peak_rss_mb"] is None else f"{st['peak_rss_mb']:.0f}"
+        note = "" if st["status"] == "ok" else st["status"]
+        lines.append(
+            f"{'bundled':>11}  {name:<28} {_fmt_s(st['median_s']):>9} "
+            f"{st['runs']:>4} {rss:>9}  {note}"
+        )
+    if result.get("targets"):
+        lines.append("")
+        lines.append("targets:")
+        for t in result["targets"]:
+            mark = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+            v = t["value"]
+            shown = "-" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
+            lines.append(f"  [{mark:>12}] {t['target']}: {shown} {t['note']}".rstrip())
+    return "\n".join(lines)
+
+
+def parse_scales(text: str) -> tuple[int, ...]:
+    """``"1e6,1e7,5e7"`` -> ``(1000000, 10000000, 50000000)``."""
+    try:
+        scales = tuple(int(float(x)) for x in text.split(",") if x.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"--scales: expected numbers like 1e6,1e7, got {text!r}"
+        ) from exc
+    if not scales or min(scales) < 1:
+        raise argparse.ArgumentTypeError(f"--scales: expected positive row counts, got {text!r}")
+    return scales
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "build" / "bench",
+        help="where bench.json, the table and the generated data go",
+    )
+    p.add_argument(
+        "--scales",
+        type=parse_scales,
+        default=None,
+        help="request rows per scale, comma-separated (default 1e6,1e7,5e7)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs per job; medians are reported (one run at 50M rows and above)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="tiny scales, one repeat: a smoke run of every stage"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        help="time cap per job, seconds; over it a job 'did not finish'",
+    )
+    p.add_argument(
+        "--mem-cap-gb",
+        type=float,
+        default=12.0,
+        help="resident-memory cap per job, GiB; over it a job 'did not finish'",
+    )
+    p.add_argument("--no-notebook", action="store_true", help="skip the notebook run")
+    p.add_argument("--keep-data", action="store_true", help="keep the generated files")
+    p.add_argument("--seed", type=int, default=1)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse options, run, print the table, write bench.json and bench.txt."""
+    args = build_parser().parse_args(argv)
+    scales = args.scales or (QUICK_SCALES if args.quick else DEFAULT_SCALES)
+    opts = Options(
+        out=args.out.resolve(),
+        scales=scales,
+        repeats=1 if args.quick else max(1, args.repeats),
+        timeout_s=args.timeout,
+        mem_cap_mb=args.mem_cap_gb * 1024,
+        notebook=not args.no_notebook,
+        keep_data=args.keep_data,
+        seed=args.seed,
+    )
+    bench = Bench(opts)
+    result = bench.run()
+    text = table(result)
+    print(text)
+    (opts.out / "bench.txt").write_text(text + "\n")
+    bench.log(f"wrote {opts.out / 'bench.json'} and bench.txt")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""One measured benchmark job, run in its own process so its peak memory is its own.
+
+``python scripts/bench_child.py JOB '<json args>'`` runs JOB and prints one JSON
+line on stdout: the timings of its stages (seconds) and what it produced. The
+parent (``scripts/bench.py``) measures wall time and peak RSS around it.
+
+Jobs:
+
+- ``floor``: DuckDB's bare aggregate scan of a request file (``read_json`` or
+  ``read_parquet``, one GROUP BY per second and caller): the floor for this work.
+- ``pandas``: what a user would write in a notebook: ``read_json(lines=True)``, then
+  a per-second groupby.
+- ``polars``: ``scan_ndjson`` then ``group_by_dynamic`` per second and caller.
+- ``ours``: ``analysis.ingest.ingest_paths`` into a fresh store, then (optionally)
+  ``analysis.rollups.build_rollups``, ``analysis.detection.detect_all`` and
+  ``analysis.chain.find_chain``, each timed.
+
+All contenders compute the same per-(second, caller) aggregates: request count,
+error count, URIs summed and their maximum, and the mean and maximum latency.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+#: Aggregates every contender computes per (second, caller).
+AGGREGATES = ("n", "errors", "uris", "max_uris", "mean_ms", "max_ms")
+
+
+def floor(path: str, fmt: str) -> dict[str, Any]:
+    """DuckDB reading the file itself, no store: the least work that gives the rollup."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    if fmt == "jsonl":
+        source = (
+            f"read_json('{path}', format = 'newline_delimited', columns = {{time: 'TIMESTAMP',"
+            " caller: 'VARCHAR', uris: 'INTEGER', status: 'VARCHAR', duration_ms: 'DOUBLE'})"
+        )
+    elif fmt == "parquet":
+        source = f"read_parquet('{path}')"
+    else:
+        raise ValueError(f"no DuckDB floor for format {fmt!r}")
+    t0 = time.perf_counter()
+    n_groups = con.execute(
+        f"""SELECT count(*) FROM (
+              SELECT date_trunc('second', time) AS t, caller, count(*) AS n,
+                     count(*) FILTER (WHERE status <> 'ok') AS errors,
+                     sum(uris) AS uris, max(uris) AS max_uris,
+                     avg(duration_ms) AS mean_ms, max(duration_ms) AS max_ms
+              FROM {source} GROUP BY ALL)"""
+    ).fetchone()[0]
+    return {"stages": {"scan+aggregate": time.perf_counter() - t0}, "groups": n_groups}
+
+
+def pandas_jsonl(path: str) -> dict[str, Any]:
+    """pandas as a notebook user writes it: load everything, then group by second and caller."""
+    import pandas as pd
+
+    t0 = time.perf_counter()
+    df = pd.read_json(path, lines=True)
+    t1 = time.perf_counter()
+    df["time"] = pd.to_datetime(df["time"])
+    df["is_error"] = df["status"] != "ok"
+    per_second = df.groupby([df["time"].dt.floor("s"), "caller"]).agg(
+        n=("uris", "size"),
+        errors=("is_error", "sum"),
+        uris=("uris", "sum"),
+        max_uris=("uris", "max"),
+        mean_ms=("duration_ms", "mean"),
+        max_ms=("duration_ms", "max"),
+    )
+    t2 = time.perf_counter()
+    return {"stages": {"read": t1 - t0, "aggregate": t2 - t1}, "groups": len(per_second)}
+
+
+def polars_jsonl(path: str) -> dict[str, Any]:
+    """polars' lazy reader and dynamic group-by, as its user guide shows them."""
+    import polars as pl
+
+    t0 = time.perf_counter()
+    per_second = (
+        pl.scan_ndjson(path)
+        .with_columns(pl.col("time").str.to_datetime(time_zone="UTC"))
+        .sort("time")
+        .group_by_dynamic("time", every="1s", group_by="caller")
+        .agg(
+            n=pl.len(),
+            errors=(pl.col("status") != "ok").sum(),
+            uris=pl.col("uris").sum(),
+            max_uris=pl.col("uris").max(),
+            mean_ms=pl.col("duration_ms").mean(),
+            max_ms=pl.col("duration_ms").max(),
+        )
+        .collect()
+    )
+    return {"stages": {"scan+aggregate": time.perf_counter() - t0}, "groups": per_second.height}
+
+
+def ours(
+    paths: list[str], db: str, steps: list[str] | None = None, profile: str | None = None
+) -> dict[str, Any]:
+    """The suite itself: ingest ``paths`` into a fresh store at ``db``, then run ``steps``
+    (any of ``rollups``, ``detection``, ``chain``), timing each.
+
+    With ``profile`` set, DuckDB's profiler writes each query's plan with timings
+    (EXPLAIN ANALYZE style, JSON) to that file, for finding where the time goes.
+    """
+    from analysis import store
+    from analysis.ingest import ingest_paths
+
+    steps = steps or []
+    Path(db).unlink(missing_ok=True)
+    Path(db + ".wal").unlink(missing_ok=True)
+    con = store.connect(db)
+    if profile:
+        con.execute("PRAGMA enable_profiling = 'json'")
+        con.execute(f"PRAGMA profiling_output = '{profile}'")
+    stages: dict[str, float] = {}
+    out: dict[str, Any] = {"stages": stages}
+
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        result = fn()
+        stages[name] = time.perf_counter() - t0
+        return result
+
+    for path in paths:
+        timed(f"ingest:{Path(path).name}", lambda p=path: ingest_paths(con, [Path(p)]))
+    out["rows"] = {
+        t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+        for t in ("requests", "log_events", "metrics", "rejects")
+    }
+    if "rollups" in steps:
+        from analysis.rollups import build_rollups
+
+        info = timed("rollups", lambda: build_rollups(con))
+        out["rollup"] = {"n_buckets": info.n_buckets, "n_signals": info.n_signals}
+    if "detection" in steps:
+        from analysis.detection import detect_all
+
+        windows = timed("detection", lambda: detect_all(con))
+        out["anomalies"] = windows.height
+    if "chain" in steps:
+        from analysis.chain import find_chain
+
+        chain = timed("chain", lambda: find_chain(con))
+        out["chain"] = repr(chain)[:300]
+    con.close()
+    return out
+
+
+def generate(scale: int, root: str, seed: int) -> dict[str, Any]:
+    """Write the incident's files at ``scale`` request rows (see ``bench_data``)."""
+    import bench_data
+
+    files = bench_data.generate(scale, Path(root), seed=seed)
+    return {
+        "stages": {"generate": files.total_s},
+        "files": {k: str(p) for k, p in files.files.items()},
+        "per_file_s": files.seconds,
+        "bytes": files.bytes(),
+        "rows": files.rows,
+    }
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak resident set (VmHWM), in MiB.
+
+    Unlike ``ru_maxrss`` it does not include the parent's memory at fork time, which
+    Linux carries into the child's ``ru_maxrss`` across ``exec``.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+JOBS: dict[str, Callable[..., dict[str, Any]]] = {
+    "floor": floor,
+    "pandas": pandas_jsonl,
+    "polars": polars_jsonl,
+    "ours": ours,
+    "generate": generate,
+}
+
+
+def main(argv: list[str]) -> int:
+    """Run the job named in ``argv[0]`` with the JSON keyword arguments in ``argv[1]``."""
+    job, kwargs = argv[0], json.loads(argv[1]) if len(argv) > 1 else {}
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    result = JOBS[job](**kwargs)
+    result["peak_rss_mb"] = peak_rss_mb()
+    sys.stdout.write("\n" + json.dumps(result, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
