@@ -112,7 +112,7 @@ def role_of_signal(signal: str) -> RoleMatch | None:
         return RoleMatch(signal, "trigger", None, "up", "name", "caller weight (URIs)")
     if signal == "errors:total":
         return RoleMatch(signal, "cache_errors", None, "up", "name", "all error lines")
-    if signal.startswith("errors:cache:"):
+    if signal.startswith(("errors:cache:", "errors:op:")):
         return RoleMatch(signal, "cache_errors", None, "up", "name", "errors of one cache")
     if signal.startswith("errors:"):
         errno = signal.split(":", 1)[1]

@@ -1,0 +1,647 @@
+"""The root-cause chain: from the user-facing drop back to a culprit, hop by hop.
+
+``find_chain`` reads the rolled-up ``signals`` (building them if needed), gives
+signals roles (``analysis.roles``), finds their anomaly windows
+(``analysis.detection``) and measures each hop of the causal order
+``trigger -> fan_out -> port_exhaustion -> cache_errors -> runtime_stress ->
+user_impact`` with a lead/lag and its bootstrap interval, the coincidence of
+windows and its p-value (``analysis.correlation``), an effect size, and a
+mechanism check where the physics allows one:
+
+* trigger -> fan_out: a batch of ``B`` URIs, one lookup each, against an idle
+  pool of ``P`` dials ``B - P`` connections;
+* fan_out -> port_exhaustion: dials per second times the TIME_WAIT duration
+  against the port range, and the moment the observed dials should fill the
+  range against the moment address errors were first seen.
+
+The culprit is ranked by per-caller *weight* (URIs, the largest batch and the
+dials its batches force past the idle pool) and by how its heavy windows
+coincide with the fan-out, never by request rate: a busy caller of small
+batches is a rival, rejected because its batches cannot dial past the pool.
+Rivals (other callers, packet loss, deploys, the daily curve) are listed with
+the reason each was rejected. Without exhaustion evidence, or without a caller
+whose batches explain it, the verdict is ``no_supported_cause``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from analysis.correlation import coincidence, lead_lag
+from analysis.detection import AnomalyWindow, DetectorSettings, detect
+from analysis.roles import ROLES, role_of_signal, role_order
+from analysis.rollups import build_rollups, signal_frame
+
+ROOT_CAUSE = "root_cause_found"
+NO_CAUSE = "no_supported_cause"
+
+KERNEL_PORT_RANGE = (32768, 60999)
+KERNEL_TIME_WAIT_S = 60
+
+# Within a role, which signal stands for it (first pattern that matches wins).
+_PREFERRED: dict[str, tuple[str, ...]] = {
+    "fan_out": ("connections_total", "dial", "current_connections", "open", "goroutines"),
+    "port_exhaustion": ("errors:EADDR",),
+    "cache_errors": ("errors:total", "errors:cache:"),
+    "runtime_stress": ("go_threads", "threads", "gc_duration", "restarts"),
+    "user_impact": ("appview", "requests_per_second", "http_requests_total"),
+}
+
+
+@dataclass(frozen=True)
+class ChainSettings:
+    """Knobs of the chain search.
+
+    ``max_lag_s``: the longest delay a hop may have; ``min_share`` and
+    ``max_p``: coincidence a hop (and the culprit) needs to count as supported;
+    ``n_boot``/``n_shuffle``: resamples for the lag interval and the p-value;
+    ``exhaustion_tolerance``: how close (relative) the predicted and observed
+    TIME_WAIT plateau / exhaustion moment must be for the mechanism check.
+    """
+
+    detector: DetectorSettings = field(default_factory=DetectorSettings)
+    max_lag_s: int = 120
+    min_share: float = 0.5
+    max_p: float = 0.05
+    n_boot: int = 100
+    n_shuffle: int = 300
+    seed: int = 0
+    exhaustion_tolerance_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Facts the mechanism depends on, from the ``incident`` table or kernel defaults."""
+
+    port_range: tuple[int, int] = KERNEL_PORT_RANGE
+    time_wait_s: int = KERNEL_TIME_WAIT_S
+    idle_pool: int | None = None
+    from_manifest: tuple[str, ...] = ()
+
+    @property
+    def ports(self) -> int:
+        """Ports one source address can use."""
+        return self.port_range[1] - self.port_range[0] + 1
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One measured link of the chain (``lag_s`` positive = cause leads)."""
+
+    cause: str
+    effect: str
+    cause_role: str
+    effect_role: str
+    lag_s: float
+    lag_ci_s: tuple[float, float]
+    coincidence: float
+    p_value: float
+    effect_size: float
+    mechanism: str | None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A rival explanation and why it was rejected."""
+
+    candidate: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Culprit:
+    """The caller the chain blames, with a one-line summary of the evidence."""
+
+    caller: str
+    method: str | None
+    evidence: str
+
+
+@dataclass(frozen=True)
+class CallerScore:
+    """Per-caller evidence used to rank culprits (weight, not request rate)."""
+
+    caller: str
+    method: str | None
+    peak_rps: float
+    max_batch: float
+    forced_dials: float
+    share: float
+    p_value: float
+    corr: float
+    score: float
+    first_heavy: datetime | None
+
+
+@dataclass
+class ChainResult:
+    """The chain, its evidence and its rivals. ``to_dict`` is the ``chain --json`` contract."""
+
+    verdict: str
+    culprit: Culprit | None
+    hops: list[Hop]
+    rejected: list[Rejected]
+    onsets: dict[str, datetime]
+    environment: Environment
+    callers: list[CallerScore] = field(default_factory=list)
+    mechanism_passed: bool | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """The JSON object of ``postmortem chain --json``."""
+        return {
+            "verdict": self.verdict,
+            "culprit": None if self.culprit is None else asdict(self.culprit),
+            "hops": [
+                {**asdict(h), "lag_ci_s": list(h.lag_ci_s)} for h in self.hops
+            ],
+            "rejected": [asdict(r) for r in self.rejected],
+            "onsets": {r: _iso(t) for r, t in self.onsets.items()},
+        }
+
+    def roles_in_order(self) -> list[str]:
+        """Roles of the chain sorted by onset (ties keep the causal order)."""
+        return sorted(self.onsets, key=lambda r: (self.onsets[r], role_order(r)))
+
+
+@dataclass
+class _RoleSeries:
+    role: str
+    signal: str
+    values: np.ndarray  # signed so that "up" is the active direction
+    windows: list[AnomalyWindow]
+
+
+def _iso(t: datetime) -> str:
+    return t.replace(microsecond=0).isoformat() + "Z"
+
+
+def environment(con: duckdb.DuckDBPyConnection) -> Environment:
+    """Port range, TIME_WAIT and idle pool from the ``incident`` table (kernel defaults)."""
+    try:
+        rows = dict(con.execute("SELECT key, value FROM incident").fetchall())
+    except duckdb.Error:
+        rows = {}
+    found: list[str] = []
+    port_range = KERNEL_PORT_RANGE
+    raw = rows.get("ephemeral_port_range")
+    if raw:
+        lo, _, hi = str(raw).replace(" ", "-").partition("-")
+        try:
+            port_range = (int(lo), int(hi))
+            found.append("ephemeral_port_range")
+        except ValueError:
+            pass
+    tw = KERNEL_TIME_WAIT_S
+    if rows.get("time_wait_s"):
+        tw = int(float(rows["time_wait_s"]))
+        found.append("time_wait_s")
+    pool = None
+    if rows.get("idle_pool"):
+        pool = int(float(rows["idle_pool"]))
+        found.append("idle_pool")
+    return Environment(port_range, tw, pool, tuple(found))
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    n = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
+    ).fetchall()[0][0]
+    return n > 0
+
+
+def _pick(role: str, candidates: list[str]) -> list[str]:
+    """Candidates of a role ordered by preference (aggregates before per-label series)."""
+    prefs = _PREFERRED.get(role, ())
+
+    def rank(s: str) -> tuple[int, int, str]:
+        hit = next((i for i, p in enumerate(prefs) if p.lower() in s.lower()), len(prefs))
+        return (hit, "{" in s, s)
+
+    return sorted(candidates, key=rank)
+
+
+def _windows(
+    t: pl.Series, values: np.ndarray, name: str, settings: ChainSettings
+) -> list[AnomalyWindow]:
+    """Upward anomaly windows of a (signed) series."""
+    v = np.nan_to_num(values, nan=0.0)
+    if not np.any(v != v[0]):
+        return []
+    frame = pl.DataFrame({"t": t, "value": v})
+    return [w for w in detect(frame, settings.detector, signal=name) if w.direction == "up"]
+
+
+def find_chain(
+    con: duckdb.DuckDBPyConnection, settings: ChainSettings | None = None
+) -> ChainResult:
+    """Reconstruct the root-cause chain from the store (see the module docstring)."""
+    settings = settings or ChainSettings()
+    env = environment(con)
+    if not _has_table(con, "signals"):
+        build_rollups(con)
+    names = [r[0] for r in con.execute("SELECT DISTINCT signal FROM signals").fetchall()]
+    matches = {s: m for s in names if (m := role_of_signal(s)) is not None}
+    by_role: dict[str, list[str]] = {r: [] for r in ROLES}
+    for s, m in matches.items():
+        if m.role and m.role != "trigger":
+            by_role[m.role].append(s)
+    chosen: dict[str, list[str]] = {}
+    for role, cands in by_role.items():
+        ordered = _pick(role, cands)
+        if role == "port_exhaustion":
+            chosen[role] = [s for s in ordered if s.startswith("errors:EADDR")] or ordered[:1]
+        elif ordered:
+            chosen[role] = ordered[:1]
+    tw_signals = [s for s in by_role["port_exhaustion"] if s.startswith("metric:")]
+    tw_signal = _pick("port_exhaustion", [s for s in tw_signals if "{" not in s] or tw_signals)
+    callers = sorted({s.split(":")[1] for s, m in matches.items() if m.rival == "request_rate"
+                      or m.role == "trigger"})
+    rival_loss = [s for s, m in matches.items() if m.rival == "packet_loss" and "{" not in s]
+    wanted = sorted(
+        {s for v in chosen.values() for s in v}
+        | set(tw_signal[:1])
+        | set(rival_loss)
+        | {f"caller:{c}:{k}" for c in callers for k in ("uris", "max_uris", "requests")}
+    )
+    wanted = [s for s in wanted if s in set(names)]
+    frame = signal_frame(con, wanted) if wanted else pl.DataFrame({"t": []})
+    if frame.height < 10:
+        return ChainResult(NO_CAUSE, None, [], [], {}, env, notes=["too little data"])
+    t = frame["t"]
+    t0: datetime = t[0]
+    grid_s = (t[1] - t[0]).total_seconds() if frame.height > 1 else 1.0
+    span = (t0, t[-1])
+
+    def col(s: str) -> np.ndarray:
+        return frame[s].cast(pl.Float64).fill_null(float("nan")).to_numpy()
+
+    series: dict[str, _RoleSeries] = {}
+    for role, sigs in chosen.items():
+        v = np.nansum(np.vstack([col(s) for s in sigs]), axis=0) if len(sigs) > 1 else col(
+            sigs[0])
+        sign = -1.0 if matches[sigs[0]].direction == "down" else 1.0
+        name = "+".join(sigs)
+        wins = _windows(t, sign * v, name, settings)
+        if wins:
+            series[role] = _RoleSeries(role, name, sign * v, wins)
+
+    # The culprit: per-caller weight and its coincidence with the fan-out.
+    fan = series.get("fan_out") or series.get("port_exhaustion")
+    pool = env.idle_pool
+    scores = [
+        _score_caller(con, c, col, t, fan, pool, span, settings) for c in callers
+        if f"caller:{c}:uris" in frame.columns
+    ]
+    scores.sort(key=lambda s: (-s.score, -s.forced_dials, s.caller))
+
+    exhausted, tw_note = _exhaustion_evidence(series, tw_signal, col, env)
+    impact = "user_impact" in series or "cache_errors" in series
+    best = scores[0] if scores else None
+    supported = (
+        best is not None
+        and best.score > 0
+        and best.share >= settings.min_share
+        and best.p_value <= settings.max_p
+    )
+    rejected: list[Rejected] = []
+    if not (exhausted and impact and supported):
+        why = []
+        if not exhausted:
+            why.append("no port-exhaustion evidence (no address errors, TIME_WAIT below range)")
+        if not impact:
+            why.append("no error or user-impact anomaly")
+        if exhausted and not supported:
+            why.append("no caller's batches coincide with the fan-out")
+        for s in scores:
+            rejected.append(Rejected(f"caller:{s.caller}", _caller_reason(s, None, pool)))
+        return ChainResult(NO_CAUSE, None, [], rejected, {}, env, scores, None,
+                           notes=["; ".join(why)])
+
+    assert best is not None
+    uris = col(f"caller:{best.caller}:uris")
+    trig_w = _windows(t, uris, f"caller:{best.caller}:uris", settings)
+    series["trigger"] = _RoleSeries("trigger", f"caller:{best.caller}:uris", uris, trig_w)
+    present = [r for r in ROLES if r in series]
+    onsets = {r: series[r].windows[0].start for r in present}
+    mech_pass, mech_text = _mechanism(series, tw_signal, col, t, env, onsets, grid_s, settings)
+    hops: list[Hop] = []
+    for a, b in zip(present, present[1:], strict=False):
+        hops.append(_hop(series[a], series[b], span, grid_s, settings,
+                         mech_text.get((a, b))))
+    culprit = Culprit(best.caller, best.method, _evidence(best, pool))
+    for s in scores[1:]:
+        rejected.append(Rejected(f"caller:{s.caller}", _caller_reason(s, best, pool)))
+    rejected += _reject_packet_loss(rival_loss, col, t, series, span, settings)
+    rejected += _reject_deploys(con, onsets, settings)
+    rejected += _reject_daily_curve(series, grid_s)
+    notes = [tw_note] if tw_note else []
+    return ChainResult(ROOT_CAUSE, culprit, hops, rejected, onsets, env, scores, mech_pass,
+                       notes)
+
+
+def _caller_method(con: duckdb.DuckDBPyConnection, caller: str) -> str | None:
+    rows = con.execute(
+        "SELECT method FROM requests WHERE caller = ? GROUP BY method "
+        "ORDER BY sum(uris) DESC NULLS LAST LIMIT 1",
+        [caller],
+    ).fetchall()
+    return rows[0][0] if rows else None
+
+
+def _forced_dials(con: duckdb.DuckDBPyConnection, caller: str, pool: int | None) -> float:
+    """Dials the caller's batches force past the idle pool: sum of max(uris - pool, 0).
+
+    With an unknown pool, URIs beyond the normal batch size (50) count.
+    """
+    cap = pool if pool is not None else 50
+    row = con.execute(
+        "SELECT coalesce(sum(greatest(uris - ?, 0)), 0) FROM requests WHERE caller = ?",
+        [cap, caller],
+    ).fetchall()[0]
+    return float(row[0])
+
+
+def _score_caller(
+    con: duckdb.DuckDBPyConnection,
+    caller: str,
+    col,
+    t: pl.Series,
+    fan: _RoleSeries | None,
+    pool: int | None,
+    span: tuple[datetime, datetime],
+    settings: ChainSettings,
+) -> CallerScore:
+    """A caller's weight and how its heavy windows line up with the fan-out."""
+    uris = col(f"caller:{caller}:uris")
+    max_b = float(np.nanmax(col(f"caller:{caller}:max_uris"), initial=0.0))
+    rps = float(np.nanmax(col(f"caller:{caller}:requests"), initial=0.0))
+    forced = _forced_dials(con, caller, pool)
+    wins = _windows(t, uris, f"caller:{caller}:uris", settings)
+    share, p, corr = 0.0, 1.0, 0.0
+    if wins and fan is not None:
+        c = coincidence(wins, fan.windows, max_lag_s=settings.max_lag_s,
+                        n_shuffle=settings.n_shuffle, seed=settings.seed, span=span)
+        share, p = c.share, c.p_value
+        ok = np.isfinite(uris) & np.isfinite(fan.values)
+        if ok.sum() > 2 and np.std(uris[ok]) > 0 and np.std(fan.values[ok]) > 0:
+            corr = float(np.corrcoef(uris[ok], fan.values[ok])[0, 1])
+    weight = 1.0 if forced > 0 else 0.0
+    score = weight * share * max(corr, 0.0) * (1.0 if p <= settings.max_p else 0.5)
+    return CallerScore(caller, _caller_method(con, caller), rps, max_b, forced, share, p,
+                       corr, score, wins[0].start if wins else None)
+
+
+def _evidence(s: CallerScore, pool: int | None) -> str:
+    pool_txt = f"idle pool {pool}" if pool is not None else "idle pool unknown"
+    return (
+        f"peak {s.peak_rps:.1f} req/s but batches up to {s.max_batch:,.0f} URIs ({pool_txt}):"
+        f" {s.forced_dials:,.0f} lookups past the pool; {s.share:.0%} of its heavy windows"
+        f" precede fan-out (p={s.p_value:.3f}, r={s.corr:.2f})"
+    )
+
+
+def _caller_reason(s: CallerScore, best: CallerScore | None, pool: int | None) -> str:
+    if s.forced_dials <= 0:
+        cap = f"the idle pool ({pool})" if pool is not None else "the normal batch size (50)"
+        return (
+            f"effect too small for the mechanism: largest batch {s.max_batch:,.0f} URIs is"
+            f" within {cap}, so its requests (peak {s.peak_rps:.1f} req/s) never dial past"
+            " the pool"
+        )
+    if s.share < 0.5 or s.p_value > 0.05:
+        return (
+            f"no coincidence: {s.share:.0%} of its heavy windows precede fan-out"
+            f" (p={s.p_value:.3f})"
+        )
+    if best is not None and best.first_heavy and s.first_heavy and s.first_heavy > (
+        best.first_heavy
+    ):
+        return f"wrong order: its heavy windows start after {best.caller}'s"
+    return f"weaker evidence than {best.caller if best else 'the culprit'} (score {s.score:.2f})"
+
+
+def _exhaustion_evidence(
+    series: dict[str, _RoleSeries], tw_signal: list[str], col, env: Environment
+) -> tuple[bool, str]:
+    """Address errors seen, or TIME_WAIT reaching (90 % of) the port range."""
+    note = ""
+    tw_hit = False
+    if tw_signal:
+        tw = col(tw_signal[0])
+        peak = float(np.nanmax(tw, initial=0.0))
+        tw_hit = peak >= 0.9 * env.ports
+        note = f"TIME_WAIT peak {peak:,.0f} vs {env.ports:,} ports"
+    return ("port_exhaustion" in series) or tw_hit, note
+
+
+def _effect_size(cause: _RoleSeries, effect: _RoleSeries, span_t0: datetime, grid_s: float,
+                 lag_s: float) -> float:
+    """Standardised difference of the effect inside vs outside the cause's windows.
+
+    Windows are shifted by the measured lag; the scale is the pooled standard
+    deviation (floored so a flat baseline does not divide by zero).
+    """
+    n = effect.values.size
+    inside = np.zeros(n, dtype=bool)
+    shift = max(lag_s, 0.0)
+    for w in cause.windows:
+        a = int(((w.start - span_t0).total_seconds() + shift) / grid_s)
+        b = int(((w.end - span_t0).total_seconds() + shift) / grid_s) + 1
+        inside[max(a, 0):min(b, n)] = True
+    v = np.nan_to_num(effect.values)
+    if inside.all() or not inside.any():
+        return 0.0
+    sd = math.sqrt((np.var(v[inside]) + np.var(v[~inside])) / 2)
+    sd = max(sd, 1e-9 + 0.01 * abs(float(np.mean(v[~inside]))))
+    return float((np.mean(v[inside]) - np.mean(v[~inside])) / sd)
+
+
+def _hop(
+    a: _RoleSeries,
+    b: _RoleSeries,
+    span: tuple[datetime, datetime],
+    grid_s: float,
+    settings: ChainSettings,
+    mechanism: str | None,
+) -> Hop:
+    max_lag = max(1, int(settings.max_lag_s / grid_s))
+    ll = lead_lag(np.nan_to_num(a.values), np.nan_to_num(b.values), max_lag=max_lag,
+                  n_boot=settings.n_boot, seed=settings.seed, step_s=grid_s)
+    c = coincidence(a.windows, b.windows, max_lag_s=settings.max_lag_s,
+                    n_shuffle=settings.n_shuffle, seed=settings.seed, span=span)
+    size = _effect_size(a, b, span[0], grid_s, ll.lag_s)
+    if b.role == "user_impact":
+        size = -size  # the effect is a drop: report it with its sign
+    return Hop(a.signal, b.signal, a.role, b.role, float(ll.lag_s),
+               (float(ll.ci_low), float(ll.ci_high)), float(c.share), float(c.p_value),
+               round(size, 3), mechanism)
+
+
+def _mechanism(
+    series: dict[str, _RoleSeries],
+    tw_signal: list[str],
+    col,
+    t: pl.Series,
+    env: Environment,
+    onsets: dict[str, datetime],
+    grid_s: float,
+    settings: ChainSettings,
+) -> tuple[bool | None, dict[tuple[str, str], str]]:
+    """Mechanism texts per hop and whether the port-exhaustion check passes."""
+    texts: dict[tuple[str, str], str] = {}
+    passed: bool | None = None
+    fan = series.get("fan_out")
+    if fan is not None and "port_exhaustion" in onsets:
+        dials = np.nan_to_num(fan.values)
+        win = max(1, int(env.time_wait_s / grid_s))
+        # sockets in TIME_WAIT predicted from the dials of the last time_wait_s seconds
+        tw_pred = np.convolve(dials, np.ones(win))[: dials.size] * grid_s
+        room = env.ports - (env.idle_pool or 0)
+        hit = np.flatnonzero(tw_pred >= room)
+        active = dials > 0.1 * np.nanmax(dials)
+        rate = float(np.mean(dials[active])) if active.any() else 0.0
+        observed = onsets["port_exhaustion"]
+        if hit.size:
+            predicted = t[int(hit[0])]
+            delta = (observed - predicted).total_seconds()
+            passed = abs(delta) <= settings.exhaustion_tolerance_s
+            when = f"predicted exhaustion {_iso(predicted)}, observed {_iso(observed)} " \
+                   f"({delta:+.0f} s)"
+        else:
+            passed = False
+            when = f"dials never fill the range, yet exhaustion observed {_iso(observed)}"
+        plateau = ""
+        if tw_signal:
+            peak = float(np.nanmax(col(tw_signal[0]), initial=0.0))
+            plateau = f"; TIME_WAIT plateau {peak:,.0f}"
+        texts[("fan_out", "port_exhaustion")] = (
+            f"{rate:,.0f} dials/s x {env.time_wait_s} s TIME_WAIT = {rate * env.time_wait_s:,.0f}"
+            f" sockets vs {env.ports:,} ports ({env.port_range[0]}-{env.port_range[1]})"
+            f"{plateau}; {when}: {'PASS' if passed else 'FAIL'}"
+        )
+    trig = series.get("trigger")
+    if trig is not None and fan is not None:
+        pool = env.idle_pool
+        texts[("trigger", "fan_out")] = (
+            f"one lookup per URI: a batch of B URIs wants B connections at once; beyond the idle"
+            f" pool ({pool if pool is not None else 'unknown'}) each is a new dial"
+        )
+    if "port_exhaustion" in series and "cache_errors" in series:
+        texts[("port_exhaustion", "cache_errors")] = (
+            "a dial with no free (address, port) fails with EADDRINUSE/EADDRNOTAVAIL and the"
+            " cache operation logs an error"
+        )
+    return passed, texts
+
+
+def _reject_packet_loss(
+    loss_signals: list[str],
+    col,
+    t: pl.Series,
+    series: dict[str, _RoleSeries],
+    span: tuple[datetime, datetime],
+    settings: ChainSettings,
+) -> list[Rejected]:
+    out: list[Rejected] = []
+    target = series.get("user_impact") or series.get("cache_errors")
+    for s in loss_signals:
+        v = col(s)
+        wins = _windows(t, v, s, settings)
+        peak = float(np.nanmax(v, initial=0.0))
+        if not wins:
+            out.append(Rejected(s, f"no anomaly: loss stays near its baseline (peak {peak:.3g})"))
+            continue
+        exh = series.get("port_exhaustion")
+        if target is None:
+            out.append(Rejected(s, "nothing to explain: no user impact"))
+            continue
+        c = coincidence(wins, target.windows, max_lag_s=settings.max_lag_s,
+                        n_shuffle=settings.n_shuffle, seed=settings.seed, span=span)
+        if exh is not None and wins[0].start > exh.windows[0].start:
+            lag = (wins[0].start - exh.windows[0].start).total_seconds()
+            out.append(Rejected(s, f"wrong order: loss starts {lag:.0f} s after port exhaustion"
+                                   f" ({c.share:.0%} of its windows precede a {target.role}"
+                                   " window)"))
+        elif c.share < settings.min_share or c.p_value > settings.max_p:
+            out.append(Rejected(s, f"no coincidence: {c.n_followed} of {c.n_cause} loss windows"
+                                   f" precede a {target.role} window (p={c.p_value:.2f})"))
+        else:
+            out.append(Rejected(s, f"effect too small for the mechanism: loss (peak"
+                                   f" {peak:.3g}) opens no sockets, so it cannot fill the port"
+                                   " range; address errors show exhaustion"))
+    return out
+
+
+def _reject_deploys(
+    con: duckdb.DuckDBPyConnection, onsets: dict[str, datetime], settings: ChainSettings
+) -> list[Rejected]:
+    rows = con.execute(
+        "SELECT time, title FROM events WHERE lower(kind) = 'deploy' ORDER BY time"
+    ).fetchall()
+    first = min(onsets.values()) if onsets else None
+    out: list[Rejected] = []
+    for when, title in rows:
+        name = f"deploy: {title} ({_iso(when)})"
+        if first is None:
+            out.append(Rejected(name, "nothing to explain"))
+        elif when > first:
+            out.append(Rejected(name, f"wrong order: {(when - first).total_seconds():.0f} s after"
+                                      " the chain's first onset"))
+        elif first - when > timedelta(seconds=settings.max_lag_s):
+            out.append(Rejected(name, f"no coincidence: {(first - when).total_seconds():.0f} s"
+                                      f" before the first onset (> {settings.max_lag_s} s)"))
+        else:
+            out.append(Rejected(name, "no mechanism: a deploy opens no connections; the fan-out"
+                                      " follows the caller's batches"))
+    return out
+
+
+def _reject_daily_curve(series: dict[str, _RoleSeries], grid_s: float) -> list[Rejected]:
+    imp = series.get("user_impact")
+    if imp is None:
+        return []
+    dur = [(w.end - w.start).total_seconds() + grid_s for w in imp.windows]
+    med = float(np.median(dur))
+    return [Rejected("daily curve", f"the drops last {med:.0f} s (median of {len(dur)}) and"
+                                    " follow the errors; a daily curve moves over hours")]
+
+
+def format_chain(result: ChainResult) -> str:
+    """A readable hop-by-hop story with numbers (the human output of ``chain``)."""
+    env = result.environment
+    lines = [
+        f"Environment: ports {env.port_range[0]}-{env.port_range[1]} ({env.ports:,}),"
+        f" TIME_WAIT {env.time_wait_s} s, idle pool "
+        f"{env.idle_pool if env.idle_pool is not None else 'unknown'}"
+        f" (from manifest: {', '.join(env.from_manifest) or 'none, kernel defaults'})",
+    ]
+    if result.verdict != ROOT_CAUSE:
+        lines.append("Verdict: no supported cause. " + "; ".join(result.notes))
+    else:
+        c = result.culprit
+        assert c is not None
+        lines.append(f"Verdict: root cause found. Culprit: {c.caller} calling {c.method}.")
+        lines.append(f"  Evidence: {c.evidence}")
+        lines.append("Onsets: " + ", ".join(
+            f"{r} {_iso(result.onsets[r])}" for r in result.roles_in_order()))
+        lines.append("Chain:")
+        for i, h in enumerate(result.hops, 1):
+            lines.append(
+                f"  {i}. {h.cause_role} -> {h.effect_role}: {h.cause} leads {h.effect} by"
+                f" {h.lag_s:+.0f} s [{h.lag_ci_s[0]:+.0f}, {h.lag_ci_s[1]:+.0f}],"
+                f" coincidence {h.coincidence:.0%} (p={h.p_value:.3f}),"
+                f" effect size {h.effect_size:+.2f}"
+            )
+            if h.mechanism:
+                lines.append(f"     mechanism: {h.mechanism}")
+    if result.rejected:
+        lines.append("Rejected rivals:")
+        lines += [f"  - {r.candidate}: {r.reason}" for r in result.rejected]
+    return "\n".join(lines)

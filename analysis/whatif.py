@@ -1,0 +1,261 @@
+"""What-if: replay the observed request log through the connection mechanism.
+
+The loaded ``requests`` are turned into per-second, per-host demand (one lookup
+per URI; requests of at least ``batch_min`` URIs fan out at once) and run
+through ``analysis.mechanism.simulate_pool`` twice: once with the settings the
+incident had (from the ``incident`` table, else kernel defaults; the source
+address policy from the errno class of the address errors seen) and once with
+the changed settings. Predicted dials, TIME_WAIT sockets and failed lookups sit
+beside the observed ones (dial rate, ``node_sockstat_TCP_tw``, address errors),
+so the replay can be checked against what happened before its prediction is
+believed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from datetime import timedelta
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from analysis.chain import environment
+from analysis.errors import UserError
+from analysis.mechanism import PoolSeries, PoolSettings, demand_from_requests, simulate_pool
+from analysis.roles import PORT_EXHAUSTION_ERRNOS, role_of_signal
+
+
+@dataclass(frozen=True)
+class WhatIfSummary:
+    """Totals and peaks of one series set (observed, replayed as-is, or changed)."""
+
+    dials: float
+    peak_dials_per_s: float
+    peak_time_wait: float
+    errors: float
+    seconds_with_errors: int
+    exhausted: bool
+
+
+@dataclass
+class WhatIfResult:
+    """Observed vs replayed (unchanged settings) vs predicted (changed settings).
+
+    ``frame`` has one row per second: ``t``, ``observed_dials``,
+    ``observed_time_wait``, ``observed_errors``, ``replay_*`` and
+    ``predicted_*`` for dials, time_wait and errors, and ``batches`` (how many
+    fan-out requests started). ``tw_agreement`` is the relative difference of
+    mean replayed vs observed TIME_WAIT over the seconds when batches ran
+    (or their TIME_WAIT lasted), ``None`` without an observed TIME_WAIT.
+    """
+
+    baseline: PoolSettings
+    changed: PoolSettings
+    frame: pl.DataFrame
+    observed: WhatIfSummary
+    replay: WhatIfSummary
+    predicted: WhatIfSummary
+    tw_agreement: float | None
+
+    def to_dict(self, every_s: int = 10) -> dict:
+        """JSON-ready: settings, summaries and the series on a coarser ``every_s`` grid."""
+        coarse = (
+            self.frame.group_by_dynamic("t", every=f"{every_s}s")
+            .agg(
+                pl.col("^.*_dials$").sum(),
+                pl.col("^.*_errors$").sum(),
+                pl.col("^.*_time_wait$").max(),
+                pl.col("batches").sum(),
+            )
+            .with_columns(pl.col("t").dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        )
+        return {
+            "baseline": _settings_dict(self.baseline),
+            "changed": _settings_dict(self.changed),
+            "observed": asdict(self.observed),
+            "replay": asdict(self.replay),
+            "predicted": asdict(self.predicted),
+            "tw_agreement": self.tw_agreement,
+            "series": coarse.to_dicts(),
+        }
+
+
+def _settings_dict(s: PoolSettings) -> dict:
+    d = asdict(s)
+    d["port_range"] = list(s.port_range)
+    return d
+
+
+def observed_source_addresses(con: duckdb.DuckDBPyConnection) -> str:
+    """``fixed`` if bind errors (EADDRINUSE) dominate the address errors, else ``default``."""
+    rows = dict(
+        con.execute(
+            "SELECT errno_class, count(*) FROM log_events WHERE errno_class IN "
+            "('EADDRINUSE', 'EADDRNOTAVAIL') GROUP BY 1"
+        ).fetchall()
+    )
+    return "fixed" if rows.get("EADDRINUSE", 0) >= rows.get("EADDRNOTAVAIL", 0) else "default"
+
+
+def baseline_settings(con: duckdb.DuckDBPyConnection) -> PoolSettings:
+    """The settings the incident ran with, as far as the store tells."""
+    env = environment(con)
+    return PoolSettings(
+        idle_pool=env.idle_pool if env.idle_pool is not None else PoolSettings.idle_pool,
+        port_range=env.port_range,
+        time_wait_s=env.time_wait_s,
+        source_addresses=observed_source_addresses(con),  # type: ignore[arg-type]
+    )
+
+
+def _observed(con: duckdb.DuckDBPyConnection, t0, n: int) -> dict[str, np.ndarray]:
+    """Observed dials/s, TIME_WAIT (summed over hosts) and address errors/s per second."""
+    out = {k: np.full(n, np.nan) for k in ("dials", "time_wait")}
+    errs = con.execute(
+        f"""SELECT CAST(floor(epoch(time) - epoch(?::TIMESTAMP)) AS BIGINT) AS s,
+                   sum(1.0 / coalesce(sample_rate, 1.0))
+            FROM log_events WHERE errno_class IN
+              ({", ".join(repr(e) for e in sorted(PORT_EXHAUSTION_ERRNOS))})
+            GROUP BY 1""",
+        [t0],
+    ).fetchall()
+    e = np.zeros(n)
+    for s, v in errs:
+        if 0 <= s < n:
+            e[s] += v
+    out["errors"] = e
+    try:
+        names = [r[0] for r in con.execute("SELECT DISTINCT signal FROM signals").fetchall()]
+    except duckdb.Error:
+        return out
+    roles = {s: role_of_signal(s) for s in names}
+    dial = sorted(s for s, m in roles.items() if m and m.role == "fan_out" and "{" not in s
+                  and ("connections_total" in s or "dial" in s))
+    tw_all = sorted(s for s, m in roles.items() if m and m.role == "port_exhaustion"
+                    and s.startswith("metric:"))
+    tw = [s for s in tw_all if "{" in s] or tw_all[:1]
+    for key, sigs in (("dials", dial[:1]), ("time_wait", tw)):
+        if not sigs:
+            continue
+        rows = con.execute(
+            f"""SELECT CAST(floor(epoch(t) - epoch(?::TIMESTAMP)) AS BIGINT) AS s, sum(value)
+                FROM signals WHERE signal IN ({", ".join("?" * len(sigs))})
+                AND value IS NOT NULL GROUP BY 1""",
+            [t0, *sigs],
+        ).fetchall()
+        for s, v in rows:
+            if 0 <= s < n and v is not None:
+                out[key][s] = v
+    return out
+
+
+def _summary(dials: np.ndarray, tw: np.ndarray, errors: np.ndarray) -> WhatIfSummary:
+    return WhatIfSummary(
+        dials=float(np.nansum(dials)),
+        peak_dials_per_s=float(np.nanmax(dials, initial=0.0)),
+        peak_time_wait=float(np.nanmax(tw, initial=0.0)) if np.isfinite(tw).any() else 0.0,
+        errors=float(np.nansum(errors)),
+        seconds_with_errors=int(np.sum(np.nan_to_num(errors) > 0)),
+        exhausted=bool(np.nansum(errors) > 0),
+    )
+
+
+def whatif(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    concurrency_limit: int | None = None,
+    max_batch: int | None = None,
+    source_addresses: str | None = None,
+    port_range: tuple[int, int] | None = None,
+    idle_pool: int | None = None,
+    batch_min: int = 1000,
+) -> WhatIfResult:
+    """Replay the request log under changed settings (``None`` keeps the observed one)."""
+    n_req = con.execute("SELECT count(*) FROM requests").fetchall()[0][0]
+    if n_req == 0:
+        raise UserError("the store has no requests to replay: ingest a request log first")
+    base = baseline_settings(con)
+    changes = {
+        k: v
+        for k, v in dict(
+            concurrency_limit=concurrency_limit,
+            max_batch=max_batch,
+            source_addresses=source_addresses,
+            port_range=port_range,
+            idle_pool=idle_pool,
+        ).items()
+        if v is not None
+    }
+    try:
+        changed = replace(base, **changes)
+    except ValueError as exc:
+        raise UserError(f"what-if settings: {exc}") from exc
+    t0, t1 = con.execute(
+        "SELECT date_trunc('second', min(time)), max(time) FROM requests"
+    ).fetchall()[0]
+    req = con.sql(
+        """SELECT CAST(floor(epoch(time) - epoch(?::TIMESTAMP)) AS BIGINT) AS s,
+                  coalesce(host, '?') AS host, coalesce(uris, 1) AS uris
+           FROM requests""",
+        params=[t0],
+    ).pl()
+    n = int((t1 - t0).total_seconds()) + 1
+    hosts = sorted(req["host"].unique().to_list())
+    h_idx = req["host"].replace_strict(hosts, list(range(len(hosts))), return_dtype=pl.Int64)
+    demand = demand_from_requests(
+        req["s"].to_numpy(), h_idx.to_numpy(), req["uris"].to_numpy(), n, len(hosts),
+        batch_min=batch_min,
+    )
+    replay = simulate_pool(demand, base)
+    pred = simulate_pool(demand, changed)
+    obs = _observed(con, t0, n)
+    batches = np.bincount(demand.batches.second, minlength=n)[:n]
+    t = pl.datetime_range(t0, t0 + timedelta(seconds=n - 1), "1s", eager=True)
+    frame = pl.DataFrame(
+        {
+            "t": t[:n],
+            "observed_dials": obs["dials"],
+            "observed_time_wait": obs["time_wait"],
+            "observed_errors": obs["errors"],
+            "replay_dials": _connected(replay),
+            "replay_time_wait": replay.time_wait.sum(axis=1).astype(float),
+            "replay_errors": replay.failed_lookups.sum(axis=1).astype(float),
+            "predicted_dials": _connected(pred),
+            "predicted_time_wait": pred.time_wait.sum(axis=1).astype(float),
+            "predicted_errors": pred.failed_lookups.sum(axis=1).astype(float),
+            "batches": batches.astype(np.int64),
+        }
+    )
+    return WhatIfResult(
+        base,
+        changed,
+        frame,
+        _summary(obs["dials"], obs["time_wait"], obs["errors"]),
+        _summary(frame["replay_dials"].to_numpy(), frame["replay_time_wait"].to_numpy(),
+                 frame["replay_errors"].to_numpy()),
+        _summary(frame["predicted_dials"].to_numpy(), frame["predicted_time_wait"].to_numpy(),
+                 frame["predicted_errors"].to_numpy()),
+        _tw_agreement(obs["time_wait"], frame["replay_time_wait"].to_numpy(), batches,
+                      base.time_wait_s),
+    )
+
+
+def _connected(series: PoolSeries) -> np.ndarray:
+    """Dials that got a connection, over all hosts: what memcached's connection counter sees."""
+    return (series.dials - series.failed_dials).sum(axis=1).astype(float)
+
+
+def _tw_agreement(
+    observed: np.ndarray, replay: np.ndarray, batches: np.ndarray, time_wait_s: int
+) -> float | None:
+    """Relative difference of mean TIME_WAIT (replay vs observed) while batches run.
+
+    "While batches run" is every second from a batch until ``time_wait_s`` after
+    it, i.e. while its sockets can still be in TIME_WAIT.
+    """
+    active = np.convolve(batches > 0, np.ones(time_wait_s), mode="full")[: batches.size] > 0
+    ok = active & np.isfinite(observed)
+    if ok.sum() == 0 or np.mean(observed[ok]) <= 0:
+        return None
+    return float(abs(np.mean(replay[ok]) - np.mean(observed[ok])) / np.mean(observed[ok]))
