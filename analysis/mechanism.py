@@ -222,6 +222,111 @@ def _schedule(
     return [s for s in segs if s[1] > s[0]]
 
 
+def batch_load(uris: np.ndarray, settings: PoolSettings) -> tuple[np.ndarray, ...]:
+    """Per batch: (lookups run, lookups rejected, concurrent want, summed queueing ms).
+
+    ``max_batch`` refuses a batch outright; ``concurrency_limit`` caps its concurrent
+    lookups, and lookup ``k`` then waits ``k // limit`` rounds of ``lookup_ms``.
+    """
+    u = np.asarray(uris, dtype=np.float64)
+    runs = np.ones(u.shape, bool) if settings.max_batch is None else u <= settings.max_batch
+    rejected = np.where(runs, 0.0, u)
+    u = np.where(runs, u, 0.0)
+    limit = settings.concurrency_limit
+    conc = u if limit is None else np.minimum(u, limit)
+    rounds = np.ceil(u / np.maximum(conc, 1.0))
+    wait = u * (rounds - 1) / 2 * settings.lookup_ms
+    return u, rejected, conc, wait
+
+
+@dataclass
+class PoolState:
+    """The mutable state of the pools of ``n_hosts`` hosts over ``n_seconds`` seconds.
+
+    Holds the idle connections and the cumulative count of sockets closed into
+    TIME_WAIT (so that TIME_WAIT is exact even when ``time_wait_s`` changes).
+    Call :meth:`step` once per second, in order; ``simulate_pool`` does that for
+    fixed demand, the simulator does it coupled to its runtime model.
+    """
+
+    n_seconds: int
+    n_hosts: int
+    idle: np.ndarray = field(init=False)
+    cum: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.idle = np.zeros(self.n_hosts)
+        self.cum = np.zeros((self.n_seconds + 1, self.n_hosts))
+
+    def step(
+        self,
+        t: int,
+        st: PoolSettings,
+        steady: np.ndarray,
+        batch_lookups: np.ndarray,
+        batch_conc: np.ndarray,
+        batch_wait_ms: np.ndarray,
+        restart: np.ndarray | None = None,
+        stall: np.ndarray | float = 1.0,
+    ) -> dict[str, np.ndarray]:
+        """Advance second ``t`` for every host; return that second's outputs.
+
+        ``steady`` lookups are spread over the second, batch lookups start at once
+        (``batch_conc`` of them concurrently). ``stall`` multiplies the lookup time
+        (a stalled runtime holds connections longer, so more are wanted at once).
+        """
+        n_h = self.n_hosts
+        tw = self.cum[t] - self.cum[max(0, t - st.time_wait_s + 1)]
+        close_tw = np.zeros(n_h)
+        idle = self.idle
+        if restart is not None and restart.any():
+            close_tw += np.where(restart, idle, 0.0)
+            tw = tw + close_tw
+            idle = np.where(restart, 0.0, idle)
+        lookup_ms = st.lookup_ms * np.asarray(stall, dtype=np.float64)
+        bl = batch_lookups
+        steady_conc = np.ceil(steady * lookup_ms / 1000.0)
+        want = steady_conc + batch_conc
+        need = np.maximum(want - idle, 0.0)
+        free = np.maximum(st.port_ceiling - tw - idle, 0.0)
+        ok = np.minimum(need, free)
+        failed = need - ok
+        frac = np.divide(failed, want, out=np.zeros(n_h), where=want > 0)
+        failed_steady = np.round(steady * frac)
+        failed_batch = np.round(bl * frac)
+        opened = idle + ok  # connections open at the peak
+        new_idle = np.minimum(opened, st.idle_pool)
+        close_now = np.minimum(opened - new_idle, np.maximum(st.max_tw_buckets - tw, 0.0))
+        close_tw += close_now
+        self.cum[t + 1] = self.cum[t] + close_tw
+        self.idle = new_idle
+
+        total = steady + bl
+        failed_all = failed_steady + failed_batch
+        served = total - failed_all
+        dialled = np.divide(ok, np.maximum(want, 1.0))  # share of lookups that dialled
+        lat_sum = (
+            served * (lookup_ms + dialled * st.dial_ms)
+            + batch_wait_ms * np.divide(bl - failed_batch, np.maximum(bl, 1.0))
+            + failed_all * st.fallback_ms
+        )
+        return {
+            "lookups": total,
+            "concurrency": want,
+            "dials": need,
+            "failed_dials": failed,
+            "failed_lookups": failed_all,
+            "failed_user_lookups": failed_steady,
+            "open_conns": opened,
+            "idle": new_idle,
+            "closed": close_tw,
+            "time_wait": tw + close_now,
+            "lookup_ms_mean": np.divide(
+                lat_sum, total, out=np.broadcast_to(lookup_ms, (n_h,)).copy(), where=total > 0
+            ),
+        }
+
+
 def simulate_pool(
     demand: PoolDemand,
     settings: PoolSettings,
@@ -244,7 +349,6 @@ def simulate_pool(
     )
     segments = _schedule(settings, changes, n_t)
 
-    # Per-batch quantities that depend on the settings are computed per segment.
     b = demand.batches
     b_sec = np.asarray(b.second, dtype=np.int64)
     b_host = np.asarray(b.host, dtype=np.int64)
@@ -254,106 +358,38 @@ def simulate_pool(
     flat = b_sec * n_h + b_host
     size = n_t * n_h
 
-    out = {k: np.zeros((n_t, n_h)) for k in (
-        "lookups", "rejected_lookups", "concurrency", "dials", "failed_dials",
-        "failed_lookups", "failed_user_lookups", "open_conns", "idle", "closed",
-        "time_wait", "lookup_ms_mean")}
     errno = np.empty(n_t, dtype="<U13")
     ceiling = np.empty(n_t)
-
-    # Per-setting arrays (full grid, filled segment by segment).
-    batch_lookups = np.zeros(size)  # URIs of batches that run
-    batch_conc = np.zeros(size)  # their concurrent want
-    batch_wait_ms = np.zeros(size)  # summed queueing delay of their lookups
-    rejected = np.zeros(size)
-    sec_of_flat = flat // n_h if n_h else flat
-    for start, end, st in segments:
-        sel = (sec_of_flat >= start) & (sec_of_flat < end)
-        u = b_uris[sel]
-        f = flat[sel]
-        runs = np.ones(u.shape, dtype=bool) if st.max_batch is None else u <= st.max_batch
-        rejected += np.bincount(f[~runs], weights=u[~runs], minlength=size)
-        u, f = u[runs], f[runs]
-        conc = u if st.concurrency_limit is None else np.minimum(u, st.concurrency_limit)
-        rounds = np.ceil(u / np.maximum(conc, 1))
-        # lookup k (0-based) of a batch waits floor(k / conc) rounds: mean (rounds-1)/2
-        wait = u * (rounds - 1) / 2 * st.lookup_ms
-        batch_lookups += np.bincount(f, weights=u, minlength=size)
-        batch_conc += np.bincount(f, weights=conc, minlength=size)
-        batch_wait_ms += np.bincount(f, weights=wait, minlength=size)
+    grids = {k: np.zeros(size) for k in ("lookups", "rejected", "conc", "wait")}
+    seg_of = np.empty(n_t, dtype=np.int64)
+    for i, (start, end, st) in enumerate(segments):
+        sel = (b_sec >= start) & (b_sec < end)
+        for key, values in zip(grids, batch_load(b_uris[sel], st), strict=True):
+            grids[key] += np.bincount(flat[sel], weights=values, minlength=size)
         errno[start:end] = st.errno_class
         ceiling[start:end] = st.port_ceiling
-    batch_lookups = batch_lookups.reshape(n_t, n_h)
-    batch_conc = batch_conc.reshape(n_t, n_h)
-    batch_wait_ms = batch_wait_ms.reshape(n_t, n_h)
-    rejected = rejected.reshape(n_t, n_h)
-
-    seg_of = np.empty(n_t, dtype=np.int64)
-    for i, (start, end, _) in enumerate(segments):
         seg_of[start:end] = i
+    batch_lookups, rejected, batch_conc, batch_wait = (
+        g.reshape(n_t, n_h) for g in grids.values()
+    )
 
-    # State: idle pool; TIME_WAIT from cumulative closes (exact when time_wait_s changes).
-    idle = np.zeros(n_h)
-    cum = np.zeros((n_t + 1, n_h))  # cum[k]: sockets closed into TIME_WAIT in seconds < k
-
+    state = PoolState(n_t, n_h)
+    keys = ("lookups", "concurrency", "dials", "failed_dials", "failed_lookups",
+            "failed_user_lookups", "open_conns", "idle", "closed", "time_wait", "lookup_ms_mean")
+    out = {k: np.zeros((n_t, n_h)) for k in keys}
     for t in range(n_t):
         st = segments[seg_of[t]][2]
-        # Sockets closed at second t - time_wait_s or earlier expire now.
-        tw = cum[t] - cum[max(0, t - st.time_wait_s + 1)]
-        close_tw = np.zeros(n_h)
-        # Restart: idle connections are closed (into TIME_WAIT) and the pool empties.
-        r = restarts[t]
-        if r.any():
-            close_tw += np.where(r, idle, 0.0)
-            tw = tw + close_tw
-            idle = np.where(r, 0.0, idle)
-
-        total = lookups_in[t] - rejected[t]
+        total = np.maximum(lookups_in[t] - rejected[t], 0.0)
         bl = np.minimum(batch_lookups[t], total)
-        steady = total - bl
-        steady_conc = np.ceil(steady * st.lookup_ms / 1000.0)
-        want = steady_conc + batch_conc[t]
-        need = np.maximum(want - idle, 0.0)
-        free = np.maximum(st.port_ceiling - tw - idle, 0.0)
-        ok = np.minimum(need, free)
-        failed = need - ok
-        frac = np.divide(failed, want, out=np.zeros(n_h), where=want > 0)
-        failed_steady = np.round(steady * frac)
-        failed_batch = np.round(bl * frac)
-        opened = idle + ok  # connections open at the peak
-        new_idle = np.minimum(opened, st.idle_pool)
-        close = opened - new_idle
-        tw_room = np.maximum(st.max_tw_buckets - tw, 0.0)
-        close_now = np.minimum(close, tw_room)
-        close_tw += close_now
-        tw = tw + close_now
-        cum[t + 1] = cum[t] + close_tw
-        idle = new_idle
-
-        served = total - failed_steady - failed_batch
-        dialled = np.divide(ok, np.maximum(want, 1.0))  # share of lookups that dialled
-        lat_sum = (
-            served * st.lookup_ms
-            + served * dialled * st.dial_ms
-            + batch_wait_ms[t] * np.divide(bl - failed_batch, np.maximum(bl, 1.0))
-            + (failed_steady + failed_batch) * st.fallback_ms
-        )
-        out["lookups"][t] = total
-        out["rejected_lookups"][t] = rejected[t]
-        out["concurrency"][t] = want
-        out["dials"][t] = need
-        out["failed_dials"][t] = failed
-        out["failed_lookups"][t] = failed_steady + failed_batch
-        out["failed_user_lookups"][t] = failed_steady
-        out["open_conns"][t] = opened
-        out["idle"][t] = idle
-        out["closed"][t] = close_tw
-        out["time_wait"][t] = tw
-        out["lookup_ms_mean"][t] = np.divide(
-            lat_sum, total, out=np.full(n_h, st.lookup_ms), where=total > 0
-        )
+        res = state.step(t, st, total - bl, bl, batch_conc[t], batch_wait[t], restarts[t])
+        for k in keys:
+            out[k][t] = res[k]
 
     ints = {k: v.round().astype(np.int64) for k, v in out.items() if k != "lookup_ms_mean"}
     return PoolSeries(
-        **ints, lookup_ms_mean=out["lookup_ms_mean"], errno_class=errno, port_ceiling=ceiling
+        **ints,
+        rejected_lookups=rejected.round().astype(np.int64),
+        lookup_ms_mean=out["lookup_ms_mean"],
+        errno_class=errno,
+        port_ceiling=ceiling,
     )
