@@ -1,0 +1,337 @@
+"""The self-contained HTML report of an incident.
+
+``collect`` computes everything the report says from a store (chain, events,
+rollups, what-ifs: nothing about the incident is written here), ``render_html``
+lays it out as one page with every script and style inline (Vega, Vega-Lite
+and vega-embed come from vl-convert's bundle; nothing is fetched from a
+network), and ``build_report`` does both and, on request, runs the notebooks
+into one HTML page each (``analysis.report_notebooks``).
+
+Text from the data (callers, hosts, titles, log text) is escaped by Jinja's
+autoescape in the page and by ``\\u003c`` escapes inside the chart specs, so a
+caller named ``<script>alert(1)</script>`` shows as that text and runs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import jinja2
+import polars as pl
+from markupsafe import Markup
+
+from analysis import charts
+from analysis import report_data as rd
+
+TEMPLATE = Path(__file__).with_name("report_template.html.j2")
+
+
+@dataclass
+class ChartBlock:
+    """One chart of the report: an anchor id, a heading, a caption and its Vega-Lite spec."""
+
+    id: str
+    title: str
+    caption: str
+    spec: dict
+
+
+@dataclass
+class Table:
+    """A table ready to render: column names and rows of display strings."""
+
+    columns: list[str]
+    rows: list[list[str]]
+
+    @classmethod
+    def of(cls, df: pl.DataFrame, limit: int = 200) -> Table:
+        """Format a frame's cells for display (floats to 4 significant digits)."""
+        return cls(list(df.columns), [[_cell(v) for v in row] for row in df.head(limit).rows()])
+
+
+@dataclass
+class ReportContent:
+    """Everything the report page shows, computed from one store."""
+
+    title: str
+    verdict: str
+    summary: list[tuple[str, str]]
+    timeline: Table
+    charts: list[ChartBlock]
+    hops: Table
+    rivals: Table
+    callers: Table
+    whatif: Table
+    actions: list[str]
+    facts: list[tuple[str, str]]
+    notes: list[str] = field(default_factory=list)
+    notebooks: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class ReportRun:
+    """What ``build_report`` wrote, with sizes and the time it took."""
+
+    report: Path
+    bytes: int
+    pages: list[Path]
+    seconds: float
+    verdict: str
+
+
+def _cell(v: object) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "NaN"
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    if isinstance(v, datetime):
+        return rd.fmt_time(v)
+    return str(v)
+
+
+def _incident_name(con: duckdb.DuckDBPyConnection) -> str:
+    try:
+        rows = con.execute("SELECT value FROM incident WHERE key = 'name'").fetchall()
+    except duckdb.Error:
+        rows = []
+    return rows[0][0] if rows and rows[0][0] else "incident"
+
+
+# --- the executive summary and follow-ups: derived from the findings -----------------
+
+
+def summary_items(chain, imp: rd.Impact, events: pl.DataFrame, wi: rd.WhatIfs | None):
+    """The executive summary as (label, sentence) pairs, every number from the data."""
+    items: list[tuple[str, str]] = []
+    if imp.signal and imp.baseline is not None:
+        drop = f"{imp.drop_pct:.0f} %" if imp.drop_pct is not None else "—"
+        items.append(("Impact", (
+            f"{imp.signal.removeprefix('metric:')} fell from a median of {imp.baseline:,.0f}"
+            f" to {imp.trough:,.0f} (one-minute low), a drop of {drop}."
+        )))
+    else:
+        items.append(("Impact", "no user-facing signal in the store: impact not measured."))
+    if imp.start is not None:
+        items.append(("Duration", (
+            f"{rd.fmt_time(imp.start)} to {rd.fmt_time(imp.end)}"
+            f" ({rd.fmt_duration(imp.end - imp.start)}), degraded for"
+            f" {rd.fmt_duration(imp.minutes_degraded)} in total."
+        )))
+    else:
+        items.append(("Duration", "no user-facing drop detected."))
+    d = chain.to_dict()
+    cul = d["culprit"]
+    onsets = d["onsets"]
+    if cul:
+        first = onsets.get("trigger", "—")
+        items.append(("Trigger", (
+            f"caller {cul['caller']} on {cul['method'] or 'its method'} (first heavy batch"
+            f" {first.replace('T', ' ').replace('Z', ' UTC')}): {cul['evidence']}"
+        )))
+        chain_txt = " → ".join(chain.roles_in_order())
+        items.append(("Root cause", f"{chain_txt}; verdict {d['verdict']}."))
+    else:
+        items.append(("Trigger", "no caller's batches explain the failure."))
+        items.append(("Root cause", f"verdict {d['verdict']}: " + "; ".join(chain.notes)))
+    for kind, label in (("mitigation", "Mitigation"), ("fix", "Fix")):
+        rows = events.filter(pl.col("kind") == kind)
+        if rows.height:
+            text = "; ".join(
+                f"{t} at {rd.fmt_time(s)}" for t, s in zip(rows["title"], rows["start"],
+                                                         strict=True)
+            )
+        else:
+            text = f"no {kind} event recorded in the timeline."
+        if wi is not None and kind == "fix":
+            fix = _scenario(wi, "fix")
+            if fix is not None:
+                text += (f" Replay under the fix predicts {fix['failed_lookups']:,} failed"
+                         f" lookups (peak TIME_WAIT {fix['peak_time_wait']:,}).")
+        items.append((label, text))
+    return items
+
+
+def _scenario(wi: rd.WhatIfs, prefix: str) -> dict | None:
+    rows = wi.summary.filter(pl.col("scenario").str.starts_with(prefix)).to_dicts()
+    return rows[0] if rows else None
+
+
+def follow_ups(chain, imp: rd.Impact, wi: rd.WhatIfs | None) -> list[str]:
+    """Follow-up actions, each derived from a finding of this store's analysis."""
+    out: list[str] = []
+    d = chain.to_dict()
+    cul = d["culprit"]
+    scores = {c.caller: c for c in chain.callers}
+    if cul:
+        s = scores.get(cul["caller"])
+        weight = (f" (at most {s.peak_rps:,.1f} requests/s but batches of up to"
+                  f" {s.max_batch:,.0f} URIs)") if s else ""
+        out.append(f"Add per-caller metrics of URIs/s and batch size to "
+                   f"{cul['method'] or 'the service'}: {cul['caller']} was invisible in"
+                   f" request-rate views{weight}.")
+        out.append(f"Bound the fan-out of {cul['method'] or 'the handler'}: one lookup per URI"
+                   " with no concurrency limit dialled past the idle pool.")
+    if wi is not None:
+        for prefix, what in (("fix", "Keep the concurrency limit"),
+                             ("batch cap", "Consider a batch cap at the API edge")):
+            row = _scenario(wi, prefix)
+            obs = _scenario(wi, "observed")
+            if row is not None and obs is not None:
+                out.append(f"{what}: the replay predicts {row['failed_lookups']:,} failed"
+                           f" lookups against {obs['failed_lookups']:,} observed"
+                           f" ({row['scenario']}).")
+    if "port_exhaustion" in d["onsets"]:
+        lo, hi = chain.environment.port_range
+        out.append(f"Alert on TIME_WAIT sockets above 80 % of the ephemeral port range"
+                   f" ({hi - lo + 1:,} ports, {lo}-{hi}) and on EADDRINUSE/EADDRNOTAVAIL.")
+    if "runtime_stress" in d["onsets"]:
+        out.append("Sample or rate-limit cache error logging: error logs grew the runtime's"
+                   " threads and GC pauses after the errors began.")
+    for r in d["rejected"]:
+        if not r["candidate"].startswith("caller:"):
+            out.append(f"Record in the post-mortem why {r['candidate']} was ruled out:"
+                       f" {r['reason']}")
+    if not cul:
+        out.append("Collect per-caller request logs with batch sizes: without them no caller"
+                   " can be tied to the failure.")
+    if imp.signal is None:
+        out.append("Export a user-facing request rate with the incident data.")
+    return out
+
+
+# --- collecting and rendering ------------------------------------------------------------
+
+
+def collect(con: duckdb.DuckDBPyConnection, *, whatif: bool = True) -> ReportContent:
+    """Run the analysis on the store behind ``con`` and gather what the report shows."""
+    from analysis.chain import find_chain
+
+    chain = find_chain(con)
+    env = chain.environment
+    imp = rd.impact(con, chain)
+    td = rd.timeline_data(con, onsets=chain.onsets, port_range=env.port_range)
+    wi = rd.whatifs(con) if whatif and chain.culprit is not None else None
+    blocks: list[ChartBlock] = []
+    if td.panels:
+        blocks.append(ChartBlock(
+            "timeline", "The timeline",
+            "Every panel shares the UTC time axis; human events are rules (points) and"
+            " bands (intervals), dashed black rules are detected onsets. Drag on the"
+            " overview at the bottom to zoom all panels.",
+            charts.timeline(td.panels, events=td.events, onsets=td.onsets,
+                            side_by_side=td.callers).to_dict(),
+        ))
+    nodes, edges = rd.chain_graph(chain)
+    if nodes.height:
+        blocks.append(ChartBlock("chain", "The root-cause chain",
+                                 "Each arrow is a hop: lag of the effect behind the cause and"
+                                 " the p-value of their coincidence.",
+                                 charts.chain_diagram(nodes, edges).to_dict()))
+    lags = rd.lags_frame(chain)
+    if lags.height:
+        blocks.append(ChartBlock("lags", "Who leads whom",
+                                 "Lag of each hop with its bootstrap interval.",
+                                 charts.lag_chart(lags).to_dict()))
+    if wi is not None and wi.long.height:
+        blocks.append(ChartBlock("whatif", "What if",
+                                 "Observed against the replay as it was and the predictions"
+                                 " under each change (10 s buckets).",
+                                 charts.whatif_chart(wi.long).to_dict()))
+    blocks.append(ChartBlock("coverage", "Data coverage", "What data exists for which hosts"
+                             " and times.", charts.coverage_chart(rd.coverage(con)).to_dict()))
+    facts = [
+        ("ephemeral port range", f"{env.port_range[0]}-{env.port_range[1]}"
+         f" ({env.port_range[1] - env.port_range[0] + 1:,} ports)"),
+        ("TIME_WAIT", f"{env.time_wait_s} s"),
+        ("idle pool", "unknown" if env.idle_pool is None else f"{env.idle_pool:,}"),
+        ("from the manifest", ", ".join(env.from_manifest) or "none (kernel defaults)"),
+    ]
+    return ReportContent(
+        title=f"Post-mortem: {_incident_name(con)}",
+        verdict=chain.verdict,
+        summary=summary_items(chain, imp, td.events, wi),
+        timeline=Table.of(rd.timeline_rows(con, chain)),
+        charts=blocks,
+        hops=Table.of(rd.hops_frame(chain)),
+        rivals=Table.of(rd.rivals_frame(chain)),
+        callers=Table.of(rd.callers_frame(chain)),
+        whatif=Table.of(wi.summary) if wi is not None else Table([], []),
+        actions=follow_ups(chain, imp, wi),
+        facts=facts,
+        notes=list(chain.notes),
+    )
+
+
+def script_json(obj: object) -> str:
+    """JSON safe to place inside a ``<script>`` element: no ``<``, ``>`` or ``&`` survive."""
+    text = json.dumps(obj, separators=(",", ":"), allow_nan=False, default=str)
+    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+
+
+def vega_bundle() -> str:
+    """Vega, Vega-Lite and vega-embed as one inline script (from vl-convert, no network)."""
+    import vl_convert as vlc
+    from altair.utils._importers import vl_version_for_vl_convert
+
+    js = vlc.javascript_bundle(vl_version=vl_version_for_vl_convert())
+    return js.replace("</script", "<\\/script")
+
+
+def render_html(content: ReportContent) -> str:
+    """The report as one HTML page with every script and style inline."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE.parent),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    specs = {b.id: b.spec for b in content.charts}
+    return env.get_template(TEMPLATE.name).render(
+        c=content,
+        specs_json=Markup(script_json(specs)),
+        vega_js=Markup(vega_bundle()),
+    )
+
+
+def write_report(con: duckdb.DuckDBPyConnection, out: Path,
+                 notebooks: list[tuple[str, str]] | None = None) -> tuple[Path, str]:
+    """Collect and render the report of ``con``'s store into ``out/report.html``."""
+    content = collect(con)
+    content.notebooks = notebooks or []
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "report.html"
+    path.write_text(render_html(content), encoding="utf-8")
+    return path, content.verdict
+
+
+def build_report(
+    db: Path, out: Path, *, data_dir: Path | None = None, notebooks: bool = True,
+    notebook_dir: Path | None = None,
+) -> ReportRun:
+    """``postmortem report``: run the notebooks (optional) and write the report page."""
+    from analysis.report_notebooks import run_notebooks
+    from analysis.report_store import open_analysis, prepare_rollups
+
+    start = time.monotonic()
+    prepare_rollups(db)
+    pages: list[Path] = []
+    if notebooks:
+        pages = run_notebooks(db=db, data_dir=data_dir, out=out, notebook_dir=notebook_dir)
+    con = open_analysis(db)
+    try:
+        path, verdict = write_report(
+            con, out, [(p.stem, p.relative_to(out).as_posix()) for p in pages]
+        )
+    finally:
+        con.close()
+    return ReportRun(path, path.stat().st_size, pages, time.monotonic() - start, verdict)

@@ -1,0 +1,465 @@
+"""What the notebooks and the report show, computed from a store.
+
+Each function reads the store (and, where it needs them, the chain and
+what-if results of ``analysis.chain`` / ``analysis.whatif``) and returns plain
+polars frames or dataclasses; ``analysis.charts`` draws them and
+``analysis.report`` lays them out. Nothing here is hard-coded to the april-2026
+incident: signals are picked by their roles (``analysis.roles``), facts come
+from the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import duckdb
+import polars as pl
+
+from analysis.charts import Panel
+from analysis.roles import role_of_signal
+from analysis.rollups import signal_series
+
+ERRNO_SIGNAL = "errors:"
+WHATIF_SCENARIOS: dict[str, dict] = {
+    "fix: concurrency limit 50": {"concurrency_limit": 50},
+    "workaround: random loopback source": {"source_addresses": "random"},
+    "batch cap 1,000 URIs": {"max_batch": 1000},
+}
+"""The what-ifs the report answers: the post-mortem's fix, its workaround, a batch cap."""
+
+
+# --- loading and coverage ------------------------------------------------------------
+
+
+def coverage(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """What data exists: ``source, host, start, end, rows`` per source and host."""
+    return con.sql(
+        """
+        SELECT 'requests' AS source, host, min(time) AS start, max(time) AS "end",
+               count(*) AS rows FROM requests GROUP BY host
+        UNION ALL
+        SELECT 'logs', host, min(time), max(time), count(*) FROM log_events GROUP BY host
+        UNION ALL
+        SELECT 'metric ' || metric, NULL, min(time), max(time), count(*)
+          FROM metrics GROUP BY metric
+        UNION ALL
+        SELECT 'events', NULL, min(time), max(coalesce(end_time, time)), count(*)
+          FROM events HAVING count(*) > 0
+        ORDER BY source, host
+        """
+    ).pl()
+
+
+def files(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The files loaded and how every line was accounted (read = loaded + rejected)."""
+    return con.sql(
+        """SELECT path, format, detected_by, lines_read, loaded, rejected
+           FROM ingest_files ORDER BY path"""
+    ).pl()
+
+
+def rejects_by_reason(con: duckdb.DuckDBPyConnection, limit: int = 20) -> pl.DataFrame:
+    """Rejected lines counted per file and reason, most frequent first."""
+    return con.sql(
+        f"""SELECT path, reason, count(*) AS lines, min(line) AS first_line
+            FROM rejects GROUP BY path, reason ORDER BY lines DESC, path, reason
+            LIMIT {int(limit)}"""
+    ).pl()
+
+
+# --- signals ---------------------------------------------------------------------------
+
+
+def signal_names(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Every signal of the rollups, sorted."""
+    return [r[0] for r in con.execute("SELECT DISTINCT signal FROM signals ORDER BY 1").fetchall()]
+
+
+def long_signals(con: duckdb.DuckDBPyConnection, names: list[str]) -> pl.DataFrame:
+    """``t, series, value`` for the given signals (the signal name is the series)."""
+    if not names:
+        return pl.DataFrame(schema={"t": pl.Datetime("us"), "series": pl.String,
+                                    "value": pl.Float64})
+    return con.sql(
+        "SELECT t, signal AS series, value FROM signals WHERE list_contains(?, signal)"
+        " ORDER BY signal, t",
+        params=[names],
+    ).pl()
+
+
+def _by_role(names: list[str], role: str, *, aggregates_only: bool = True) -> list[str]:
+    out = []
+    for s in names:
+        m = role_of_signal(s)
+        if m is not None and m.role == role and not (aggregates_only and "{" in s):
+            out.append(s)
+    return out
+
+
+def _label(series: pl.DataFrame, prefix: str = "", suffix: str = "") -> pl.DataFrame:
+    """Strip a common prefix/suffix from series names for legends."""
+    return series.with_columns(
+        pl.col("series").str.strip_prefix(prefix).str.strip_suffix(suffix)
+    )
+
+
+def events(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Human events as intervals: ``start, end, kind, title, source, detail`` (UTC)."""
+    return con.sql(
+        """SELECT time AS start, coalesce(end_time, time) AS "end", kind, title, source, detail
+           FROM events ORDER BY time, kind, title"""
+    ).pl()
+
+
+def onsets_frame(onsets: dict[str, datetime]) -> pl.DataFrame:
+    """The chain's onsets as ``t, role`` rows, earliest first."""
+    return pl.DataFrame(
+        {"t": list(onsets.values()), "role": list(onsets.keys())},
+        schema={"t": pl.Datetime("us"), "role": pl.String},
+    ).sort("t")
+
+
+@dataclass
+class TimelineData:
+    """Everything the timeline chart needs, picked from the signals by role."""
+
+    panels: list[Panel]
+    callers: tuple[Panel, Panel] | None
+    events: pl.DataFrame
+    onsets: pl.DataFrame
+    picked: dict[str, list[str]] = field(default_factory=dict)
+
+
+def timeline_data(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    onsets: dict[str, datetime] | None = None,
+    port_range: tuple[int, int] | None = None,
+) -> TimelineData:
+    """Panels of the timeline: traffic, errors by class, TIME_WAIT, runtime, callers.
+
+    Signals are chosen by role, so another incident's names work too; a panel
+    with no signal is left out.
+    """
+    names = signal_names(con)
+    picked = {
+        "user_impact": _by_role(names, "user_impact"),
+        "errors": [s for s in names if s.startswith(ERRNO_SIGNAL) and s.count(":") == 1
+                   and s != "errors:total"],
+        "time_wait": [s for s in _by_role(names, "port_exhaustion") if s.startswith("metric:")],
+        "runtime": _by_role(names, "runtime_stress"),
+        "requests": [s for s in names if s.startswith("caller:") and s.endswith(":requests")],
+        "uris": [s for s in names if s.startswith("caller:") and s.endswith(":uris")],
+    }
+    panels: list[Panel] = []
+    if picked["user_impact"]:
+        panels.append(Panel("user-facing traffic", _label(
+            long_signals(con, picked["user_impact"]), "metric:"), "req/s"))
+    if picked["errors"]:
+        panels.append(Panel("errors by class (log lines/s)", _label(
+            long_signals(con, picked["errors"]), "errors:"), "lines/s", log=True))
+    if picked["time_wait"]:
+        ceiling = None if port_range is None else port_range[1] - port_range[0] + 1
+        panels.append(Panel(
+            "TIME_WAIT sockets against the ephemeral port range",
+            _label(long_signals(con, picked["time_wait"]), "metric:"), "sockets",
+            ceiling=ceiling,
+            ceiling_label=f"ports {port_range[0]}-{port_range[1]}" if port_range else "",
+        ))
+    for s in picked["runtime"][:3]:
+        panels.append(Panel(f"runtime: {s.removeprefix('metric:')}",
+                            _label(long_signals(con, [s]), "metric:"), "", height=70))
+    callers = None
+    if picked["requests"] and picked["uris"]:
+        callers = (
+            Panel("per-caller requests/s", _label(
+                long_signals(con, picked["requests"]), "caller:", ":requests"), "req/s"),
+            Panel("per-caller URIs/s (the weight)", _label(
+                long_signals(con, picked["uris"]), "caller:", ":uris"), "URIs/s", log=True),
+        )
+    return TimelineData(panels, callers, events(con), onsets_frame(onsets or {}), picked)
+
+
+def series(con: duckdb.DuckDBPyConnection, signal: str) -> pl.DataFrame:
+    """One signal as ``t, value`` (empty when unknown)."""
+    return signal_series(con, signal)
+
+
+def caller_weights(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Per caller: requests, mean and peak requests/s, URIs, largest batch, share of URIs."""
+    return con.sql(
+        """
+        WITH per_s AS (
+            SELECT caller, date_trunc('second', time) AS s, count(*) AS n FROM requests
+            GROUP BY ALL
+        ), r AS (
+            SELECT coalesce(caller, 'unknown') AS caller, count(*) AS requests,
+                   sum(uris) AS uris, max(uris) AS max_batch,
+                   quantile_cont(uris, 0.5) AS median_batch
+            FROM requests GROUP BY 1
+        )
+        SELECT r.caller, r.requests, p.peak_rps, r.uris, r.median_batch, r.max_batch,
+               round(100 * r.uris / sum(r.uris) OVER (), 1) AS pct_of_uris
+        FROM r LEFT JOIN (SELECT coalesce(caller, 'unknown') AS caller, max(n) AS peak_rps
+                          FROM per_s GROUP BY 1) p USING (caller)
+        ORDER BY r.uris DESC, r.caller
+        """
+    ).pl()
+
+
+def error_counts(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Error log lines per errno class, weighted by 1/sample_rate, largest first."""
+    return con.sql(
+        """SELECT coalesce(errno_class, '(none)') AS errno_class,
+                  round(sum(CASE WHEN sample_rate > 0 THEN 1 / sample_rate ELSE 1 END))::BIGINT
+                    AS lines,
+                  count(*) AS stored_lines
+           FROM log_events
+           WHERE errno_class IS NOT NULL OR lower(level) IN ('error', 'fatal')
+           GROUP BY 1 ORDER BY lines DESC, errno_class"""
+    ).pl()
+
+
+# --- chain, rivals, what-if -----------------------------------------------------------
+
+
+def hops_frame(chain) -> pl.DataFrame:
+    """The chain's hops as rows: the evidence table, one row per hop."""
+    rows = [
+        {
+            "hop": f"{h['cause_role']} -> {h['effect_role']}",
+            "cause": h["cause"],
+            "effect": h["effect"],
+            "lag_s": h["lag_s"],
+            "lag_ci_s": f"[{h['lag_ci_s'][0]:.0f}, {h['lag_ci_s'][1]:.0f}]",
+            "coincidence": h["coincidence"],
+            "p_value": h["p_value"],
+            "effect_size": h["effect_size"],
+            "mechanism": h["mechanism"] or "",
+        }
+        for h in chain.to_dict()["hops"]
+    ]
+    return pl.DataFrame(rows, schema={
+        "hop": pl.String, "cause": pl.String, "effect": pl.String, "lag_s": pl.Float64,
+        "lag_ci_s": pl.String, "coincidence": pl.Float64, "p_value": pl.Float64,
+        "effect_size": pl.Float64, "mechanism": pl.String,
+    })
+
+
+def lags_frame(chain) -> pl.DataFrame:
+    """Lead/lag of every hop, for the forest plot: ``pair, kind, lag_s, ci_low, ci_high``."""
+    return pl.DataFrame(
+        [
+            {
+                "pair": f"{h.cause_role} -> {h.effect_role}",
+                "kind": "chain hop",
+                "lag_s": float(h.lag_s),
+                "ci_low": float(h.lag_ci_s[0]),
+                "ci_high": float(h.lag_ci_s[1]),
+                "coincidence": float(h.coincidence),
+                "p_value": float(h.p_value),
+            }
+            for h in chain.hops
+        ],
+        schema={"pair": pl.String, "kind": pl.String, "lag_s": pl.Float64,
+                "ci_low": pl.Float64, "ci_high": pl.Float64, "coincidence": pl.Float64,
+                "p_value": pl.Float64},
+    )
+
+
+def rivals_frame(chain) -> pl.DataFrame:
+    """Rival explanations the chain tested, each with the reason it was rejected."""
+    return pl.DataFrame(
+        [{"candidate": r.candidate, "reason": r.reason} for r in chain.rejected],
+        schema={"candidate": pl.String, "reason": pl.String},
+    )
+
+
+def callers_frame(chain) -> pl.DataFrame:
+    """The chain's per-caller scores (weight, coincidence with the fan-out)."""
+    rows = [
+        {
+            "caller": c.caller, "method": c.method, "peak_rps": c.peak_rps,
+            "max_batch": c.max_batch, "forced_dials": c.forced_dials, "share": c.share,
+            "p_value": c.p_value, "score": c.score,
+        }
+        for c in chain.callers
+    ]
+    return pl.DataFrame(rows, schema={
+        "caller": pl.String, "method": pl.String, "peak_rps": pl.Float64,
+        "max_batch": pl.Float64, "forced_dials": pl.Float64, "share": pl.Float64,
+        "p_value": pl.Float64, "score": pl.Float64,
+    })
+
+
+def chain_graph(chain) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(nodes, edges)`` of the chain diagram, in causal order."""
+    d = chain.to_dict()
+    roles = chain.roles_in_order() if chain.onsets else []
+    sig = {h["cause_role"]: h["cause"] for h in d["hops"]}
+    sig.update({h["effect_role"]: h["effect"] for h in d["hops"]})
+    nodes = pl.DataFrame(
+        {
+            "step": list(range(len(roles))),
+            "role": roles,
+            "signal": [sig.get(r, "") for r in roles],
+            "onset": [d["onsets"].get(r, "") for r in roles],
+        },
+        schema={"step": pl.Int64, "role": pl.String, "signal": pl.String, "onset": pl.String},
+    )
+    pos = {r: i for i, r in enumerate(roles)}
+    edges = pl.DataFrame(
+        [
+            {
+                "step": pos.get(h["cause_role"], 0),
+                "label": f"+{h['lag_s']:.0f} s, p={h['p_value']:.2g}",
+                "lag_s": h["lag_s"],
+                "coincidence": h["coincidence"],
+                "p_value": h["p_value"],
+                "mechanism": h["mechanism"] or "",
+            }
+            for h in d["hops"]
+            if h["cause_role"] in pos
+        ],
+        schema={"step": pl.Int64, "label": pl.String, "lag_s": pl.Float64,
+                "coincidence": pl.Float64, "p_value": pl.Float64, "mechanism": pl.String},
+    )
+    return nodes, edges
+
+
+@dataclass
+class WhatIfs:
+    """The report's what-ifs: one result per scenario name, and a long frame to chart."""
+
+    results: dict
+    summary: pl.DataFrame
+    long: pl.DataFrame
+
+
+def whatifs(con: duckdb.DuckDBPyConnection, scenarios: dict[str, dict] | None = None) -> WhatIfs:
+    """Replay the request log under each scenario (default ``WHATIF_SCENARIOS``).
+
+    ``summary``: one row for the observed incident, one for the replay as it
+    was, one per scenario (dials, peak TIME_WAIT, errors, seconds with errors).
+    ``long``: ``t, scenario, series, value`` for TIME_WAIT and errors, per 10 s.
+    """
+    from analysis.whatif import whatif
+
+    scenarios = scenarios if scenarios is not None else WHATIF_SCENARIOS
+    results = {name: whatif(con, **kw) for name, kw in scenarios.items()}
+    rows = []
+    longs = []
+    first = next(iter(results.values()), None)
+    if first is not None:
+        rows.append({"scenario": "observed", **_summary_row(first.observed)})
+        rows.append({"scenario": "replay, as it was", **_summary_row(first.replay)})
+        longs.append(_long(first.frame, "observed", "observed"))
+        longs.append(_long(first.frame, "replay", "replay, as it was"))
+    for name, res in results.items():
+        rows.append({"scenario": name, **_summary_row(res.predicted)})
+        longs.append(_long(res.frame, "predicted", name))
+    summary = pl.DataFrame(rows) if rows else pl.DataFrame({"scenario": []})
+    long = pl.concat(longs) if longs else pl.DataFrame(
+        schema={"t": pl.Datetime("us"), "scenario": pl.String, "series": pl.String,
+                "value": pl.Float64})
+    return WhatIfs(results, summary, long)
+
+
+def _summary_row(s) -> dict:
+    return {
+        "dials": round(float(s.dials)),
+        "peak_time_wait": round(float(s.peak_time_wait)),
+        "failed_lookups": round(float(s.errors)),
+        "seconds_with_errors": int(s.seconds_with_errors),
+        "exhausted": bool(s.exhausted),
+    }
+
+
+def _long(frame: pl.DataFrame, prefix: str, scenario: str, every_s: int = 10) -> pl.DataFrame:
+    cols = {f"{prefix}_time_wait": "TIME_WAIT sockets", f"{prefix}_errors": "failed lookups /s"}
+    have = [c for c in cols if c in frame.columns]
+    coarse = (
+        frame.sort("t")
+        .group_by_dynamic("t", every=f"{every_s}s")
+        .agg([pl.col(c).cast(pl.Float64).max() if "time_wait" in c
+              else pl.col(c).cast(pl.Float64).mean() for c in have])
+    )
+    return coarse.unpivot(index="t", on=have, variable_name="series").with_columns(
+        pl.col("series").replace_strict(cols, return_dtype=pl.String),
+        pl.lit(scenario).alias("scenario"),
+    ).select("t", "scenario", "series", "value")
+
+
+# --- the summary ------------------------------------------------------------------------
+
+
+@dataclass
+class Impact:
+    """User-facing impact measured on the user-impact signal."""
+
+    signal: str | None
+    baseline: float | None
+    trough: float | None
+    drop_pct: float | None
+    start: datetime | None
+    end: datetime | None
+    minutes_degraded: float | None
+
+
+def impact(con: duckdb.DuckDBPyConnection, chain) -> Impact:
+    """How far user-facing traffic fell and for how long, from its anomaly windows.
+
+    Baseline: the median before the first chain onset (or the whole series);
+    trough: the lowest one-minute mean; the outage spans the first to the last
+    downward window of the detector, ``minutes_degraded`` sums the windows.
+    """
+    from analysis.detection import detect
+
+    names = _by_role(signal_names(con), "user_impact")
+    if not names:
+        return Impact(None, None, None, None, None, None, None)
+    sig = names[0]
+    s = series(con, sig).drop_nulls("value")
+    if s.height == 0:
+        return Impact(sig, None, None, None, None, None, None)
+    first = min(chain.onsets.values()) if chain.onsets else None
+    before = s.filter(pl.col("t") < first) if first is not None else s
+    base = float((before if before.height else s)["value"].median())
+    minute = s.group_by_dynamic("t", every="1m").agg(pl.col("value").mean())
+    trough = float(minute["value"].min())
+    wins = [w for w in detect(s, signal=sig) if w.direction == "down"]
+    start = min((w.start for w in wins), default=None)
+    end = max((w.end for w in wins), default=None)
+    degraded = sum(((w.end - w.start).total_seconds() for w in wins), 0.0) / 60.0
+    drop = None if base == 0 else 100.0 * (base - trough) / base
+    return Impact(sig, base, trough, drop, start, end, degraded if wins else None)
+
+
+def fmt_time(t: datetime | None) -> str:
+    """A time as ``YYYY-MM-DD HH:MM:SS UTC`` (or an em dash)."""
+    return "—" if t is None else t.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def fmt_duration(d: timedelta | float | None) -> str:
+    """A duration (timedelta or minutes) as ``Xh YYm``."""
+    if d is None:
+        return "—"
+    minutes = d.total_seconds() / 60 if isinstance(d, timedelta) else float(d)
+    h, m = divmod(int(round(minutes)), 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min"
+
+
+def timeline_rows(con: duckdb.DuckDBPyConnection, chain) -> pl.DataFrame:
+    """Human events and detected onsets merged into one table, in UTC, by time."""
+    ev = events(con).select(
+        pl.col("start").alias("time"), pl.col("kind"), pl.col("title"),
+        pl.lit("human timeline").alias("from"),
+    )
+    on = onsets_frame(chain.onsets).select(
+        pl.col("t").alias("time"), pl.lit("onset").alias("kind"),
+        (pl.lit("detected onset: ") + pl.col("role")).alias("title"),
+        pl.lit("detector").alias("from"),
+    )
+    both = pl.concat([ev, on]).sort("time", "kind")
+    return both.with_columns(pl.col("time").dt.strftime("%Y-%m-%d %H:%M:%S UTC"))
