@@ -176,19 +176,6 @@ def generate(scale: int, root: str, seed: int) -> dict[str, Any]:
     }
 
 
-def peak_rss_mb() -> float:
-    """This process's own peak resident set (VmHWM), in MiB.
-
-    Unlike ``ru_maxrss`` it does not include the parent's memory at fork time, which
-    Linux carries into the child's ``ru_maxrss`` across ``exec``.
-    """
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 JOBS: dict[str, Callable[..., dict[str, Any]]] = {
     "floor": floor,
     "pandas": pandas_jsonl,
@@ -203,7 +190,6 @@ def main(argv: list[str]) -> int:
     job, kwargs = argv[0], json.loads(argv[1]) if len(argv) > 1 else {}
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     result = JOBS[job](**kwargs)
-    result["peak_rss_mb"] = peak_rss_mb()
     sys.stdout.write("\n" + json.dumps(result, default=str) + "\n")
     return 0
 

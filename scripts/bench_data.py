@@ -107,8 +107,8 @@ def _request_sql(n: int, seed: int) -> str:
       FROM r
     ), s AS (
       SELECT *,
-             CASE WHEN caller = 'feed-indexer' THEN 15000 + (u_uris * 5001)::INT
-                  ELSE 1 + (u_uris * 50)::INT END AS uris,
+             CASE WHEN caller = 'feed-indexer' THEN 15000 + floor(u_uris * 5001)::INT
+                  ELSE 1 + floor(u_uris * 50)::INT END AS uris,
              CASE WHEN down AND u_status < 0.45 THEN 'error'
                   WHEN u_status > 0.9995 THEN 'DeadlineExceeded'
                   ELSE 'ok' END AS status
