@@ -109,14 +109,58 @@ def polars_jsonl(path: str) -> dict[str, Any]:
     return {"stages": {"scan+aggregate": time.perf_counter() - t0}, "groups": per_second.height}
 
 
+class TimedConnection:
+    """A DuckDB connection that records the wall time of every ``execute``/``sql`` call.
+
+    Used only when profiling: it shows which statement of a stage the time goes to.
+    Relations from ``sql`` run lazily, so their time shows where they are fetched
+    (the cProfile part of the profile names those callers).
+    """
+
+    def __init__(self, con: Any) -> None:
+        self._con = con
+        self.log: list[tuple[float, str]] = []
+
+    def _timed(self, method: str, query: str, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        result = getattr(self._con, method)(query, *args, **kwargs)
+        self.log.append((time.perf_counter() - t0, " ".join(str(query).split())))
+        return result
+
+    def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        return self._timed("execute", query, *args, **kwargs)
+
+    def sql(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        return self._timed("sql", query, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._con, name)
+
+
+def _write_profile(path: str, con: TimedConnection, prof: Any, stages: dict[str, float]) -> None:
+    """Statements by time, then Python functions by cumulative time, into ``path``."""
+    import io
+    import pstats
+
+    out = io.StringIO()
+    out.write("stages (s): " + json.dumps({k: round(v, 3) for k, v in stages.items()}) + "\n\n")
+    out.write("DuckDB statements by wall time (execute/sql calls):\n")
+    total = sum(d for d, _ in con.log)
+    for d, query in sorted(con.log, reverse=True)[:25]:
+        out.write(f"{d:9.3f} s {100 * d / max(total, 1e-9):5.1f}%  {query[:220]}\n")
+    out.write(f"{total:9.3f} s in {len(con.log)} statements\n\nPython (cProfile, cumulative):\n")
+    pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(30)
+    Path(path).write_text(out.getvalue())
+
+
 def ours(
     paths: list[str], db: str, steps: list[str] | None = None, profile: str | None = None
 ) -> dict[str, Any]:
     """The suite itself: ingest ``paths`` into a fresh store at ``db``, then run ``steps``
     (any of ``rollups``, ``detection``, ``chain``), timing each.
 
-    With ``profile`` set, DuckDB's profiler writes each query's plan with timings
-    (EXPLAIN ANALYZE style, JSON) to that file, for finding where the time goes.
+    With ``profile`` (a path), every DuckDB statement is timed and the run is under
+    cProfile; both are written there, to show where the time goes.
     """
     from analysis import store
     from analysis.ingest import ingest_paths
@@ -124,10 +168,14 @@ def ours(
     steps = steps or []
     Path(db).unlink(missing_ok=True)
     Path(db + ".wal").unlink(missing_ok=True)
-    con = store.connect(db)
+    con: Any = store.connect(db)
+    prof = None
     if profile:
-        con.execute("PRAGMA enable_profiling = 'json'")
-        con.execute(f"PRAGMA profiling_output = '{profile}'")
+        import cProfile
+
+        con = TimedConnection(con)
+        prof = cProfile.Profile()
+        prof.enable()
     stages: dict[str, float] = {}
     out: dict[str, Any] = {"stages": stages}
 
@@ -139,10 +187,6 @@ def ours(
 
     for path in paths:
         timed(f"ingest:{Path(path).name}", lambda p=path: ingest_paths(con, [Path(p)]))
-    out["rows"] = {
-        t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-        for t in ("requests", "log_events", "metrics", "rejects")
-    }
     if "rollups" in steps:
         from analysis.rollups import build_rollups
 
@@ -158,6 +202,13 @@ def ours(
 
         chain = timed("chain", lambda: find_chain(con))
         out["chain"] = repr(chain)[:300]
+    if prof is not None:
+        prof.disable()
+        _write_profile(str(profile), con, prof, stages)
+    out["rows"] = {
+        t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+        for t in ("requests", "log_events", "metrics", "rejects")
+    }
     con.close()
     return out
 
