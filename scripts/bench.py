@@ -233,6 +233,7 @@ class Options:
     mem_cap_mb: float
     notebook: bool
     keep_data: bool
+    profile: bool
     seed: int
 
 
@@ -338,6 +339,8 @@ class Bench:
             stages[step] = _sub_stat(pipe, step)
         stages["detection+chain"] = _sum_stat(stages["detection"], stages["chain"])
 
+        if self.opts.profile:
+            self.profile_scale(scale, f, db, full)
         for suffix in ("", ".wal"):
             Path(db + suffix).unlink(missing_ok=True)
         if not self.opts.keep_data:
@@ -349,6 +352,44 @@ class Bench:
             "contenders": {k: contenders[k].as_json() for k in CONTENDERS},
             "ratios": ratios(contenders),
         }
+
+    def profile_scale(self, scale: int, f: dict[str, str], db: str, full: list[str]) -> None:
+        """One more run of our jobs under the profiler, and EXPLAIN ANALYZE of the floor,
+        written to ``profile-<scale>-<job>.txt`` next to bench.json."""
+        out = self.opts.out
+        jobs = {
+            "ours-jsonl": child_argv(
+                "ours",
+                paths=[f["requests/jsonl"]],
+                db=db,
+                steps=["rollups"],
+                profile=str(out / "{name}"),
+            ),
+            "ours-parquet": child_argv(
+                "ours",
+                paths=[f["requests/parquet"]],
+                db=db,
+                steps=["rollups"],
+                profile=str(out / "{name}"),
+            ),
+            "ours-pipeline": child_argv(
+                "ours",
+                paths=full,
+                db=db,
+                steps=["rollups", "detection", "chain"],
+                profile=str(out / "{name}"),
+            ),
+            "floor-jsonl": child_argv(
+                "floor", path=f["requests/jsonl"], fmt="jsonl", explain=str(out / "{name}")
+            ),
+            "floor-parquet": child_argv(
+                "floor", path=f["requests/parquet"], fmt="parquet", explain=str(out / "{name}")
+            ),
+        }
+        for job, argv in jobs.items():
+            name = f"profile-{scale}-{job}.txt"
+            self.repeat(f"profile {job}", [a.replace("{name}", name) for a in argv], 1)
+            self.result.setdefault("profiles", []).append(str(out / name))
 
     def run_notebook(self) -> dict[str, Any]:
         """Simulate the bundled incident, ingest it, and time the notebook run on it."""
@@ -627,6 +668,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-notebook", action="store_true", help="skip the notebook run")
     p.add_argument("--keep-data", action="store_true", help="keep the generated files")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile our jobs (statement timings, cProfile) and EXPLAIN"
+        " ANALYZE the floor at each scale: profile-<scale>-<job>.txt",
+    )
     return p
 
 
@@ -642,6 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         mem_cap_mb=args.mem_cap_gb * 1024,
         notebook=not args.no_notebook,
         keep_data=args.keep_data,
+        profile=args.profile,
         seed=args.seed,
     )
     bench = Bench(opts)
