@@ -97,6 +97,11 @@ def _by_role(names: list[str], role: str, *, aggregates_only: bool = True) -> li
     return out
 
 
+def role_signals(con: duckdb.DuckDBPyConnection, role: str) -> list[str]:
+    """The aggregate signals (no per-label series) that play ``role`` in the chain."""
+    return _by_role(signal_names(con), role)
+
+
 def _label(series: pl.DataFrame, prefix: str = "", suffix: str = "") -> pl.DataFrame:
     """Strip a common prefix/suffix from series names for legends."""
     return series.with_columns(
@@ -184,6 +189,23 @@ def timeline_data(
 def series(con: duckdb.DuckDBPyConnection, signal: str) -> pl.DataFrame:
     """One signal as ``t, value`` (empty when unknown)."""
     return signal_series(con, signal)
+
+
+def chart_signal(con: duckdb.DuckDBPyConnection, *signals: str, log: bool = False):
+    """A ready chart of one or more signals (by name, see ``signal_names``)."""
+    from analysis.charts import series_chart
+
+    unknown = sorted(set(signals) - set(signal_names(con)))
+    if unknown:
+        raise KeyError(f"unknown signal(s) {unknown}; see signal_names(con)")
+    return series_chart(long_signals(con, list(signals)), title=", ".join(signals), log=log)
+
+
+def compare_signals(con: duckdb.DuckDBPyConnection, a: str, b: str):
+    """Two signals one above the other on a shared UTC axis, each with its own scale."""
+    from analysis.charts import compare_chart
+
+    return compare_chart(series(con, a), series(con, b), a_name=a, b_name=b)
 
 
 def caller_weights(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
@@ -389,6 +411,55 @@ def _long(frame: pl.DataFrame, prefix: str, scenario: str, every_s: int = 10) ->
         pl.col("series").replace_strict(cols, return_dtype=pl.String),
         pl.lit(scenario).alias("scenario"),
     ).select("t", "scenario", "series", "value")
+
+
+@dataclass
+class Mechanism:
+    """The port-exhaustion arithmetic: can the culprit's batches fill the port range?
+
+    ``sustainable_dials_per_s`` = ports / TIME_WAIT: above it, sockets in
+    TIME_WAIT pile up faster than they expire. ``dials_per_batch`` = largest
+    batch minus the idle pool (one lookup per URI, extras are dialled).
+    ``seconds_to_exhaust`` at the observed peak dial rate (None below the limit).
+    """
+
+    ports: int
+    time_wait_s: int
+    sustainable_dials_per_s: float
+    idle_pool: int | None
+    max_batch: float | None
+    dials_per_batch: float | None
+    peak_dial_rate: float | None
+    seconds_to_exhaust: float | None
+    tw_plateau: float | None
+
+
+def mechanism(con: duckdb.DuckDBPyConnection, chain) -> Mechanism:
+    """The arithmetic of the chain's mechanism, from the environment and the data."""
+    env = chain.environment
+    ports = env.port_range[1] - env.port_range[0] + 1
+    sustainable = ports / env.time_wait_s
+    scores = {c.caller: c for c in chain.callers}
+    cul = scores.get(chain.culprit.caller) if chain.culprit else None
+    max_batch = cul.max_batch if cul else None
+    dials = None
+    if max_batch is not None and env.idle_pool is not None:
+        dials = max(0.0, max_batch - env.idle_pool)
+    names = signal_names(con)
+    dial_sig = [s for s in _by_role(names, "fan_out") if "connections_total" in s]
+    peak = _peak(con, dial_sig[0]) if dial_sig else None
+    tw_sig = [s for s in _by_role(names, "port_exhaustion") if s.startswith("metric:")]
+    plateau = _peak(con, tw_sig[0]) if tw_sig else None
+    to_exhaust = None
+    if peak is not None and peak > sustainable:
+        to_exhaust = ports / (peak - sustainable)
+    return Mechanism(ports, env.time_wait_s, sustainable, env.idle_pool, max_batch, dials,
+                     peak, to_exhaust, plateau)
+
+
+def _peak(con: duckdb.DuckDBPyConnection, signal: str) -> float | None:
+    rows = con.execute("SELECT max(value) FROM signals WHERE signal = ?", [signal]).fetchall()
+    return None if not rows or rows[0][0] is None else float(rows[0][0])
 
 
 # --- the summary ------------------------------------------------------------------------

@@ -86,3 +86,90 @@ def run_notebooks(
     target = out / "notebooks"
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         return list(pool.map(lambda nb: execute(nb, target, params), nbs))
+
+
+CHECK_TAG = "nbval-check-output"
+
+
+def strip_unchecked(nb) -> None:
+    """Keep outputs only on cells tagged ``nbval-check-output``; drop run metadata.
+
+    Checked cells keep their outputs (the claims nbval compares) and their
+    execution count; every other cell is stored empty, so charts and tables
+    never bloat the repository or make nbval compare random ids.
+    """
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        cell.metadata.pop("papermill", None)
+        if cell.cell_type != "code":
+            continue
+        if CHECK_TAG not in cell.metadata.get("tags", []):
+            cell.outputs = []
+            cell.execution_count = None
+    for key in ("papermill", "widgets"):
+        nb.metadata.pop(key, None)
+
+
+_VOLATILE = re.compile(r"0x[0-9a-f]{6,}|altair-viz-|\bat 0x|Timestamp\(|\d+\.\d+ ?s elapsed")
+
+
+def notebook_problems(nb) -> list[str]:
+    """What keeps a stored notebook from being a real nbval check (empty list: none).
+
+    A notebook must have one ``parameters`` cell assigning ``db`` and
+    ``data_dir``, at least one ``nbval-check-output`` cell, stored outputs on
+    every checked cell and on no other cell, and nothing volatile (memory
+    addresses, random chart ids) in what it stores.
+    """
+    problems: list[str] = []
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    if len(params) != 1:
+        problems.append(f"expected one cell tagged 'parameters', found {len(params)}")
+    else:
+        for name in ("db", "data_dir"):
+            if not re.search(rf"^{name}\s*=", params[0].source, re.M):
+                problems.append(f"the parameters cell does not assign {name!r}")
+    checked = [c for c in code if CHECK_TAG in c.metadata.get("tags", [])]
+    if not checked:
+        problems.append(f"no cell tagged {CHECK_TAG!r}: nbval would check nothing")
+    for i, c in enumerate(code):
+        is_checked = CHECK_TAG in c.metadata.get("tags", [])
+        if is_checked and not c.outputs:
+            problems.append(f"code cell {i} is checked but has no stored output")
+        if not is_checked and c.outputs:
+            problems.append(f"code cell {i} is not checked but stores outputs (strip them)")
+        for out in c.outputs:
+            if out.get("output_type") == "error":
+                problems.append(f"code cell {i} stores an error")
+            text = str(out.get("text", "")) + str(out.get("data", ""))
+            if _VOLATILE.search(text):
+                problems.append(f"code cell {i} stores a volatile output")
+    return problems
+
+
+def refresh_stored_outputs(path: Path, *, timeout_s: int = 600) -> None:
+    """Run a stored notebook in place (from its own directory, default parameters)
+    and store the outputs of its checked cells only: what nbval then holds it to."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=timeout_s, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    strip_unchecked(nb)
+    nbformat.write(nb, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m analysis.report_notebooks [NOTEBOOK ...]``: refresh stored outputs."""
+    args = argv if argv is not None else sys.argv[1:]
+    paths = [Path(a) for a in args] or notebook_paths()
+    for p in paths:
+        refresh_stored_outputs(p)
+        print(f"refreshed {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

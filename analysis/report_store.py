@@ -95,16 +95,16 @@ def ensure_store(
     scenario: str = BUNDLED_SCENARIO,
     seed: int = BUNDLED_SEED,
 ) -> Path:
-    """The path of a store ready to read, building the bundled incident if it is missing.
+    """The path of a store ready to read, building it if it is missing.
 
-    When ``db`` does not exist: simulate ``scenario`` into ``data_dir`` (unless
-    its ``truth.json`` is already there), ingest it into ``db`` and build the
-    rollups. An existing store is used as it is (rollups added if missing).
+    When ``db`` does not exist it is built from ``data_dir`` (ingest, then the
+    rollups); with no ``data_dir``, from the bundled ``scenario``, simulated
+    into the Makefile's data directory unless its ``truth.json`` is already
+    there. An existing store is used as it is (rollups added if missing).
     Defaults are the Makefile's paths, so notebooks and ``make`` share one cache.
     """
     d_default, db_default = default_paths()
     db = Path(db) if db else db_default
-    data_dir = Path(data_dir) if data_dir else d_default
     if _store_ready(db):
         return db
     if db.exists():
@@ -112,12 +112,16 @@ def ensure_store(
         return db
     from analysis.cli import main
 
+    bundled = data_dir is None
+    source = d_default if bundled else Path(data_dir)
+    if not bundled and not source.is_dir():
+        raise UserError(f"{source}: no such data directory to build the store {db} from")
     with _locked(db):
         if not db.exists():
-            if not (data_dir / "truth.json").exists():
+            if bundled and not (source / "truth.json").exists():
                 _run(main, ["simulate", "--scenario", scenario, "--seed", str(seed),
-                            "--out", str(data_dir)])
-            _run(main, ["ingest", str(data_dir), "--db", str(db), "--replace"])
+                            "--out", str(source)])
+            _run(main, ["ingest", str(source), "--db", str(db), "--replace"])
     prepare_rollups(db)
     return db
 

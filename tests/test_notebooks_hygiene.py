@@ -1,0 +1,103 @@
+"""The stored notebooks are real nbval checks, not smoke tests.
+
+nbval (``pytest notebooks --nbval-lax``) compares the outputs of cells tagged
+``nbval-check-output`` with a fresh run. That only means something if every
+notebook has such cells, stores their outputs, stores nothing else (no charts,
+no random ids) and can be parameterised for another incident.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import nbformat
+import pytest
+
+from analysis.report_notebooks import (
+    CHECK_TAG,
+    notebook_paths,
+    notebook_problems,
+    strip_unchecked,
+)
+
+NOTEBOOKS = notebook_paths()
+
+
+def test_the_six_review_notebooks_exist_numbered_in_reading_order() -> None:
+    numbers = [p.name[:2] for p in NOTEBOOKS if p.name != "07-lab-replay.ipynb"]
+    assert numbers == ["01", "02", "03", "04", "05", "06"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_stored_notebook_is_parameterised_checked_and_stripped(path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert notebook_problems(nb) == []
+
+
+def _good_notebook():
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("data_dir = None\ndb = None")
+    params.metadata["tags"] = ["parameters"]
+    claim = nbformat.v4.new_code_cell("print(42)")
+    claim.metadata["tags"] = [CHECK_TAG]
+    claim.outputs = [nbformat.v4.new_output("stream", name="stdout", text="42\n")]
+    chart = nbformat.v4.new_code_cell("chart")
+    nb.cells = [params, claim, chart]
+    return nb
+
+
+def test_a_good_notebook_has_no_problems() -> None:
+    assert notebook_problems(_good_notebook()) == []
+
+
+def test_missing_parameters_cell_is_flagged() -> None:
+    nb = _good_notebook()
+    nb.cells[0].metadata["tags"] = []
+    assert any("parameters" in p for p in notebook_problems(nb))
+
+
+def test_parameters_cell_must_name_db_and_data_dir() -> None:
+    nb = _good_notebook()
+    nb.cells[0].source = "data_dir = None"
+    assert notebook_problems(nb) == ["the parameters cell does not assign 'db'"]
+
+
+def test_no_checked_cell_is_flagged() -> None:
+    nb = _good_notebook()
+    nb.cells[1].metadata["tags"] = []
+    nb.cells[1].outputs = []
+    assert any("nbval would check nothing" in p for p in notebook_problems(nb))
+
+
+def test_checked_cell_without_stored_output_is_flagged() -> None:
+    nb = _good_notebook()
+    nb.cells[1].outputs = []
+    assert notebook_problems(nb) == ["code cell 1 is checked but has no stored output"]
+
+
+def test_unstripped_output_on_unchecked_cell_is_flagged() -> None:
+    nb = _good_notebook()
+    nb.cells[2].outputs = [nbformat.v4.new_output("display_data", data={"text/plain": "x"})]
+    assert notebook_problems(nb) == [
+        "code cell 2 is not checked but stores outputs (strip them)"
+    ]
+
+
+def test_volatile_output_is_flagged() -> None:
+    nb = _good_notebook()
+    nb.cells[1].outputs[0]["text"] = "<duckdb.DuckDBPyConnection object at 0x7f3a2c1b9e70>"
+    assert notebook_problems(nb) == ["code cell 1 stores a volatile output"]
+
+
+def test_strip_unchecked_keeps_claims_and_drops_the_rest() -> None:
+    nb = _good_notebook()
+    nb.cells[2].outputs = [nbformat.v4.new_output("display_data", data={"text/plain": "x"})]
+    nb.cells[2].execution_count = 7
+    nb.cells[1].execution_count = 3
+    stripped = copy.deepcopy(nb)
+    strip_unchecked(stripped)
+    assert stripped.cells[1].outputs == nb.cells[1].outputs
+    assert stripped.cells[1].execution_count == 3
+    assert stripped.cells[2].outputs == [] and stripped.cells[2].execution_count is None
+    assert notebook_problems(stripped) == []
