@@ -33,7 +33,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from analysis.correlation import coincidence, lead_lag
+from analysis.correlation import Coincidence, coincidence, lead_lag
 from analysis.detection import AnomalyWindow, DetectorSettings, detect
 from analysis.roles import ROLES, role_of_signal, role_order
 from analysis.rollups import build_rollups, signal_frame
@@ -43,6 +43,7 @@ NO_CAUSE = "no_supported_cause"
 
 KERNEL_PORT_RANGE = (32768, 60999)
 KERNEL_TIME_WAIT_S = 60
+UNKNOWN_POOL_CAP = 200
 
 # Within a role, which signal stands for it (first pattern that matches wins).
 _PREFERRED: dict[str, tuple[str, ...]] = {
@@ -61,8 +62,10 @@ class ChainSettings:
     ``max_lag_s``: the longest delay a hop may have; ``min_share`` and
     ``max_p``: coincidence a hop (and the culprit) needs to count as supported;
     ``n_boot``/``n_shuffle``: resamples for the lag interval and the p-value;
-    ``exhaustion_tolerance``: how close (relative) the predicted and observed
-    TIME_WAIT plateau / exhaustion moment must be for the mechanism check.
+    ``exhaustion_tolerance_s``: how close the predicted and observed moments of
+    exhaustion must be for the mechanism check; ``min_corr``: correlation the
+    culprit's forced dials need with the fan-out; ``smooth_s``: moving average
+    applied before that correlation.
     """
 
     detector: DetectorSettings = field(default_factory=DetectorSettings)
@@ -73,6 +76,10 @@ class ChainSettings:
     n_shuffle: int = 300
     seed: int = 0
     exhaustion_tolerance_s: float = 15.0
+    min_corr: float = 0.3
+    smooth_s: int = 15
+    slack_s: float = 15.0
+    lag_how: str = "diff"
 
 
 @dataclass(frozen=True)
@@ -165,9 +172,18 @@ class ChainResult:
             "onsets": {r: _iso(t) for r, t in self.onsets.items()},
         }
 
-    def roles_in_order(self) -> list[str]:
-        """Roles of the chain sorted by onset (ties keep the causal order)."""
-        return sorted(self.onsets, key=lambda r: (self.onsets[r], role_order(r)))
+    def roles_in_order(self, tie_s: float = 0.0) -> list[str]:
+        """Roles sorted by onset; onsets less than ``tie_s`` apart count as simultaneous
+        and keep the causal order (metrics sampled every few seconds cannot order them)."""
+        out: list[str] = []
+        for r in sorted(self.onsets, key=lambda r: (self.onsets[r], role_order(r))):
+            i = len(out)
+            while i > 0 and role_order(out[i - 1]) > role_order(r) and (
+                self.onsets[r] - self.onsets[out[i - 1]]
+            ).total_seconds() < tie_s:
+                i -= 1
+            out.insert(i, r)
+        return out
 
 
 @dataclass
@@ -230,12 +246,38 @@ def _pick(role: str, candidates: list[str]) -> list[str]:
 def _windows(
     t: pl.Series, values: np.ndarray, name: str, settings: ChainSettings
 ) -> list[AnomalyWindow]:
-    """Upward anomaly windows of a (signed) series."""
+    """Upward anomaly windows of a (signed) series; error and caller series are counts."""
     v = np.nan_to_num(values, nan=0.0)
     if not np.any(v != v[0]):
         return []
-    frame = pl.DataFrame({"t": t, "value": v})
-    return [w for w in detect(frame, settings.detector, signal=name) if w.direction == "up"]
+    frame = pl.DataFrame({"t": t, "value": values})
+    counts = name.startswith(("errors:", "caller:"))
+    return [
+        w for w in detect(frame, settings.detector, signal=name, counts=counts)
+        if w.direction == "up"
+    ]
+
+
+def _coincide(cause: list[AnomalyWindow], effect: list[AnomalyWindow],
+              span: tuple[datetime, datetime], settings: ChainSettings) -> Coincidence:
+    """Coincidence of window starts, tolerating an effect detected ``slack_s`` early
+    (metrics sampled every 5-15 s put a counter's rise up to one step early)."""
+    return coincidence(cause, effect, max_lag_s=settings.max_lag_s,
+                       min_lag_s=-settings.slack_s, n_shuffle=settings.n_shuffle,
+                       seed=settings.seed, span=span)
+
+
+def _smooth(v: np.ndarray, width: int) -> np.ndarray:
+    """Centred moving average (NaN as 0), so one-bucket misalignments do not hide a link."""
+    k = max(1, width)
+    return np.convolve(np.nan_to_num(v), np.ones(k) / k, mode="same")
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation, 0 when either side is constant."""
+    if a.size < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 def find_chain(
@@ -264,9 +306,13 @@ def find_chain(
     callers = sorted({s.split(":")[1] for s, m in matches.items() if m.rival == "request_rate"
                       or m.role == "trigger"})
     rival_loss = [s for s, m in matches.items() if m.rival == "packet_loss" and "{" not in s]
+    fan_hosts = [
+        s for s in names if "fan_out" in chosen and s.startswith(chosen["fan_out"][0] + "{")
+    ]
     wanted = sorted(
         {s for v in chosen.values() for s in v}
         | set(tw_signal[:1])
+        | set(fan_hosts)
         | set(rival_loss)
         | {f"caller:{c}:{k}" for c in callers for k in ("uris", "max_uris", "requests")}
     )
@@ -293,22 +339,21 @@ def find_chain(
             series[role] = _RoleSeries(role, name, sign * v, wins)
 
     # The culprit: per-caller weight and its coincidence with the fan-out.
-    fan = series.get("fan_out") or series.get("port_exhaustion")
+    fan = _demand(series)
     pool = env.idle_pool
+    forced = forced_dials(con, t0, frame.height, grid_s, pool)
+    smooth = max(1, int(settings.smooth_s / grid_s))
     scores = [
-        _score_caller(con, c, col, t, fan, pool, span, settings) for c in callers
-        if f"caller:{c}:uris" in frame.columns
+        _score_caller(con, c, col, t, fan, forced.get(c), span, settings, smooth)
+        for c in callers if f"caller:{c}:uris" in frame.columns
     ]
     scores.sort(key=lambda s: (-s.score, -s.forced_dials, s.caller))
 
     exhausted, tw_note = _exhaustion_evidence(series, tw_signal, col, env)
     impact = "user_impact" in series or "cache_errors" in series
     best = scores[0] if scores else None
-    supported = (
-        best is not None
-        and best.score > 0
-        and best.share >= settings.min_share
-        and best.p_value <= settings.max_p
+    supported = best is not None and best.score >= settings.min_corr and (
+        best.share >= settings.min_share
     )
     rejected: list[Rejected] = []
     if not (exhausted and impact and supported):
@@ -330,7 +375,10 @@ def find_chain(
     series["trigger"] = _RoleSeries("trigger", f"caller:{best.caller}:uris", uris, trig_w)
     present = [r for r in ROLES if r in series]
     onsets = {r: series[r].windows[0].start for r in present}
-    mech_pass, mech_text = _mechanism(series, tw_signal, col, t, env, onsets, grid_s, settings)
+    host_dials = [col(s) for s in fan_hosts] or (
+        [series["fan_out"].values] if "fan_out" in series else [])
+    mech_pass, mech_text = _mechanism(series, host_dials, tw_signal, col, t, env, onsets,
+                                      grid_s, settings)
     hops: list[Hop] = []
     for a, b in zip(present, present[1:], strict=False):
         hops.append(_hop(series[a], series[b], span, grid_s, settings,
@@ -355,17 +403,42 @@ def _caller_method(con: duckdb.DuckDBPyConnection, caller: str) -> str | None:
     return rows[0][0] if rows else None
 
 
-def _forced_dials(con: duckdb.DuckDBPyConnection, caller: str, pool: int | None) -> float:
-    """Dials the caller's batches force past the idle pool: sum of max(uris - pool, 0).
+def _demand(series: dict[str, _RoleSeries]) -> _RoleSeries | None:
+    """What the culprit's batches must explain: fan-out plus failed dials (address errors).
 
-    With an unknown pool, URIs beyond the normal batch size (50) count.
+    Successful dials flatten once the ports are gone while the batches go on;
+    the failed ones show as address errors, so the two, each scaled to its
+    peak, together follow the connections the batches wanted.
     """
-    cap = pool if pool is not None else 50
-    row = con.execute(
-        "SELECT coalesce(sum(greatest(uris - ?, 0)), 0) FROM requests WHERE caller = ?",
-        [cap, caller],
-    ).fetchall()[0]
-    return float(row[0])
+    parts = [series[r] for r in ("fan_out", "port_exhaustion") if r in series]
+    if not parts:
+        return None
+    total = sum(np.nan_to_num(p.values) / max(float(np.nanmax(p.values)), 1e-12) for p in parts)
+    windows = sorted((w for p in parts for w in p.windows), key=lambda w: w.start)
+    return _RoleSeries(parts[0].role, "+".join(p.signal for p in parts), total, windows)
+
+
+def forced_dials(
+    con: duckdb.DuckDBPyConnection, t0: datetime, n: int, grid_s: float, pool: int | None
+) -> dict[str, np.ndarray]:
+    """Per caller, per bucket: lookups its requests want beyond the idle pool.
+
+    One lookup per URI at once, so a request of ``u`` URIs dials ``max(u - pool, 0)``
+    connections. With an unknown pool, ``UNKNOWN_POOL_CAP`` stands in (four
+    times the largest normal batch: small batches never count).
+    """
+    cap = pool if pool is not None else UNKNOWN_POOL_CAP
+    rows = con.execute(
+        """SELECT caller, CAST(floor((epoch(time) - epoch(?::TIMESTAMP)) / ?) AS BIGINT) AS b,
+                  sum(greatest(uris - ?, 0))
+           FROM requests WHERE caller IS NOT NULL AND uris > ? GROUP BY ALL""",
+        [t0, grid_s, cap, cap],
+    ).fetchall()
+    out: dict[str, np.ndarray] = {}
+    for caller, b, v in rows:
+        if 0 <= b < n:
+            out.setdefault(caller, np.zeros(n))[b] += float(v)
+    return out
 
 
 def _score_caller(
@@ -374,27 +447,31 @@ def _score_caller(
     col,
     t: pl.Series,
     fan: _RoleSeries | None,
-    pool: int | None,
+    forced: np.ndarray | None,
     span: tuple[datetime, datetime],
     settings: ChainSettings,
+    smooth: int,
 ) -> CallerScore:
-    """A caller's weight and how its heavy windows line up with the fan-out."""
+    """A caller's weight and how it lines up with the fan-out.
+
+    The score is the correlation of the (smoothed) dials the caller's batches
+    force past the pool with the (smoothed) fan-out series; a caller whose
+    batches never exceed the pool scores 0 whatever its request rate.
+    """
     uris = col(f"caller:{caller}:uris")
     max_b = float(np.nanmax(col(f"caller:{caller}:max_uris"), initial=0.0))
     rps = float(np.nanmax(col(f"caller:{caller}:requests"), initial=0.0))
-    forced = _forced_dials(con, caller, pool)
+    total = float(forced.sum()) if forced is not None else 0.0
     wins = _windows(t, uris, f"caller:{caller}:uris", settings)
     share, p, corr = 0.0, 1.0, 0.0
-    if wins and fan is not None:
-        c = coincidence(wins, fan.windows, max_lag_s=settings.max_lag_s,
-                        n_shuffle=settings.n_shuffle, seed=settings.seed, span=span)
-        share, p = c.share, c.p_value
-        ok = np.isfinite(uris) & np.isfinite(fan.values)
-        if ok.sum() > 2 and np.std(uris[ok]) > 0 and np.std(fan.values[ok]) > 0:
-            corr = float(np.corrcoef(uris[ok], fan.values[ok])[0, 1])
-    weight = 1.0 if forced > 0 else 0.0
-    score = weight * share * max(corr, 0.0) * (1.0 if p <= settings.max_p else 0.5)
-    return CallerScore(caller, _caller_method(con, caller), rps, max_b, forced, share, p,
+    if fan is not None:
+        if wins:
+            c = _coincide(wins, fan.windows, span, settings)
+            share, p = c.share, c.p_value
+        if forced is not None:
+            corr = _corr(_smooth(forced, smooth), _smooth(fan.values, smooth))
+    score = max(corr, 0.0) if total > 0 else 0.0
+    return CallerScore(caller, _caller_method(con, caller), rps, max_b, total, share, p,
                        corr, score, wins[0].start if wins else None)
 
 
@@ -472,10 +549,10 @@ def _hop(
     mechanism: str | None,
 ) -> Hop:
     max_lag = max(1, int(settings.max_lag_s / grid_s))
-    ll = lead_lag(np.nan_to_num(a.values), np.nan_to_num(b.values), max_lag=max_lag,
-                  n_boot=settings.n_boot, seed=settings.seed, step_s=grid_s)
-    c = coincidence(a.windows, b.windows, max_lag_s=settings.max_lag_s,
-                    n_shuffle=settings.n_shuffle, seed=settings.seed, span=span)
+    k = max(1, int(settings.smooth_s / grid_s))
+    ll = lead_lag(_smooth(a.values, k), _smooth(b.values, k), max_lag=max_lag,
+                  n_boot=settings.n_boot, seed=settings.seed, step_s=grid_s, how=settings.lag_how)
+    c = _coincide(a.windows, b.windows, span, settings)
     size = _effect_size(a, b, span[0], grid_s, ll.lag_s)
     if b.role == "user_impact":
         size = -size  # the effect is a drop: report it with its sign
@@ -486,6 +563,7 @@ def _hop(
 
 def _mechanism(
     series: dict[str, _RoleSeries],
+    host_dials: list[np.ndarray],
     tw_signal: list[str],
     col,
     t: pl.Series,
@@ -494,36 +572,51 @@ def _mechanism(
     grid_s: float,
     settings: ChainSettings,
 ) -> tuple[bool | None, dict[tuple[str, str], str]]:
-    """Mechanism texts per hop and whether the port-exhaustion check passes."""
+    """Mechanism texts per hop and whether the port-exhaustion check passes.
+
+    Per host (each has its own ports), the sockets in TIME_WAIT are predicted
+    as the dials of the last ``time_wait_s`` seconds; the range is full when
+    they reach the ports minus the idle pool. The check passes when the
+    hottest host's dial rate times TIME_WAIT exceeds that room and the earliest
+    predicted moment of exhaustion is within ``exhaustion_tolerance_s`` of the
+    first address error.
+    """
     texts: dict[tuple[str, str], str] = {}
     passed: bool | None = None
     fan = series.get("fan_out")
-    if fan is not None and "port_exhaustion" in onsets:
-        dials = np.nan_to_num(fan.values)
+    if fan is not None and host_dials and "port_exhaustion" in onsets:
         win = max(1, int(env.time_wait_s / grid_s))
-        # sockets in TIME_WAIT predicted from the dials of the last time_wait_s seconds
-        tw_pred = np.convolve(dials, np.ones(win))[: dials.size] * grid_s
         room = env.ports - (env.idle_pool or 0)
-        hit = np.flatnonzero(tw_pred >= room)
-        active = dials > 0.1 * np.nanmax(dials)
-        rate = float(np.mean(dials[active])) if active.any() else 0.0
+        first_hit: int | None = None
+        rate = 0.0
+        for v in host_dials:
+            dials = np.nan_to_num(v)
+            tw_pred = np.convolve(dials, np.ones(win))[: dials.size] * grid_s
+            hit = np.flatnonzero(tw_pred >= room)
+            if hit.size and (first_hit is None or hit[0] < first_hit):
+                first_hit = int(hit[0])
+            active = dials > 0.1 * max(float(dials.max()), 1e-9)
+            if active.any():
+                rate = max(rate, float(dials[active].mean()))
         observed = onsets["port_exhaustion"]
-        if hit.size:
-            predicted = t[int(hit[0])]
+        fills = rate * env.time_wait_s >= room
+        if first_hit is not None:
+            predicted = t[first_hit]
             delta = (observed - predicted).total_seconds()
-            passed = abs(delta) <= settings.exhaustion_tolerance_s
-            when = f"predicted exhaustion {_iso(predicted)}, observed {_iso(observed)} " \
-                   f"({delta:+.0f} s)"
+            passed = fills and abs(delta) <= settings.exhaustion_tolerance_s
+            when = (f"predicted exhaustion {_iso(predicted)}, observed {_iso(observed)}"
+                    f" ({delta:+.0f} s)")
         else:
             passed = False
             when = f"dials never fill the range, yet exhaustion observed {_iso(observed)}"
         plateau = ""
         if tw_signal:
             peak = float(np.nanmax(col(tw_signal[0]), initial=0.0))
-            plateau = f"; TIME_WAIT plateau {peak:,.0f}"
+            plateau = f"; TIME_WAIT plateau {peak:,.0f} per host"
         texts[("fan_out", "port_exhaustion")] = (
-            f"{rate:,.0f} dials/s x {env.time_wait_s} s TIME_WAIT = {rate * env.time_wait_s:,.0f}"
-            f" sockets vs {env.ports:,} ports ({env.port_range[0]}-{env.port_range[1]})"
+            f"{rate:,.0f} dials/s per host x {env.time_wait_s} s TIME_WAIT ="
+            f" {rate * env.time_wait_s:,.0f} sockets vs {room:,} free ports"
+            f" ({env.ports:,} in {env.port_range[0]}-{env.port_range[1]} minus the idle pool)"
             f"{plateau}; {when}: {'PASS' if passed else 'FAIL'}"
         )
     trig = series.get("trigger")
@@ -562,8 +655,7 @@ def _reject_packet_loss(
         if target is None:
             out.append(Rejected(s, "nothing to explain: no user impact"))
             continue
-        c = coincidence(wins, target.windows, max_lag_s=settings.max_lag_s,
-                        n_shuffle=settings.n_shuffle, seed=settings.seed, span=span)
+        c = _coincide(wins, target.windows, span, settings)
         if exh is not None and wins[0].start > exh.windows[0].start:
             lag = (wins[0].start - exh.windows[0].start).total_seconds()
             out.append(Rejected(s, f"wrong order: loss starts {lag:.0f} s after port exhaustion"

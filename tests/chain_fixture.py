@@ -67,7 +67,6 @@ def build(
     )
     t = [T0 + timedelta(seconds=s) for s in range(N)]
     metrics: list[tuple] = []
-    failed_user = pool.failed_user_lookups.sum(axis=1)
     errors = pool.failed_lookups.sum(axis=1)
     threads = 150 + np.minimum(np.convolve(errors, np.ones(30))[:N] / 2000, 1350)
     for i, host in enumerate(HOSTS):
@@ -78,7 +77,8 @@ def build(
         metrics += [(t[s], "memcached_connections_total", lab, float(dials[s])) for s in range(N)]
         metrics += [(t[s], "go_threads", lab, float(threads[s]) + rng.normal(0, 2))
                     for s in range(0, N, 5)]
-    users = 2000 - 0.05 * failed_user + rng.normal(0, 20, N)
+    hurt = threads > 200  # a stalled runtime times user requests out
+    users = 2000 - 800 * hurt + rng.normal(0, 20, N)
     metrics += [(t[s], "appview_requests_per_second", '{"dc":"us-east"}', float(users[s]))
                 for s in range(N)]
     loss = np.where((np.arange(N) >= 100) & (np.arange(N) < 160), 0.03, 0.001)
