@@ -12,7 +12,7 @@ leaves in ``out`` the request log, error log, metrics, events and an
 ``per_second(out)`` reads a capture back as one row per second.
 """
 
-from analysis.lab.capture import per_second
+from analysis.lab.capture import LabSummary, per_second, summarize
 from analysis.lab.netns import unavailable_reason
 from analysis.lab.runner import (
     BATCH_CALLER,
@@ -28,8 +28,10 @@ __all__ = [
     "VARIANTS",
     "LabConfig",
     "LabResult",
+    "LabSummary",
     "LabUnavailable",
     "per_second",
     "run_lab",
+    "summarize",
     "unavailable_reason",
 ]

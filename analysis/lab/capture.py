@@ -207,3 +207,85 @@ def per_second(out: Path, batch_caller: str = "feed-indexer") -> pl.DataFrame:
         """,
         params={"bc": batch_caller},
     ).pl()
+
+
+@dataclass(frozen=True)
+class LabSummary:
+    """The claims a lab run supports, computed from its capture.
+
+    ``exhaustion_share`` is the share of error lines that are EADDRNOTAVAIL or
+    EADDRINUSE; ``user_failures_outside_batches`` counts failed user requests
+    that overlap no batch request (widened by ``slack_s``): the lab's claim is
+    that it is zero.
+    """
+
+    seconds: int
+    error_lines: int
+    by_errno: dict[str, int]
+    exhaustion_share: float
+    example_error: str | None
+    time_wait_max: float
+    time_wait_plateau: float
+    user_requests: int
+    user_failures: int
+    user_failures_outside_batches: int
+    batch_requests: int
+    first_batch_start: dt.datetime | None
+    first_user_failure: dt.datetime | None
+
+
+def summarize(out: Path, batch_caller: str = "feed-indexer", slack_s: float = 1.0) -> LabSummary:
+    """Summarise a lab capture (see ``LabSummary``)."""
+    table = per_second(out, batch_caller)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(
+        "CREATE TABLE req AS SELECT CAST(time AS TIMESTAMP) AS t_end,"
+        " CAST(time AS TIMESTAMP) - to_microseconds(CAST(duration_ms * 1000 AS BIGINT)) AS t_start,"
+        " caller, status FROM read_json(?, format='newline_delimited', columns={'time': 'VARCHAR',"
+        " 'caller': 'VARCHAR', 'status': 'VARCHAR', 'duration_ms': 'DOUBLE'})",
+        [_capture_file(out, "requests.jsonl")],
+    )
+    row = con.sql(
+        """
+        WITH b AS (SELECT t_start, t_end FROM req WHERE caller = $bc),
+        u AS (SELECT * FROM req WHERE caller <> $bc)
+        SELECT
+          (SELECT count(*) FROM u),
+          (SELECT count(*) FROM u WHERE status <> 'ok'),
+          (SELECT count(*) FROM u WHERE status <> 'ok' AND NOT EXISTS (
+             SELECT 1 FROM b WHERE u.t_start <= b.t_end + to_microseconds($slack)
+                              AND u.t_end >= b.t_start - to_microseconds($slack))),
+          (SELECT count(*) FROM b),
+          (SELECT min(t_start) FROM b),
+          (SELECT min(t_start) FROM u WHERE status <> 'ok')
+        """,
+        params={"bc": batch_caller, "slack": int(slack_s * 1e6)},
+    ).fetchall()[0]
+    err = con.sql(
+        "SELECT error, count(*) FROM read_json(?, format='newline_delimited',"
+        " columns={'error': 'VARCHAR'}) GROUP BY error ORDER BY count(*) DESC",
+        params=[_capture_file(out, "dataplane-errors.jsonl")],
+    ).fetchall()
+    by_errno: dict[str, int] = {}
+    for text, n in err:
+        cls = errno_class(text or "")
+        by_errno[cls] = by_errno.get(cls, 0) + n
+    total = sum(by_errno.values())
+    exhaustion = by_errno.get("EADDRNOTAVAIL", 0) + by_errno.get("EADDRINUSE", 0)
+    tw = table["time_wait"].drop_nulls()
+    return LabSummary(
+        seconds=table.height,
+        error_lines=total,
+        by_errno=by_errno,
+        exhaustion_share=exhaustion / total if total else 0.0,
+        example_error=err[0][0] if err else None,
+        time_wait_max=float(tw.max()) if tw.len() else 0.0,
+        time_wait_plateau=float(tw.quantile(0.9)) if tw.len() else 0.0,
+        user_requests=row[0],
+        user_failures=row[1],
+        user_failures_outside_batches=row[2],
+        batch_requests=row[3],
+        first_batch_start=row[4],
+        first_user_failure=row[5],
+    )

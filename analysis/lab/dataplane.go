@@ -559,7 +559,7 @@ func main() {
 	flag.IntVar(&cfg.limit, "limit", 0, "concurrent lookups per request (0: unbounded)")
 	flag.IntVar(&cfg.keys, "keys", 20000, "posts warmed into the cache")
 	flag.StringVar(&cfg.fixedSource, "fixed-source", "127.32.0.1", "source address of fixed-source")
-	flag.DurationVar(&cfg.opTimeout, "timeout", time.Second, "dial and socket timeout")
+	flag.DurationVar(&cfg.opTimeout, "timeout", 2*time.Second, "dial and socket timeout")
 	flag.DurationVar(&cfg.fallbackDelay, "fallback-delay", 5*time.Millisecond, "database fetch on a cache failure")
 	flag.Int64Var(&cfg.seed, "seed", 1, "random seed")
 	flag.StringVar(&cfg.batchCaller, "batch-caller", "feed-indexer", "name of the batch caller")

@@ -123,6 +123,7 @@ class Namespace:
     holder: subprocess.Popen
     hard_limit_s: int
     procs: list[subprocess.Popen] = field(default_factory=list)
+    ended: list[int] = field(default_factory=list)
 
     @property
     def net_path(self) -> str:
@@ -168,8 +169,11 @@ class Namespace:
         for proc in reversed(self.procs):
             for pid in _children(proc.pid):
                 end_pid(pid)
+                self.ended.append(pid)
             end_process(proc)
+            self.ended.append(proc.pid)
         end_process(self.holder)
+        self.ended.append(self.holder.pid)
 
 
 def _own_netns() -> str:
@@ -202,7 +206,5 @@ def namespace(hard_limit_s: int) -> Iterator[Namespace]:
 
 
 def namespace_gone(ns: Namespace) -> bool:
-    """True when no process of ours holds the namespace any more."""
-    return all(p.poll() is not None for p in (ns.holder, *ns.procs)) and not Path(
-        ns.net_path
-    ).exists()
+    """True when every process we started in it has ended (so the kernel removed it)."""
+    return not any(_pid_alive(pid) for pid in ns.ended) and not Path(ns.net_path).exists()

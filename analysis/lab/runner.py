@@ -136,6 +136,7 @@ class LabResult:
     start: dt.datetime
     end: dt.datetime
     files: list[Path] = field(default_factory=list)
+    pids: tuple[int, ...] = ()
 
 
 @contextlib.contextmanager
@@ -206,4 +207,5 @@ def run_lab(config: LabConfig) -> LabResult:
     end = dt.datetime.now(dt.UTC)
     files = compress(out)
     files.append(write_manifest(out, config.facts(), start, end))
-    return LabResult(out=out, config=config, start=start, end=end, files=files)
+    return LabResult(out=out, config=config, start=start, end=end, files=files,
+                     pids=tuple(ns.ended))
