@@ -1,0 +1,289 @@
+"""Ingest: read incident exports of every format in docs/formats.md into the store.
+
+Public API:
+
+* ``ingest_paths(con, paths, *, replace=False, progress=False) -> IngestReport``
+* ``parse_net_error(text) -> NetError``, ``cache_from_msg(msg)`` (Go error texts)
+* ``parse_time`` / ``time_sql`` (every time format, in one place)
+
+Each file is detected (manifest glob, then name, then first lines), loaded in
+its own transaction, and accounted: lines read = loaded + rejected, always;
+every rejected line lands in ``rejects`` with its reason. A file whose content
+hash is already in ``ingest_files`` is skipped (``replace`` reloads it, after
+deleting its rows from every table); a file at a known path whose content
+changed replaces the earlier version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from analysis.errors import UserError
+from analysis.ingest.detect import Detected, detect
+from analysis.ingest.lines import count_lines, sha256_file
+from analysis.ingest.load import FastPathMiss, Job, load_file, stderr_progress
+from analysis.ingest.manifest import MANIFEST_NAMES, Manifest, find_manifest, load_manifest
+from analysis.ingest.neterr import NetError, cache_from_msg, parse_net_error
+from analysis.ingest.timeparse import parse_duration_ms, parse_time, time_sql
+from analysis.store import ensure_schema
+
+__all__ = [
+    "FileReport",
+    "IngestReport",
+    "NetError",
+    "cache_from_msg",
+    "ingest_paths",
+    "parse_duration_ms",
+    "parse_net_error",
+    "parse_time",
+    "time_sql",
+]
+
+DATA_TABLES = ("requests", "log_events", "metrics", "events", "rejects")
+#: names never taken for data when walking a directory
+IGNORED_NAMES = {"truth.json", ".ds_store", *MANIFEST_NAMES}
+IGNORED_SUFFIXES = (".md", ".duckdb", ".wal", ".tmp", ".lock", ".pyc")
+
+
+@dataclass
+class FileReport:
+    """How one file was read: its format, how that was told, and its accounting."""
+
+    path: str
+    format: str
+    detected_by: str
+    guess: str
+    lines_read: int = 0
+    loaded: int = 0
+    rejected: int = 0
+    skipped_duplicate: bool = False
+    replaced: bool = False
+    bytes: int = 0
+    file_id: int | None = None
+    note: str = ""
+
+    def line(self) -> str:
+        """One report line: path, format and the read / loaded / rejected counts."""
+        if self.skipped_duplicate:
+            return f"{self.path}: already loaded ({self.note}); nothing done"
+        extra = f" [{self.note}]" if self.note else ""
+        return (f"{self.path}: {self.format} ({self.detected_by}: {self.guess}):"
+                f" read {self.lines_read:,}, loaded {self.loaded:,},"
+                f" rejected {self.rejected:,}{extra}")
+
+
+@dataclass
+class IngestReport:
+    """Every file's report, and the totals."""
+
+    files: list[FileReport] = field(default_factory=list)
+
+    @property
+    def lines_read(self) -> int:
+        """Lines read over all files."""
+        return sum(f.lines_read for f in self.files)
+
+    @property
+    def loaded(self) -> int:
+        """Rows loaded over all files."""
+        return sum(f.loaded for f in self.files)
+
+    @property
+    def rejected(self) -> int:
+        """Lines rejected over all files."""
+        return sum(f.rejected for f in self.files)
+
+    def summary(self) -> str:
+        """The per-file lines and a total line."""
+        skipped = sum(f.skipped_duplicate for f in self.files)
+        total = (f"total: {len(self.files)} files ({skipped} already loaded):"
+                 f" read {self.lines_read:,}, loaded {self.loaded:,}, rejected {self.rejected:,}")
+        return "\n".join([f.line() for f in self.files] + [total])
+
+
+def _ignored(path: Path, root: Path) -> bool:
+    rel = path.relative_to(root).parts
+    name = path.name.lower()
+    return (any(p.startswith(".") for p in rel) or name in IGNORED_NAMES
+            or name.startswith("readme") or name.endswith(IGNORED_SUFFIXES))
+
+
+def collect_files(paths: list[Path]) -> list[tuple[Path, Manifest | None]]:
+    """Every data file under ``paths`` (directories walked, sorted), with its manifest.
+
+    A missing or unreadable path is a ``UserError`` naming it.
+    """
+    out: list[tuple[Path, Manifest | None]] = []
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            raise UserError(f"{p}: no such file or directory; expected a data file or directory")
+        if p.is_dir():
+            mpath = find_manifest(p)
+            manifest = load_manifest(mpath) if mpath else None
+            files = sorted(f for f in p.rglob("*") if f.is_file() and not _ignored(f, p))
+            out += [(f, manifest) for f in files]
+        else:
+            mpath = find_manifest(p.parent)
+            out.append((p, load_manifest(mpath) if mpath else None))
+    for f, _ in out:
+        try:
+            with open(f, "rb") as fh:
+                fh.read(1)
+        except OSError as exc:
+            raise UserError(f"{f}: cannot read ({exc.strerror}); expected a readable file") from exc
+    return out
+
+
+def _store_manifest(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> None:
+    facts = dict(manifest.facts)
+    if manifest.timezone:
+        try:
+            con.execute("SELECT timezone(?, TIMESTAMP '2026-01-01')", [manifest.timezone])
+        except duckdb.Error as exc:
+            raise UserError(f"{manifest.path}: unknown timezone {manifest.timezone!r};"
+                            " expected an IANA name like Europe/Berlin") from exc
+    for key in ("window_start", "window_end"):
+        if key in facts:
+            t = parse_time(facts[key], manifest.timezone)
+            if t is None:
+                raise UserError(f"{manifest.path}: window {key[7:]} {facts[key]!r} is not a time;"
+                                " expected RFC 3339 like 2026-04-06T12:00:00Z")
+            facts[key] = t.isoformat(sep=" ")
+    for key, value in facts.items():
+        con.execute("INSERT OR REPLACE INTO incident VALUES (?, ?)", [key, value])
+
+
+def _earlier(con: duckdb.DuckDBPyConnection, path: str, sha: str | None) -> list[tuple]:
+    """Earlier loads of the same content or the same path: (file_id, path, sha256)."""
+    return con.execute(
+        "SELECT file_id, path, sha256 FROM ingest_files WHERE path = ? OR sha256 = ?",
+        [path, sha or ""]).fetchall()
+
+
+def _delete_files(con: duckdb.DuckDBPyConnection, ids: list[int]) -> None:
+    if not ids:
+        return
+    id_list = ", ".join(str(i) for i in ids)
+    for t in DATA_TABLES:
+        con.execute(f"DELETE FROM {t} WHERE file_id IN ({id_list})")
+    con.execute(f"DELETE FROM ingest_files WHERE file_id IN ({id_list})")
+
+
+def _ingest_one(con: duckdb.DuckDBPyConnection, path: Path, detected: Detected | None,
+                manifest: Manifest | None, replace: bool, progress: bool,
+                pool: ThreadPoolExecutor) -> FileReport:
+    shown = str(path)
+    size = path.stat().st_size
+    if detected is None:
+        detected = Detected("empty", "empty", "content", "empty file")
+    rep = FileReport(shown, detected.format, detected.detected_by, detected.guess, bytes=size)
+    earlier = con.execute("SELECT file_id, sha256 FROM ingest_files WHERE path = ? AND bytes = ?",
+                          [shown, size]).fetchall()
+    # likely a re-run: hash first so that an unchanged file costs one read, not a load
+    sha_future = None
+    sha = sha256_file(path) if earlier else None
+    if sha is None:
+        sha_future = pool.submit(sha256_file, path)  # hash while loading
+    if sha is not None and not replace and any(e[1] == sha for e in earlier):
+        rep.skipped_duplicate, rep.note = True, f"same content hash as file {earlier[0][0]}"
+        return rep
+    renames = _renames(manifest, path)
+    zone = manifest.timezone if manifest else None
+    show = stderr_progress(path, size) if progress else None
+    # JSON lines first try DuckDB's read_json, exact when it reads one row per line
+    expected = count_lines(path) if detected.fmt == "jsonl" else None
+    try:
+        while True:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                if sha is not None:
+                    before = _earlier(con, shown, sha)
+                    _delete_files(con, [b[0] for b in before])
+                    rep.replaced = bool(before)
+                file_id = con.execute(
+                    "SELECT coalesce(max(file_id), 0) + 1 FROM ingest_files").fetchall()[0][0]
+                job = Job(path, detected, file_id, zone, renames, show)
+                counts = load_file(con, job, expected) if detected.kind != "empty" else None
+            except FastPathMiss as miss:
+                con.execute("ROLLBACK")
+                rep.note = f"read line by line: {miss}"[:200]
+                expected = None
+                continue
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            break
+        try:
+            if sha is None:
+                sha = sha_future.result()
+                before = [b for b in _earlier(con, shown, sha) if b[0] != file_id]
+                if any(b[2] == sha for b in before) and not replace:
+                    con.execute("ROLLBACK")
+                    dup = next(b for b in before if b[2] == sha)
+                    rep.skipped_duplicate = True
+                    rep.note = f"same content hash as {dup[1]} (file {dup[0]})"
+                    return rep
+                _delete_files(con, [b[0] for b in before])
+                rep.replaced = rep.replaced or bool(before)
+            if counts is not None:
+                rep.lines_read, rep.loaded = counts.read, counts.loaded
+                rep.rejected = counts.rejected
+            con.execute(
+                "INSERT INTO ingest_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [file_id, shown, sha, detected.format, detected.detected_by, size,
+                 rep.lines_read, rep.loaded, rep.rejected,
+                 dt.datetime.now(dt.UTC).replace(tzinfo=None)])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        if progress:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+    rep.file_id = file_id
+    if rep.replaced:
+        rep.note = "; ".join(filter(None, [rep.note, "replaced the earlier load"]))
+    return rep
+
+
+def _renames(manifest: Manifest | None, path: Path) -> dict[str, str]:
+    if manifest is None:
+        return {}
+    rule = manifest.rule_for(path)
+    return {**manifest.fields, **(rule.fields if rule else {})}
+
+
+def ingest_paths(
+    con: duckdb.DuckDBPyConnection,
+    paths: list[Path] | list[str],
+    *,
+    replace: bool = False,
+    progress: bool = False,
+) -> IngestReport:
+    """Load every file under ``paths`` into the store behind ``con``.
+
+    Directories are walked (sub-folders too; hidden files, manifests,
+    ``truth.json``, ``*.md`` and DuckDB files skipped); an ``incident.toml`` /
+    ``.yaml`` at a directory's root is applied to its files and stored in the
+    ``incident`` table. Every file's format is told before anything loads, so
+    an unknown format fails fast (``UserError``) without a partial load.
+    ``progress`` writes an updating line per file to stderr.
+    """
+    ensure_schema(con)
+    con.execute("SET TimeZone = 'UTC'")
+    files = collect_files([Path(p) for p in paths])
+    detected = [(f, detect(f, m), m) for f, m in files]
+    report = IngestReport()
+    for manifest in {id(m): m for _, m in files if m is not None}.values():
+        _store_manifest(con, manifest)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for path, det, manifest in detected:
+            report.files.append(_ingest_one(con, path, det, manifest, replace, progress, pool))
+    return report

@@ -1,0 +1,188 @@
+"""Stream a (possibly compressed) text file as Arrow tables of numbered raw lines.
+
+The splitting is vectorised (``pyarrow.compute.split_pattern`` over megabyte
+chunks), never a Python loop per line, and memory stays bounded: a group of
+lines is handed to DuckDB and dropped before the next one is read. Nothing is
+decoded here: bytes go to DuckDB as BLOBs, and the SQL rejects what is not
+UTF-8. What cannot become a normal line carries a reason (``pre``):
+
+* a line longer than ``max_line`` bytes: its first 500 bytes, the rest skipped;
+* a compressed stream that ends early or is corrupt: one extra line holding the
+  partial tail (possibly empty), so that the damage is counted and visible.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import zstandard
+
+SCHEMA = pa.schema([("line", pa.int64()), ("raw", pa.binary()), ("pre", pa.string())])
+CHUNK = 8 << 20
+MAX_LINE = 1 << 20
+RAW_KEEP = 500
+
+
+def compression_of(path: Path) -> str | None:
+    """``gzip``, ``zstd`` or None, from the file name and its magic bytes."""
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic[:2] == b"\x1f\x8b":
+        return "gzip"
+    if magic == b"\x28\xb5\x2f\xfd":
+        return "zstd"
+    return None
+
+
+def open_decompressed(path: Path) -> BinaryIO:
+    """A binary stream of the file's content, decompressed when it is gzip or zstd."""
+    kind = compression_of(path)
+    if kind == "gzip":
+        return gzip.open(path, "rb")
+    if kind == "zstd":
+        raw = open(path, "rb")  # noqa: SIM115 - closed with the reader
+        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
+    return open(path, "rb")
+
+
+def head(path: Path, n_bytes: int = 65536) -> bytes:
+    """The first ``n_bytes`` of the file's decompressed content (less if damaged)."""
+    try:
+        with open_decompressed(path) as f:
+            return f.read(n_bytes)
+    except (OSError, EOFError, zlib.error, zstandard.ZstdError):
+        return b""
+
+
+_BROKEN = (EOFError, OSError, zlib.error, zstandard.ZstdError, gzip.BadGzipFile)
+
+
+def _batch(first: int, lines: pa.Array, pre: pa.Array | None = None) -> pa.RecordBatch:
+    n = len(lines)
+    if pre is None:
+        pre = pa.nulls(n, pa.string())
+    numbers = pa.array(np.arange(first, first + n, dtype=np.int64))
+    return pa.record_batch([numbers, lines, pre], schema=SCHEMA)
+
+
+class LineReader:
+    """Iterate over Arrow tables of at most about ``group_bytes`` of numbered lines."""
+
+    def __init__(self, path: Path, *, group_bytes: int = 64 << 20, max_line: int = MAX_LINE):
+        self.path = path
+        self.group_bytes = group_bytes
+        self.max_line = max_line
+        self.lines = 0  # lines produced so far
+        self.bytes_in = 0  # decompressed bytes consumed so far
+
+    def _chunks(self, stream: BinaryIO) -> Iterator[tuple[bytes, str | None]]:
+        """Raw chunks, then possibly one ``(b"", reason)`` if the stream broke."""
+        while True:
+            try:
+                buf = stream.read(CHUNK)
+            except _BROKEN as exc:
+                yield b"", f"compressed stream truncated or corrupt ({type(exc).__name__}: {exc})"
+                return
+            if not buf:
+                return
+            yield buf, None
+
+    def __iter__(self) -> Iterator[pa.Table]:
+        batches: list[pa.RecordBatch] = []
+        size = 0
+        for batch in self._batches():
+            batches.append(batch)
+            size += batch.nbytes
+            if size >= self.group_bytes:
+                yield pa.Table.from_batches(batches, SCHEMA)
+                batches, size = [], 0
+        if batches:
+            yield pa.Table.from_batches(batches, SCHEMA)
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        rest = b""
+        skipping = False  # inside an over-long line whose head was already emitted
+        with open_decompressed(self.path) as stream:
+            for buf, broken in self._chunks(stream):
+                if broken is not None:
+                    if not skipping:
+                        yield self._one(rest[:RAW_KEEP], broken)
+                    return
+                self.bytes_in += len(buf)
+                if skipping:
+                    cut = buf.find(b"\n")
+                    if cut < 0:
+                        continue
+                    buf, skipping = buf[cut + 1 :], False
+                data = rest + buf if rest else buf
+                cut = data.rfind(b"\n")
+                if cut < 0:
+                    rest = data
+                else:
+                    body, rest = data[:cut], data[cut + 1 :]
+                    yield from self._split(body)
+                if len(rest) > self.max_line:
+                    yield self._one(rest[:RAW_KEEP], self._too_long())
+                    rest, skipping = b"", True
+        if rest and not skipping:
+            yield from self._split(rest)
+
+    def _too_long(self) -> str:
+        return f"line longer than {self.max_line} bytes (kept its first {RAW_KEEP})"
+
+    def _one(self, raw: bytes, reason: str) -> pa.RecordBatch:
+        batch = _batch(self.lines + 1, pa.array([raw], pa.binary()), pa.array([reason]))
+        self.lines += 1
+        return batch
+
+    def _split(self, body: bytes) -> Iterator[pa.RecordBatch]:
+        lines = pc.split_pattern(pa.array([body], pa.binary()), b"\n").flatten()
+        lengths = pc.binary_length(lines)
+        if pc.max(lengths).as_py() > self.max_line:
+            long = pc.greater(lengths, self.max_line)
+            pre = pc.if_else(long, pa.scalar(self._too_long()), pa.scalar(None, pa.string()))
+            lines = pc.if_else(long, pc.binary_slice(lines, 0, RAW_KEEP), lines)
+            batch = _batch(self.lines + 1, lines, pre)
+        else:
+            batch = _batch(self.lines + 1, lines)
+        self.lines += len(lines)
+        yield batch
+
+
+def count_lines(path: Path) -> int:
+    """Physical lines in the decompressed file (a last line without newline counts)."""
+    n, last = 0, b"\n"
+    try:
+        with open_decompressed(path) as f:
+            while buf := f.read(CHUNK):
+                n += buf.count(b"\n")
+                last = buf[-1:]
+    except _BROKEN:
+        return n + 1
+    return n + (last != b"\n")
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of the file's bytes as stored (compressed or not)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while buf := f.read(1 << 20):
+            h.update(buf)
+    return h.hexdigest()
+
+
+def text_head(path: Path, n_lines: int = 5, n_bytes: int = 65536) -> list[str]:
+    """The first non-blank lines of the file, decoded leniently (for format detection)."""
+    data = head(path, n_bytes)
+    text = data.decode("utf-8", errors="replace")
+    lines = [ln for ln in io.StringIO(text).read().splitlines() if ln.strip()]
+    return lines[:n_lines]

@@ -1,0 +1,462 @@
+"""Load one detected file into the store: stage in SQL, then split loaded / rejected.
+
+Line formats go through ``LineReader`` in groups of lines (bounded memory);
+each group is parsed and checked by one SQL statement into a temporary
+``_stage`` table whose ``reason`` column says reject or load; two INSERTs then
+move the rows into the canonical table and into ``rejects``. Parquet and
+Prometheus JSON are read by DuckDB's own readers; YAML events (small) by PyYAML.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import yaml
+
+from analysis.errors import UserError
+from analysis.ingest import sql as S
+from analysis.ingest.detect import Detected
+from analysis.ingest.fields import Field, fields_for
+from analysis.ingest.lines import (
+    MAX_LINE,
+    RAW_KEEP,
+    LineReader,
+    compression_of,
+    open_decompressed,
+    text_head,
+)
+from analysis.ingest.neterr import cache_from_msg, parse_net_error
+from analysis.ingest.timeparse import sql_str
+
+TARGET_COLUMNS = {
+    "requests": "time, method, caller, uris, status, duration_ms, host, dc",
+    "errors": "time, level, msg, host, error, sample_rate",
+    "events": "time, end_time, kind, title, source, detail",
+}
+SNIFF_LINES, SNIFF_BYTES = 1000, 1 << 20
+TABLE_OF = {"requests": "requests", "errors": "log_events", "metrics": "metrics",
+            "events": "events"}
+
+
+@dataclass
+class Counts:
+    """Lines read, loaded and rejected so far in one file."""
+
+    read: int = 0
+    loaded: int = 0
+    rejected: int = 0
+
+
+@dataclass(frozen=True)
+class Job:
+    """One file to load: where, what, into which file_id, with which options."""
+
+    path: Path
+    detected: Detected
+    file_id: int
+    zone: str | None
+    renames: dict[str, str]
+    progress: Callable[[int, int], None] | None = None
+
+
+class _NetCache:
+    """Parses of distinct error texts and messages, reused across groups of one run."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, tuple] = {}
+        self.caches: dict[str, str | None] = {}
+
+    def tables(self, errors: list[str], msgs: list[str]) -> tuple[pa.Table, pa.Table]:
+        for e in errors:
+            if e not in self.errors:
+                n = parse_net_error(e)
+                self.errors[e] = (n.op, n.local_addr, n.remote_addr, n.errno_class)
+        for m in msgs:
+            if m not in self.caches:
+                self.caches[m] = cache_from_msg(m)
+        rows = [self.errors[e] for e in errors]
+        net = pa.table({
+            "error": pa.array(errors, pa.string()),
+            **{k: pa.array([r[i] for r in rows], pa.string())
+               for i, k in enumerate(("op", "local_addr", "remote_addr", "errno_class"))},
+        })
+        cache = pa.table({"msg": pa.array(msgs, pa.string()),
+                          "cache": pa.array([self.caches[m] for m in msgs], pa.string())})
+        return net, cache
+
+
+def _emit(con: duckdb.DuckDBPyConnection, job: Job, stage_sql: str, *,
+          expected: int | None = None, wide: tuple[list[str], list[str]] | None = None,
+          net: _NetCache | None = None, rejects_only: bool = False) -> tuple[int, int]:
+    """Insert the rows of ``stage_sql``: reason NULL into the kind's table, the others
+    into rejects. Returns (rows loaded, rows rejected), counted in stage rows.
+
+    With ``expected`` (the number of stage rows, known beforehand) and a kind that
+    needs no second look, rows go straight in, and the rejects query runs only if
+    fewer than ``expected`` loaded; otherwise the rows are staged in a temporary table.
+    """
+    kind, fid, path = job.detected.kind, job.file_id, sql_str(str(job.path))
+    rejects = (f"INSERT INTO rejects (file_id, path, line, raw, reason)"
+               f" SELECT {fid}, {path}, line, rawtext, left(reason, 1000) FROM {{}}"
+               f" WHERE reason IS NOT NULL")
+    if expected is not None and net is None and wide is None:
+        loaded = con.execute(_insert_sql(kind, fid, f"({stage_sql})")).fetchall()[0][0]
+        bad = 0 if loaded >= expected else con.execute(
+            rejects.format(f"({stage_sql})")).fetchall()[0][0]
+        return loaded, bad
+    con.execute(f"CREATE TEMP TABLE _stage AS {stage_sql}")
+    try:
+        total = con.execute("SELECT count(*) FROM _stage").fetchall()[0][0]
+        if net is not None:
+            errs, msgs = ([r[0] for r in con.execute(
+                f"SELECT DISTINCT {c} FROM _stage WHERE reason IS NULL AND {c} IS NOT NULL"
+            ).fetchall()] for c in ("error", "msg"))
+            net_t, cache_t = net.tables(errs, msgs)
+            con.register("_neterr", net_t)
+            con.register("_cache", cache_t)
+        bad = con.execute(rejects.format("_stage")).fetchall()[0][0]
+        if not rejects_only:
+            con.execute(_insert_sql(kind, fid, "_stage", wide))
+        if net is not None:
+            con.unregister("_neterr")
+            con.unregister("_cache")
+    finally:
+        con.execute("DROP TABLE _stage")
+    return total - bad, bad
+
+
+def _insert_sql(kind: str, fid: int, source: str,
+                wide: tuple[list[str], list[str]] | None = None) -> str:
+    """INSERT of the loadable rows of ``source`` (a staged relation) into the kind's table."""
+    if kind == "requests":
+        return (f"INSERT INTO requests ({TARGET_COLUMNS[kind]}, file_id, line)"
+                f" SELECT time, method, caller, CAST(uris_d AS INTEGER), status, duration_ms,"
+                f" host, dc, {fid}, line FROM {source} WHERE reason IS NULL")
+    if kind == "errors":
+        return (f"INSERT INTO log_events (time, level, msg, host, error, op, local_addr,"
+                f" remote_addr, errno_class, cache, sample_rate, file_id, line)"
+                f" SELECT s.time, s.level, s.msg, s.host, s.error, n.op, n.local_addr,"
+                f" n.remote_addr, n.errno_class, c.cache, s.sample_rate, {fid}, s.line"
+                f" FROM {source} s LEFT JOIN _neterr n ON s.error = n.error"
+                f" LEFT JOIN _cache c ON s.msg = c.msg WHERE s.reason IS NULL")
+    if kind == "events":
+        return (f"INSERT INTO events ({TARGET_COLUMNS[kind]}, file_id, line)"
+                f" SELECT {TARGET_COLUMNS[kind]}, {fid}, line FROM {source} WHERE reason IS NULL")
+    if wide is not None:
+        names = ", ".join(sql_str(m) for m in wide[0])
+        labels = ", ".join(sql_str(lb) for lb in wide[1])
+        return (f"INSERT INTO metrics (time, metric, labels, value, file_id, line)"
+                f" SELECT time, metric, labels, value, {fid}, line FROM ("
+                f" SELECT time, line, unnest([{names}]) AS metric, unnest([{labels}]) AS labels,"
+                f" unnest(vals) AS value, unnest(raws) AS cell FROM {source}"
+                f" WHERE reason IS NULL) WHERE cell IS NOT NULL")
+    return (f"INSERT INTO metrics (time, metric, labels, value, file_id, line)"
+            f" SELECT time, metric, labels, value, {fid}, line FROM {source}"
+            f" WHERE reason IS NULL")
+
+
+def _first_line(path: Path) -> str:
+    with open_decompressed(path) as f:
+        raw = f.readline(1 << 20)
+    return raw.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")
+
+
+def parse_series_name(column: str) -> tuple[str, dict[str, str]]:
+    """A wide CSV column name ``metric{k="v",...}`` -> (metric, labels)."""
+    name, brace, rest = column.partition("{")
+    labels: dict[str, str] = {}
+    if brace:
+        body = rest.rstrip().removesuffix("}")
+        for part in csv.reader([body], skipinitialspace=True):
+            for item in part:
+                k, eq, v = item.partition("=")
+                if eq:
+                    labels[k.strip()] = v.strip().strip('"')
+    return name.strip(), labels
+
+
+def _json_aliases(path: Path, fields: dict[str, Field]) -> list[str]:
+    """The aliases a JSON-lines file uses, from its first lines; all aliases of a
+    required field none of whose names was seen. (DuckDB's ``from_json`` costs
+    grow with the number of keys asked for: asking for 40 is 4x slower than 10.)"""
+    seen: set[str] = set()
+    for line in text_head(path, n_lines=SNIFF_LINES, n_bytes=SNIFF_BYTES):
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            seen.update(obj)
+    if not seen:
+        return S.aliases_of(fields)
+    out = []
+    for f in fields.values():
+        present = [a for a in f.aliases if a in seen]
+        out += present if present or not f.required else list(f.aliases)
+    return list(dict.fromkeys(out))
+
+
+def _line_source(job: Job, fields: dict[str, Field]) -> tuple[str, S.Getter, dict]:
+    """Parse-layer SQL for a line format, the alias getter, and extras for the convert layer."""
+    fmt = job.detected.fmt
+    extra: dict = {}
+    if fmt in S.PARSERS:
+        aliases = _json_aliases(job.path, fields) if fmt == "jsonl" else S.aliases_of(fields)
+        sql, cols = S.PARSERS[fmt](aliases)
+        return sql, cols.get, extra
+    header_raw = next(csv.reader([_first_line(job.path)]), [])
+    header = [h.strip() for h in header_raw]
+    renames = {k.lower(): v for k, v in job.renames.items()}
+    lowered = [renames.get(h.lower(), h.lower()) for h in header]
+    sql, cols = S.parse_csv(lowered)
+    if fmt == "csv-wide":
+        series = [S.Col(S.q(f"c:{i}")) for i in range(2, len(header) + 1)]
+        parsed = [parse_series_name(h) for h in header[1:]]
+        extra["series"] = series
+        extra["wide"] = ([m for m, _ in parsed], [S.canonical_labels(lb) for _, lb in parsed])
+        return sql, {"time": S.Col(S.q("c:1"))}.get, extra
+    if fmt == "csv-long":
+        known = {a for f in fields.values() for a in f.aliases}
+        extra["label_cols"] = {h: c for h, c in cols.items() if h not in known}
+    return sql, cols.get, extra
+
+
+def _convert_sql(kind: str, source: str, fields: dict[str, Field], get: S.Getter,
+                 zone: str | None, extra: dict) -> str:
+    if kind == "requests":
+        return S.convert_requests(source, fields, get, zone)
+    if kind == "errors":
+        return S.convert_errors(source, fields, get, zone)
+    if kind == "events":
+        return S.convert_events(source, fields, get, zone)
+    if "series" in extra:
+        return S.convert_metrics_wide(source, fields, get, zone, extra["series"])
+    return S.convert_metrics_long(source, fields, get, zone, extra.get("label_cols", {}))
+
+
+class FastPathMiss(Exception):
+    """DuckDB's own reader could not account for every line: use the exact line path."""
+
+
+def load_jsonl_fast(con: duckdb.DuckDBPyConnection, job: Job, expected_lines: int) -> Counts:
+    """JSON lines through DuckDB's ``read_json`` (parallel, no Python in the loop).
+
+    Exact only when DuckDB reads one row per physical line: any read error
+    (bad JSON, bad UTF-8, an over-long line, broken compression) or a row count
+    other than ``expected_lines`` (blank lines are skipped by read_json) raises
+    ``FastPathMiss``; the caller rolls back and loads through ``load_lines``.
+    Line numbers are ``row_number() OVER ()``, which DuckDB streams in file order.
+    """
+    kind = job.detected.kind
+    fields = fields_for(kind, job.renames)
+    aliases = _json_aliases(job.path, fields)
+    comp = {"gzip": "gzip", "zstd": "zstd"}.get(compression_of(job.path) or "", "none")
+    columns = ", ".join(f"{sql_str(a)}: 'VARCHAR'" for a in aliases)
+    src = (f"read_json({sql_str(str(job.path))}, format = 'newline_delimited',"
+           f" records = true, compression = '{comp}', maximum_object_size = {MAX_LINE},"
+           f" columns = {{{columns}}})")
+    picks = ", ".join(f"{S.q(a)} AS {S.q('a:' + a)}" for a in aliases)
+    source = (f"SELECT row_number() OVER () AS line, CAST(NULL AS BLOB) AS raw,"
+              f" CAST(NULL AS VARCHAR) AS txt, CAST(NULL AS VARCHAR) AS preason, {picks}"
+              f" FROM {src}")
+    cols = {a: S.Col(S.q("a:" + a)) for a in aliases}
+    stage = _convert_sql(kind, source, fields, cols.get, job.zone, {})
+    net = _NetCache() if kind == "errors" else None
+    try:
+        loaded, bad = _emit(con, job, stage, expected=expected_lines, net=net)
+    except duckdb.Error as exc:
+        raise FastPathMiss(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+    if loaded + bad != expected_lines:
+        raise FastPathMiss(f"read_json gave {loaded + bad} rows for {expected_lines} lines")
+    if job.progress:
+        job.progress(expected_lines, 0)
+    return Counts(loaded + bad, loaded, bad)
+
+
+def load_lines(con: duckdb.DuckDBPyConnection, job: Job) -> Counts:
+    """A line-oriented file (JSON lines, logfmt, Go text, CSV), streamed in groups."""
+    kind = job.detected.kind
+    fields = fields_for(kind, job.renames)
+    source, get, extra = _line_source(job, fields)
+    stage = _convert_sql(kind, source, fields, get, job.zone, extra)
+    header_lines = 1 if job.detected.fmt.startswith("csv") else 0
+    counts, net = Counts(), (_NetCache() if kind == "errors" else None)
+    reader = LineReader(job.path)
+    for table in reader:
+        expected = table.num_rows - (header_lines if counts.read == 0 else 0)
+        con.register("_lines", table)
+        loaded, bad = _emit(con, job, stage, expected=expected, wide=extra.get("wide"), net=net)
+        con.unregister("_lines")
+        counts.read += loaded + bad
+        counts.loaded += loaded
+        counts.rejected += bad
+        if job.progress:
+            job.progress(reader.lines, reader.bytes_in)
+    return counts
+
+
+def reject_all_lines(con: duckdb.DuckDBPyConnection, job: Job, reason: str) -> Counts:
+    """Every line of the file rejected with one reason (a Prometheus error response,
+    a JSON or YAML document that does not parse)."""
+    counts = Counts()
+    why = sql_str(reason)
+    stage = (f"SELECT line, coalesce(preason, {why}) AS reason,"
+             f" left(coalesce(txt, CAST(raw AS VARCHAR)), {RAW_KEEP}) AS rawtext"
+             f" FROM ({S.base_lines()})")
+    for table in LineReader(job.path):
+        con.register("_lines", table)
+        _, bad = _emit(con, job, stage, rejects_only=True)
+        con.unregister("_lines")
+        counts.read += bad
+        counts.rejected += bad
+    return counts
+
+
+def _counts(loaded_bad: tuple[int, int]) -> Counts:
+    loaded, bad = loaded_bad
+    return Counts(loaded + bad, loaded, bad)
+
+
+def load_parquet(con: duckdb.DuckDBPyConnection, job: Job) -> Counts:
+    """A Parquet request log, read by DuckDB with its row numbers."""
+    src = f"read_parquet({sql_str(str(job.path))}, file_row_number = true)"
+    try:
+        described = con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()
+        rows = con.execute(f"SELECT count(*) FROM {src}").fetchall()[0][0]
+    except duckdb.Error as exc:
+        raise UserError(f"{job.path}: cannot read as Parquet ({str(exc).splitlines()[0]});"
+                        " expected a Parquet file") from exc
+    renames = {k.lower(): v for k, v in job.renames.items()}
+    cols: dict[str, S.Col] = {}
+    for name, typ, *_ in described:
+        if name != "file_row_number":
+            cols.setdefault(renames.get(name.lower(), name.lower()), S.Col(S.q(name), typ))
+    kind = job.detected.kind
+    fields = fields_for(kind, job.renames)
+    source = (f"SELECT file_row_number + 1 AS line, CAST(NULL AS BLOB) AS raw,"
+              f" CAST(NULL AS VARCHAR) AS txt, CAST(NULL AS VARCHAR) AS preason, *"
+              f" FROM {src}")
+    stage = _convert_sql(kind, source, fields, cols.get, job.zone, {})
+    net = _NetCache() if kind == "errors" else None
+    return _counts(_emit(con, job, stage, expected=rows, net=net))
+
+
+def load_prometheus(con: duckdb.DuckDBPyConnection, job: Job) -> Counts:
+    """A Prometheus ``query_range`` (or instant ``query``) JSON response; one sample a row.
+
+    ``status: error`` rejects every line of the file with the error text; a file
+    DuckDB cannot read as JSON rejects every line as not valid JSON.
+    """
+    comp = {"gzip": "gzip", "zstd": "zstd"}.get(compression_of(job.path) or "", "none")
+    src = (f"read_json({sql_str(str(job.path))}, format = 'auto', records = true,"
+           f" compression = '{comp}', maximum_object_size = 1073741824,"
+           " columns = {status: 'VARCHAR', error: 'VARCHAR', errorType: 'VARCHAR',"
+           " data: 'STRUCT(resultType VARCHAR, result STRUCT(metric MAP(VARCHAR, VARCHAR),"
+           " \"values\" JSON[], \"value\" JSON)[])'})")
+    try:
+        status, err_type, err = con.execute(
+            f"SELECT status, errorType, error FROM {src} LIMIT 1").fetchall()[0]
+    except (duckdb.Error, IndexError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return reject_all_lines(con, job, f"not a Prometheus JSON response: {first[:300]}")
+    if status != "success":
+        return reject_all_lines(
+            con, job, f"Prometheus status {status}: {err_type or ''}: {err or ''}".strip())
+    sample_time = S.time_sql("json_extract_string(pair, '$[0]')", None)
+    stage = f"""
+    SELECT line, time, metric, labels, value, reason,
+           CASE WHEN reason IS NOT NULL THEN left(CAST(pair AS VARCHAR), {RAW_KEEP}) END
+             AS rawtext
+    FROM (SELECT row_number() OVER (ORDER BY si, vi) AS line, *,
+           CASE WHEN pair IS NULL OR json_array_length(pair) <> 2
+                  THEN 'Prometheus sample is not a [time, "value"] pair'
+                WHEN time IS NULL THEN 'unparseable time ' || left(pair::VARCHAR, 60)
+                WHEN metric IS NULL THEN 'series without __name__'
+                WHEN value IS NULL THEN 'value is not a number: ' || left(pair::VARCHAR, 60)
+           END AS reason
+    FROM (SELECT si, vi, pair, m['__name__'] AS metric, {sample_time} AS time,
+                 try_cast(json_extract_string(pair, '$[1]') AS DOUBLE) AS value,
+                 {S.prometheus_labels("m")} AS labels
+          FROM (SELECT si, r.metric AS m,
+                       unnest(coalesce(r."values", [r."value"])) AS pair,
+                       generate_subscripts(coalesce(r."values", [r."value"]), 1) AS vi
+                FROM (SELECT unnest(data.result) AS r, generate_subscripts(data.result, 1) AS si
+                      FROM {src}))))"""
+    return _counts(_emit(con, job, stage))
+
+
+def load_yaml_events(con: duckdb.DuckDBPyConnection, job: Job) -> Counts:
+    """A YAML list of events (or a mapping with an ``events`` list); line = the item's line."""
+    try:
+        with open_decompressed(job.path) as f:
+            text = f.read().decode("utf-8")
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except (UnicodeDecodeError, yaml.YAMLError, OSError, EOFError) as exc:
+        return reject_all_lines(con, job, f"not valid YAML: {str(exc).splitlines()[0][:300]}")
+    if isinstance(data, dict) and isinstance(data.get("events"), list):
+        items = data["events"]
+        node = next(v for k, v in node.value if k.value == "events")
+    elif isinstance(data, list):
+        items = data
+    elif data is None:
+        return Counts()
+    else:
+        return reject_all_lines(con, job, "YAML is not a list of events (nor events: [...])")
+    fields = fields_for("events", job.renames)
+    aliases = S.aliases_of(fields)
+    cols: dict[str, list] = {a: [] for a in aliases}
+    lines, texts, pre = [], [], []
+    for item, n in zip(items, node.value, strict=True):
+        lines.append(n.start_mark.line + 1)
+        ok = isinstance(item, dict)
+        texts.append(str(item)[:RAW_KEEP])
+        pre.append(None if ok else "event is not a mapping of field: value")
+        for a in aliases:
+            v = item.get(a) if ok else None
+            cols[a].append(None if v is None else (v.isoformat() if hasattr(v, "isoformat")
+                                                   else str(v)))
+    table = pa.table({"line": pa.array(lines, pa.int64()), "raw": pa.nulls(len(lines), pa.binary()),
+                      "txt": pa.array(texts, pa.string()), "preason": pa.array(pre, pa.string()),
+                      **{f"a:{a}": pa.array(v, pa.string()) for a, v in cols.items()}})
+    get = {a: S.Col(S.q("a:" + a)) for a in aliases}.get
+    con.register("_yaml", table)
+    try:
+        stage = S.convert_events("SELECT * FROM _yaml", fields, get, job.zone)
+        return _counts(_emit(con, job, stage, expected=len(lines)))
+    finally:
+        con.unregister("_yaml")
+
+
+def load_file(con: duckdb.DuckDBPyConnection, job: Job, expected_lines: int | None = None
+              ) -> Counts:
+    """Load one detected file; the caller holds the transaction.
+
+    ``expected_lines`` (physical lines, when known) enables the JSON-lines fast
+    path, which raises ``FastPathMiss`` when it cannot account for every line.
+    """
+    fmt = job.detected.fmt
+    if fmt == "parquet":
+        return load_parquet(con, job)
+    if fmt == "prometheus":
+        return load_prometheus(con, job)
+    if fmt == "yaml":
+        return load_yaml_events(con, job)
+    if fmt == "jsonl" and expected_lines:
+        return load_jsonl_fast(con, job, expected_lines)
+    return load_lines(con, job)
+
+
+def stderr_progress(path: Path, size: int) -> Callable[[int, int], None]:
+    """A progress callback writing one updating line to stderr."""
+    def show(lines: int, bytes_in: int) -> None:
+        print(f"\r  {path}: {lines:,} lines, {bytes_in / 1e6:,.0f} MB read (file {size / 1e6:,.0f}"
+              " MB on disk)", end="", file=sys.stderr, flush=True)
+    return show
