@@ -44,6 +44,9 @@ NO_CAUSE = "no_supported_cause"
 KERNEL_PORT_RANGE = (32768, 60999)
 KERNEL_TIME_WAIT_S = 60
 UNKNOWN_POOL_CAP = 200
+STRESS_FACTOR = 2.0  # runtime stress: OS threads at twice their level
+IMPACT_SHARE = 0.9  # user impact: a minute below 90 % of the usual traffic
+IMPACT_BIN_S = 60
 
 # Within a role, which signal stands for it (first pattern that matches wins).
 _PREFERRED: dict[str, tuple[str, ...]] = {
@@ -76,7 +79,7 @@ class ChainSettings:
     n_shuffle: int = 300
     seed: int = 0
     exhaustion_tolerance_s: float = 15.0
-    min_corr: float = 0.3
+    min_corr: float = 0.1
     smooth_s: int = 15
     slack_s: float = 15.0
     lag_how: str = "diff"
@@ -139,11 +142,12 @@ class CallerScore:
     peak_rps: float
     max_batch: float
     forced_dials: float
+    fill: float
     share: float
     p_value: float
     corr: float
     score: float
-    first_heavy: datetime | None
+    first_forced: datetime | None
 
 
 @dataclass
@@ -267,6 +271,16 @@ def _coincide(cause: list[AnomalyWindow], effect: list[AnomalyWindow],
                        seed=settings.seed, span=span)
 
 
+def _point_window(signal: str, at: datetime) -> AnomalyWindow:
+    """A one-bucket window at ``at`` (for a cause known from the request log)."""
+    return AnomalyWindow(signal, at, at, at, "up", 0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def _weight(windows: list[AnomalyWindow]) -> float:
+    """How anomalous a series is: the summed scores of its windows (inf counted as large)."""
+    return float(sum(min(abs(w.score), 1e6) for w in windows))
+
+
 def _smooth(v: np.ndarray, width: int) -> np.ndarray:
     """Centred moving average (NaN as 0), so one-bucket misalignments do not hide a link."""
     k = max(1, width)
@@ -309,8 +323,13 @@ def find_chain(
     fan_hosts = [
         s for s in names if "fan_out" in chosen and s.startswith(chosen["fan_out"][0] + "{")
     ]
+    # user traffic drops in the affected DC only: each DC's series is a candidate
+    options: dict[str, list[list[str]]] = {r: [v] for r, v in chosen.items()}
+    if "user_impact" in chosen:
+        agg = chosen["user_impact"][0]
+        options["user_impact"] += [[s] for s in names if s.startswith(agg + "{")]
     wanted = sorted(
-        {s for v in chosen.values() for s in v}
+        {s for opts in options.values() for v in opts for s in v}
         | set(tw_signal[:1])
         | set(fan_hosts)
         | set(rival_loss)
@@ -329,31 +348,38 @@ def find_chain(
         return frame[s].cast(pl.Float64).fill_null(float("nan")).to_numpy()
 
     series: dict[str, _RoleSeries] = {}
-    for role, sigs in chosen.items():
-        v = np.nansum(np.vstack([col(s) for s in sigs]), axis=0) if len(sigs) > 1 else col(
-            sigs[0])
-        sign = -1.0 if matches[sigs[0]].direction == "down" else 1.0
-        name = "+".join(sigs)
-        wins = _windows(t, sign * v, name, settings)
-        if wins:
-            series[role] = _RoleSeries(role, name, sign * v, wins)
+    for role, opts in options.items():
+        for sigs in opts:
+            v = np.nansum(np.vstack([col(s) for s in sigs]), axis=0) if len(sigs) > 1 else col(
+                sigs[0])
+            sign = -1.0 if matches[sigs[0]].direction == "down" else 1.0
+            name = "+".join(sigs)
+            wins = _windows(t, sign * v, name, settings)
+            # the most anomalous candidate stands for the role
+            if wins and (role not in series or _weight(wins) > _weight(series[role].windows)):
+                series[role] = _RoleSeries(role, name, sign * v, wins)
 
     # The culprit: per-caller weight and its coincidence with the fan-out.
     fan = _demand(series)
     pool = env.idle_pool
-    forced = forced_dials(con, t0, frame.height, grid_s, pool)
+    forced = forced_dials(con, t0, frame.height, grid_s, env)
     smooth = max(1, int(settings.smooth_s / grid_s))
     scores = [
         _score_caller(con, c, col, t, fan, forced.get(c), span, settings, smooth)
         for c in callers if f"caller:{c}:uris" in frame.columns
     ]
-    scores.sort(key=lambda s: (-s.score, -s.forced_dials, s.caller))
+    scores.sort(key=lambda s: (-s.score, -s.fill, s.caller))
 
     exhausted, tw_note = _exhaustion_evidence(series, tw_signal, col, env)
     impact = "user_impact" in series or "cache_errors" in series
     best = scores[0] if scores else None
-    supported = best is not None and best.score >= settings.min_corr and (
-        best.share >= settings.min_share
+    first_exh = series["port_exhaustion"].windows[0].start if "port_exhaustion" in series else None
+    supported = (
+        best is not None
+        and best.score >= settings.min_corr
+        and best.first_forced is not None
+        and (first_exh is None
+             or best.first_forced <= first_exh + timedelta(seconds=settings.slack_s))
     )
     rejected: list[Rejected] = []
     if not (exhausted and impact and supported):
@@ -372,9 +398,12 @@ def find_chain(
     assert best is not None
     uris = col(f"caller:{best.caller}:uris")
     trig_w = _windows(t, uris, f"caller:{best.caller}:uris", settings)
+    if not trig_w:  # batches without a rate anomaly: the first one is the window
+        trig_w = [_point_window(f"caller:{best.caller}:uris", best.first_forced)]
     series["trigger"] = _RoleSeries("trigger", f"caller:{best.caller}:uris", uris, trig_w)
     present = [r for r in ROLES if r in series]
-    onsets = {r: series[r].windows[0].start for r in present}
+    any_forced = np.sum([f.series for f in forced.values()], axis=0)
+    onsets = _onsets(series, present, t, grid_s, best, any_forced, settings)
     host_dials = [col(s) for s in fan_hosts] or (
         [series["fan_out"].values] if "fan_out" in series else [])
     mech_pass, mech_text = _mechanism(series, host_dials, tw_signal, col, t, env, onsets,
@@ -403,6 +432,76 @@ def _caller_method(con: duckdb.DuckDBPyConnection, caller: str) -> str | None:
     return rows[0][0] if rows else None
 
 
+def _onsets(
+    series: dict[str, _RoleSeries],
+    present: list[str],
+    t: pl.Series,
+    grid_s: float,
+    best: CallerScore,
+    any_forced: np.ndarray,
+    settings: ChainSettings,
+) -> dict[str, datetime]:
+    """When each role starts, on the definitions an analyst would use.
+
+    * trigger: the culprit's first request larger than the idle pool;
+    * fan_out: the first request larger than the pool inside the dial counter's
+      first window (a counter sampled every 5-15 s only says the dials happened
+      somewhere in the interval; the request log says when);
+    * runtime_stress (OS threads): the first time threads reach
+      ``STRESS_FACTOR`` times their level before the window;
+    * user_impact: the first minute whose mean traffic is below ``IMPACT_SHARE``
+      of the level before the window (minutes counted from the grid's start);
+    * otherwise the start of the role's first anomaly window.
+
+    Windows that end before the trigger (noise before the story starts) are skipped.
+    """
+    t0 = t[0]
+    trig = best.first_forced or series["trigger"].windows[0].start
+    earliest = trig - timedelta(seconds=settings.max_lag_s)
+    out: dict[str, datetime] = {"trigger": trig}
+    for role in present:
+        if role == "trigger":
+            continue
+        rs = series[role]
+        w = next((w for w in rs.windows if w.end >= earliest), rs.windows[0])
+        i0 = int((w.start - t0).total_seconds() / grid_s)
+        onset = w.start
+        if role == "fan_out":
+            lo = max(0, i0 - int(settings.slack_s / grid_s))
+            hi = int((w.end - t0).total_seconds() / grid_s) + 1
+            nz = np.flatnonzero(any_forced[lo:hi])
+            if nz.size:
+                onset = t[lo + int(nz[0])]
+        elif role in ("runtime_stress", "user_impact"):
+            v = np.abs(rs.values)  # user traffic is stored negated
+            before = v[max(0, i0 - int(600 / grid_s)):i0]
+            base = float(np.nanmedian(before)) if np.isfinite(before).any() else float("nan")
+            if np.isfinite(base) and base > 0:
+                if role == "runtime_stress" and "thread" in rs.signal:
+                    hit = np.flatnonzero(np.nan_to_num(v[i0:]) >= STRESS_FACTOR * base)
+                    if hit.size:
+                        onset = t[i0 + int(hit[0])]
+                elif role == "user_impact":
+                    onset = _first_low_bin(v, base, i0, t, grid_s) or onset
+        out[role] = onset
+    return out
+
+
+def _first_low_bin(
+    v: np.ndarray, base: float, i0: int, t: pl.Series, grid_s: float
+) -> datetime | None:
+    """Start of the first ``IMPACT_BIN_S`` bin (from the grid start) around or after ``i0``
+    whose mean is below ``IMPACT_SHARE`` of ``base``."""
+    k = max(1, int(IMPACT_BIN_S / grid_s))
+    first_bin = max(0, i0 // k - 1)
+    n_bins = v.size // k
+    for b in range(first_bin, n_bins):
+        chunk = v[b * k:(b + 1) * k]
+        if np.isfinite(chunk).any() and float(np.nanmean(chunk)) < IMPACT_SHARE * base:
+            return t[b * k]
+    return None
+
+
 def _demand(series: dict[str, _RoleSeries]) -> _RoleSeries | None:
     """What the culprit's batches must explain: fan-out plus failed dials (address errors).
 
@@ -418,26 +517,54 @@ def _demand(series: dict[str, _RoleSeries]) -> _RoleSeries | None:
     return _RoleSeries(parts[0].role, "+".join(p.signal for p in parts), total, windows)
 
 
+@dataclass(frozen=True)
+class Forced:
+    """Dials a caller's batches force past the idle pool, per bucket and per host.
+
+    ``series`` is summed over hosts; ``fill`` is the largest number forced on
+    one host within one TIME_WAIT period, as a share of that host's free ports
+    (>= 1: the batches alone can fill the range).
+    """
+
+    series: np.ndarray
+    fill: float
+    first: int | None
+
+
 def forced_dials(
-    con: duckdb.DuckDBPyConnection, t0: datetime, n: int, grid_s: float, pool: int | None
-) -> dict[str, np.ndarray]:
-    """Per caller, per bucket: lookups its requests want beyond the idle pool.
+    con: duckdb.DuckDBPyConnection,
+    t0: datetime,
+    n: int,
+    grid_s: float,
+    env: Environment,
+) -> dict[str, Forced]:
+    """Per caller: the lookups its requests want beyond the idle pool (see ``Forced``).
 
     One lookup per URI at once, so a request of ``u`` URIs dials ``max(u - pool, 0)``
     connections. With an unknown pool, ``UNKNOWN_POOL_CAP`` stands in (four
     times the largest normal batch: small batches never count).
     """
-    cap = pool if pool is not None else UNKNOWN_POOL_CAP
+    cap = env.idle_pool if env.idle_pool is not None else UNKNOWN_POOL_CAP
     rows = con.execute(
-        """SELECT caller, CAST(floor((epoch(time) - epoch(?::TIMESTAMP)) / ?) AS BIGINT) AS b,
-                  sum(greatest(uris - ?, 0))
+        """SELECT caller, coalesce(host, ''),
+                  CAST(floor((epoch(time) - epoch(?::TIMESTAMP)) / ?) AS BIGINT) AS b,
+                  sum(uris - ?)
            FROM requests WHERE caller IS NOT NULL AND uris > ? GROUP BY ALL""",
         [t0, grid_s, cap, cap],
     ).fetchall()
-    out: dict[str, np.ndarray] = {}
-    for caller, b, v in rows:
+    per: dict[tuple[str, str], np.ndarray] = {}
+    for caller, host, b, v in rows:
         if 0 <= b < n:
-            out.setdefault(caller, np.zeros(n))[b] += float(v)
+            per.setdefault((caller, host), np.zeros(n))[b] += float(v)
+    win = np.ones(max(1, int(env.time_wait_s / grid_s)))
+    room = max(env.ports - cap, 1)
+    out: dict[str, Forced] = {}
+    for caller in sorted({c for c, _ in per}):
+        parts = [v for (c, _), v in per.items() if c == caller]
+        total = np.sum(parts, axis=0)
+        fill = max(float(np.convolve(v, win)[:n].max()) for v in parts) / room
+        nz = np.flatnonzero(total)
+        out[caller] = Forced(total, fill, int(nz[0]) if nz.size else None)
     return out
 
 
@@ -447,7 +574,7 @@ def _score_caller(
     col,
     t: pl.Series,
     fan: _RoleSeries | None,
-    forced: np.ndarray | None,
+    forced: Forced | None,
     span: tuple[datetime, datetime],
     settings: ChainSettings,
     smooth: int,
@@ -455,13 +582,15 @@ def _score_caller(
     """A caller's weight and how it lines up with the fan-out.
 
     The score is the correlation of the (smoothed) dials the caller's batches
-    force past the pool with the (smoothed) fan-out series; a caller whose
-    batches never exceed the pool scores 0 whatever its request rate.
+    force past the pool with the (smoothed) fan-out, zero unless its batches
+    alone can fill a host's port range within one TIME_WAIT period: a caller
+    of small batches scores 0 whatever its request rate.
     """
     uris = col(f"caller:{caller}:uris")
     max_b = float(np.nanmax(col(f"caller:{caller}:max_uris"), initial=0.0))
     rps = float(np.nanmax(col(f"caller:{caller}:requests"), initial=0.0))
-    total = float(forced.sum()) if forced is not None else 0.0
+    total = float(forced.series.sum()) if forced is not None else 0.0
+    fill = forced.fill if forced is not None else 0.0
     wins = _windows(t, uris, f"caller:{caller}:uris", settings)
     share, p, corr = 0.0, 1.0, 0.0
     if fan is not None:
@@ -469,39 +598,44 @@ def _score_caller(
             c = _coincide(wins, fan.windows, span, settings)
             share, p = c.share, c.p_value
         if forced is not None:
-            corr = _corr(_smooth(forced, smooth), _smooth(fan.values, smooth))
-    score = max(corr, 0.0) if total > 0 else 0.0
-    return CallerScore(caller, _caller_method(con, caller), rps, max_b, total, share, p,
-                       corr, score, wins[0].start if wins else None)
+            corr = _corr(_smooth(forced.series, smooth), _smooth(fan.values, smooth))
+    score = max(corr, 0.0) if fill >= 1.0 else 0.0
+    first = t[forced.first] if forced is not None and forced.first is not None else None
+    return CallerScore(caller, _caller_method(con, caller), rps, max_b, total, fill, share, p,
+                       corr, score, first)
 
 
 def _evidence(s: CallerScore, pool: int | None) -> str:
     pool_txt = f"idle pool {pool}" if pool is not None else "idle pool unknown"
     return (
         f"peak {s.peak_rps:.1f} req/s but batches up to {s.max_batch:,.0f} URIs ({pool_txt}):"
-        f" {s.forced_dials:,.0f} lookups past the pool; {s.share:.0%} of its heavy windows"
-        f" precede fan-out (p={s.p_value:.3f}, r={s.corr:.2f})"
+        f" within one TIME_WAIT its batches alone force {s.fill:.1f}x a host's free ports;"
+        f" its forced dials follow the fan-out (r={s.corr:.2f})"
     )
 
 
 def _caller_reason(s: CallerScore, best: CallerScore | None, pool: int | None) -> str:
+    """Why a caller is not the culprit (weight, not request rate, decides)."""
     if s.forced_dials <= 0:
-        cap = f"the idle pool ({pool})" if pool is not None else "the normal batch size (50)"
+        cap = f"the idle pool ({pool})" if pool is not None else (
+            f"{UNKNOWN_POOL_CAP} URIs (pool unknown)")
         return (
             f"effect too small for the mechanism: largest batch {s.max_batch:,.0f} URIs is"
             f" within {cap}, so its requests (peak {s.peak_rps:.1f} req/s) never dial past"
             " the pool"
         )
-    if s.share < 0.5 or s.p_value > 0.05:
+    if s.fill < 1.0:
         return (
-            f"no coincidence: {s.share:.0%} of its heavy windows precede fan-out"
-            f" (p={s.p_value:.3f})"
+            f"effect too small for the mechanism: within one TIME_WAIT its batches force only"
+            f" {s.fill:.0%} of a host's free ports"
         )
-    if best is not None and best.first_heavy and s.first_heavy and s.first_heavy > (
-        best.first_heavy
+    if best is not None and best.first_forced and s.first_forced and (
+        s.first_forced > best.first_forced
     ):
-        return f"wrong order: its heavy windows start after {best.caller}'s"
-    return f"weaker evidence than {best.caller if best else 'the culprit'} (score {s.score:.2f})"
+        return f"wrong order: its batches start after {best.caller}'s"
+    if s.corr < 0.1:
+        return f"no coincidence: its forced dials do not follow the fan-out (r={s.corr:.2f})"
+    return f"weaker evidence than {best.caller if best else 'the culprit'} (r={s.corr:.2f})"
 
 
 def _exhaustion_evidence(
