@@ -147,6 +147,8 @@ def detect(path: Path, manifest: Manifest | None = None) -> Detected | None:
                             f" expected format = one of {', '.join(FORMATS[rule.kind])}")
         return Detected(rule.kind, fmt, "manifest",
                         f"manifest glob {rule.glob!r}: {rule.kind}/{fmt}")
+    if content is not None and content[1] == "prometheus":  # unambiguous signature
+        return Detected(content[0], content[1], "content", content[2])
     for pattern, kind in _NAME_KIND:
         if pattern.search(stem):
             fmt = _fmt_within(kind, ext, content)
