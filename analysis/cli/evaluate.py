@@ -1,0 +1,48 @@
+"""``postmortem evaluate``: the chain on simulated incidents with known ground truth."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return n
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score the chain on random incidents and quiet scenarios")
+    p.add_argument("--n", type=_count, default=20, help="random incidents (default 20)")
+    p.add_argument("--quiet", type=_count, default=None, metavar="N",
+                   help="quiet scenarios (default n/2)")
+    p.add_argument("--seed", type=int, default=0, help="evaluation seed (default 0)")
+    p.add_argument("--workers", type=int, choices=(1, 2), default=2, help="processes (1 or 2)")
+    p.add_argument("--scale", type=float, default=0.1,
+                   help="request-log volume of ordinary callers (default 0.1)")
+    p.add_argument("--json", action="store_true", help="print the summary and outcomes as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from analysis.errors import UserError
+    from analysis.evaluate import dumps, evaluate
+
+    if args.scale <= 0:
+        raise UserError(f"--scale must be positive, got {args.scale}")
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\r{done}/{total} scenarios", end="", file=sys.stderr, flush=True)
+
+    res = evaluate(args.n, args.seed, n_quiet=args.quiet, workers=args.workers,
+                   scale=args.scale, progress=progress)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(dumps(res) if args.json else res.table())
+    return 0

@@ -1,0 +1,277 @@
+"""Evaluation: run the chain on simulated incidents with known ground truth.
+
+Each scenario goes the whole way a user's data would: ``simulate`` writes the
+raw files and ``truth.json``, ``ingest`` loads them into a fresh in-memory
+store, ``find_chain`` reconstructs the chain. The chain is then scored against
+the truth:
+
+* culprit accuracy at rank 1 (incidents of the ``random`` family);
+* the share of chains whose roles come in the true order (roles sorted by
+  onset; onsets less than ``tie_s`` apart count as simultaneous);
+* onset error per role, ``|chain - truth|`` in seconds (median and 90th
+  percentile);
+* the false-alarm rate: ``root_cause_found`` on ``quiet`` scenarios (rivals
+  and noise, no culprit), and separately on random scenarios whose culprit
+  never exhausted the ports (the truth says "no incident");
+* the time per scenario (simulate + ingest + chain) and of the chain alone.
+
+Scenario seeds derive from the evaluation seed, so a run is deterministic
+apart from its timings; scenarios run in at most two worker processes, each in
+its own temporary directory, with DuckDB on one thread.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from analysis.chain import ROOT_CAUSE, ChainResult, find_chain
+from analysis.roles import ROLES
+
+MAX_WORKERS = 2
+
+
+@dataclass(frozen=True)
+class ScenarioOutcome:
+    """The chain's answer on one scenario, next to the truth."""
+
+    kind: str
+    seed: int
+    incident: bool
+    truth_culprit: str | None
+    verdict: str
+    culprit: str | None
+    order_ok: bool | None
+    roles_found: list[str]
+    onset_error_s: dict[str, float]
+    seconds: float
+    seconds_chain: float
+    error: str | None = None
+
+    @property
+    def culprit_ok(self) -> bool | None:
+        """Rank-1 culprit right (None when the truth has no incident)."""
+        return None if not self.incident else self.culprit == self.truth_culprit
+
+
+@dataclass
+class EvaluationResult:
+    """Outcomes of every scenario and the summary the brief asks for."""
+
+    n: int
+    n_quiet: int
+    seed: int
+    tie_s: float
+    outcomes: list[ScenarioOutcome] = field(default_factory=list)
+
+    def _of(self, kind: str, incident: bool | None = None) -> list[ScenarioOutcome]:
+        return [o for o in self.outcomes if o.kind == kind
+                and (incident is None or o.incident == incident)]
+
+    @property
+    def culprit_accuracy(self) -> float:
+        """Share of random incidents whose rank-1 culprit is the true one."""
+        inc = self._of("random", True)
+        return float(np.mean([o.culprit_ok for o in inc])) if inc else float("nan")
+
+    @property
+    def order_share(self) -> float:
+        """Share of random incidents whose chain gives its roles in the true order."""
+        inc = self._of("random", True)
+        return float(np.mean([bool(o.order_ok) for o in inc])) if inc else float("nan")
+
+    @property
+    def false_alarm_rate(self) -> float:
+        """Share of quiet scenarios where the chain still claims a root cause."""
+        q = self._of("quiet")
+        return float(np.mean([o.verdict == ROOT_CAUSE for o in q])) if q else float("nan")
+
+    @property
+    def false_alarm_no_incident(self) -> float:
+        """The same on random scenarios whose culprit never exhausted the ports."""
+        q = self._of("random", False)
+        return float(np.mean([o.verdict == ROOT_CAUSE for o in q])) if q else float("nan")
+
+    def onset_errors(self) -> dict[str, dict[str, float]]:
+        """Per role: median and 90th percentile of |onset error| (s) and how many."""
+        out: dict[str, dict[str, float]] = {}
+        for role in ROLES:
+            e = [abs(o.onset_error_s[role]) for o in self._of("random", True)
+                 if role in o.onset_error_s]
+            out[role] = {
+                "median_s": float(np.median(e)) if e else float("nan"),
+                "p90_s": float(np.percentile(e, 90)) if e else float("nan"),
+                "n": len(e),
+            }
+        return out
+
+    def timings(self) -> dict[str, float]:
+        """Median and mean seconds per scenario (whole pipeline) and of the chain alone."""
+        s = [o.seconds for o in self.outcomes]
+        c = [o.seconds_chain for o in self.outcomes]
+        return {
+            "median_s": float(np.median(s)) if s else float("nan"),
+            "mean_s": float(np.mean(s)) if s else float("nan"),
+            "chain_median_s": float(np.median(c)) if c else float("nan"),
+        }
+
+    def to_dict(self) -> dict:
+        """The summary and every outcome, JSON-ready."""
+        inc = self._of("random", True)
+        return {
+            "n_random": self.n,
+            "n_quiet": self.n_quiet,
+            "seed": self.seed,
+            "tie_s": self.tie_s,
+            "random_incidents": len(inc),
+            "random_without_incident": len(self._of("random", False)),
+            "culprit_accuracy_rank1": self.culprit_accuracy,
+            "roles_in_true_order": self.order_share,
+            "onset_error": self.onset_errors(),
+            "false_alarm_rate_quiet": self.false_alarm_rate,
+            "false_alarm_rate_random_without_incident": self.false_alarm_no_incident,
+            "failures": sum(o.error is not None for o in self.outcomes),
+            "time_per_scenario": self.timings(),
+            "outcomes": [asdict(o) | {"culprit_ok": o.culprit_ok} for o in self.outcomes],
+        }
+
+    def table(self) -> str:
+        """The summary as a small text table."""
+        d = self.to_dict()
+        lines = [
+            f"Evaluation: {d['n_random']} random ({d['random_incidents']} incidents,"
+            f" {d['random_without_incident']} without) + {d['n_quiet']} quiet scenarios,"
+            f" seed {self.seed}",
+            f"  culprit accuracy at rank 1      {d['culprit_accuracy_rank1']:.3f}",
+            f"  roles in true order (tie {self.tie_s:g} s) {d['roles_in_true_order']:.3f}",
+            f"  false alarms on quiet           {d['false_alarm_rate_quiet']:.3f}",
+            "  false alarms, random w/o incident"
+            f" {d['false_alarm_rate_random_without_incident']:.3f}",
+            f"  failed scenarios                {d['failures']}",
+            "  onset error per role      median s    p90 s      n",
+        ]
+        for role, e in d["onset_error"].items():
+            lines.append(f"    {role:<22}{e['median_s']:>10.1f}{e['p90_s']:>9.1f}{e['n']:>7}")
+        tm = d["time_per_scenario"]
+        lines.append(f"  time per scenario: median {tm['median_s']:.2f} s,"
+                     f" mean {tm['mean_s']:.2f} s"
+                     f" (chain alone: median {tm['chain_median_s']:.2f} s)")
+        return "\n".join(lines)
+
+
+def _parse_iso(s: str) -> datetime:
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).replace(tzinfo=None)
+
+
+def score(kind: str, seed: int, truth: dict, result: ChainResult, *, tie_s: float,
+          seconds: float, seconds_chain: float) -> ScenarioOutcome:
+    """Compare one chain with its truth (see the module docstring)."""
+    incident = bool(truth.get("incident"))
+    t_culprit = (truth.get("culprit") or {}).get("caller")
+    found = result.roles_in_order(tie_s) if result.verdict == ROOT_CAUSE else []
+    errors: dict[str, float] = {}
+    order_ok: bool | None = None
+    if incident:
+        for role, iso in truth.get("onsets", {}).items():
+            if role in result.onsets:
+                errors[role] = (result.onsets[role] - _parse_iso(iso)).total_seconds()
+        true_order = [r for r in truth.get("roles", []) if r in found]
+        order_ok = bool(found) and found == true_order
+    culprit = result.culprit.caller if result.culprit else None
+    return ScenarioOutcome(kind, seed, incident, t_culprit, result.verdict, culprit, order_ok,
+                           found, errors, seconds, seconds_chain)
+
+
+def run_scenario(kind: str, seed: int, *, scale: float = 0.1, tie_s: float = 2.0,
+                 workdir: Path | None = None) -> ScenarioOutcome:
+    """Simulate one scenario, ingest it into a fresh store, run the chain, score it."""
+    from analysis.ingest import ingest_paths
+    from analysis.simulate import simulate
+    from analysis.store import connect
+
+    start = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix=f"eval-{kind}-{seed}-", dir=workdir))
+    try:
+        sim = simulate(kind, tmp / "data", seed=seed, scale=scale)
+        con = connect(None)
+        con.execute("SET threads = 1")
+        ingest_paths(con, [tmp / "data"])
+        t_chain = time.perf_counter()
+        result = find_chain(con)
+        done = time.perf_counter()
+        con.close()
+        return score(kind, seed, sim.truth, result, tie_s=tie_s, seconds=done - start,
+                     seconds_chain=done - t_chain)
+    except Exception as exc:  # one broken scenario must not sink the evaluation
+        return ScenarioOutcome(kind, seed, False, None, "error", None, None, [], {},
+                               time.perf_counter() - start, 0.0, f"{type(exc).__name__}: {exc}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(args: tuple[str, int, float, float]) -> ScenarioOutcome:
+    kind, seed, scale, tie_s = args
+    return run_scenario(kind, seed, scale=scale, tie_s=tie_s)
+
+
+def scenario_seeds(n: int, n_quiet: int, seed: int) -> list[tuple[str, int]]:
+    """The (family, seed) pairs an evaluation runs: deterministic in ``seed``."""
+    base = 1_000 * seed
+    return [("random", base + i) for i in range(n)] + [("quiet", base + i)
+                                                       for i in range(n_quiet)]
+
+
+def evaluate(
+    n: int = 200,
+    seed: int = 0,
+    *,
+    n_quiet: int | None = None,
+    workers: int = MAX_WORKERS,
+    scale: float = 0.1,
+    tie_s: float = 2.0,
+    progress=None,
+) -> EvaluationResult:
+    """Run the chain on ``n`` random incidents and ``n_quiet`` quiet scenarios
+    (default ``n // 2``) in at most two processes; see the module docstring."""
+    n_quiet = n // 2 if n_quiet is None else n_quiet
+    jobs = [(k, s, scale, tie_s) for k, s in scenario_seeds(n, n_quiet, seed)]
+    res = EvaluationResult(n, n_quiet, seed, tie_s)
+    workers = max(1, min(MAX_WORKERS, workers))
+    if workers == 1:
+        outcomes = []
+        for j in jobs:
+            outcomes.append(_run(j))
+            if progress:
+                progress(len(outcomes), len(jobs))
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            outcomes = []
+            for o in pool.map(_run, jobs):
+                outcomes.append(o)
+                if progress:
+                    progress(len(outcomes), len(jobs))
+    res.outcomes = sorted(outcomes, key=lambda o: (o.kind, o.seed))
+    return res
+
+
+def dumps(result: EvaluationResult) -> str:
+    """The evaluation as JSON (NaN written as null)."""
+    def clean(x):
+        if isinstance(x, float) and not np.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        return x
+
+    return json.dumps(clean(result.to_dict()), indent=2)
