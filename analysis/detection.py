@@ -34,8 +34,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
+import bottleneck as bn
 import duckdb
 import numpy as np
 import polars as pl
@@ -59,7 +60,12 @@ class DetectorSettings:
     passes with window buckets masked out of the baseline; ``profile_bin_s``:
     width of the time-of-day bins of the daily profile; ``trend``: carry the
     baseline along the slope of the trailing window (so a rising daily curve
-    is not measured against where it was ``baseline_s / 2`` ago).
+    is not measured against where it was ``baseline_s / 2`` ago);
+    ``rejoin_s``: a window, measured against the baseline frozen at its start,
+    absorbs a later burst past the threshold when the series came back for less
+    than this (an outage's bursts, a restart inside a plateau);
+    ``min_scale_range``: floor of the scale as a share of the series' 1-99 %
+    range, for series that are flat before an anomaly (TIME_WAIT at 0).
     """
 
     baseline_s: int = 900
@@ -72,6 +78,8 @@ class DetectorSettings:
     passes: int = 1
     profile_bin_s: int = 300
     trend: bool = True
+    rejoin_s: int = 120
+    min_scale_range: float = 1e-3
 
 
 @dataclass(frozen=True)
@@ -138,15 +146,37 @@ def _series_arrays(series: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, float]
     return t, x, max(step, 1e-6)
 
 
-def _rolling_median(x: np.ndarray, window: int, min_samples: int) -> np.ndarray:
-    """Trailing rolling median ignoring NaN, excluding the current point."""
-    s = pl.Series(x, nan_to_null=True).rolling_median(window, min_samples=min_samples)
-    return s.shift(1).to_numpy().astype(np.float64)
+def _rolling_median(x: np.ndarray, window: int, min_samples: int, *, stride: int = 1) -> np.ndarray:
+    """Trailing rolling median ignoring NaN, excluding the current point.
+
+    With ``stride > 1`` the median is taken over every ``stride``-th point and held
+    for ``stride`` buckets (still strictly trailing): for slowly varying scales."""
+    if stride <= 1:
+        med = bn.move_median(x, window, min_count=min(min_samples, window))
+        return np.concatenate(([np.nan], med[:-1]))
+    coarse = x[::stride]
+    w = max(3, window // stride)
+    med = bn.move_median(coarse, w, min_count=min(max(1, min_samples // stride), w))
+    held = np.repeat(np.concatenate(([np.nan], med[:-1])), stride)[: len(x)]
+    return held
+
+
+def _lagged(a: np.ndarray, k: int) -> np.ndarray:
+    """``a`` delayed by ``k`` buckets (NaN before the start)."""
+    return np.concatenate((np.full(min(k, len(a)), np.nan), a[: max(0, len(a) - k)]))
 
 
 def _fill(a: np.ndarray) -> np.ndarray:
-    """Carry the last non-NaN value forward, and the first one backward."""
-    return pl.Series(a, nan_to_null=True).forward_fill().backward_fill().to_numpy().astype(float)
+    """Carry the last finite value forward, and the first one backward (numpy only)."""
+    ok = np.isfinite(a)
+    if ok.all() or not ok.any():
+        return a
+    idx = np.where(ok, np.arange(len(a)), 0)
+    np.maximum.accumulate(idx, out=idx)
+    out = a[idx]
+    first = int(np.argmax(ok))
+    out[:first] = a[first]
+    return out
 
 
 def _daily_profile(t: np.ndarray, x: np.ndarray, bin_s: int) -> np.ndarray:
@@ -195,29 +225,45 @@ def robust_z(
     r, rb = x - profile, xb - profile
     window = max(3, int(round(settings.baseline_s / step_s)))
     min_samples = min(window, 5)
+    if mask is not None:
+        # after a masked window the baseline stays frozen until a quarter of the window is
+        # clean again: a few seconds between two bursts of an outage are not "normal"
+        clean = int(np.isfinite(rb).sum())
+        min_samples = max(min_samples, min(window // 4, clean // 4))
     if settings.trend:
-        # medians of the two halves of the trailing window give a robust slope; the
-        # baseline is the recent half's median carried to now along it
-        half = max(2, window // 2)
-        recent = _rolling_median(rb, half, min(half, min_samples))
-        older = np.concatenate((np.full(half, np.nan), recent[:-half]))[: len(recent)]
-        slope = np.nan_to_num((recent - older) / half)
-        med = _fill(recent + slope * (half + 1) / 2)
-        slope = _fill(np.where(np.isfinite(recent), slope, np.nan))
+        # medians of the three thirds of the trailing window; the slope is the smaller of
+        # the two steps between them when both go the same way (a "minmod" limiter), so a
+        # steady drift is followed while a level shift, which moves one step only, is not
+        third = max(2, window // 3)
+        recent = _rolling_median(rb, third, min(third, max(min_samples // 3, 1)))
+        middle = _lagged(recent, third)
+        older = _lagged(recent, 2 * third)
+        s1, s2 = (recent - middle) / third, (middle - older) / third
+        slope = np.where(
+            np.sign(s1) == np.sign(s2), np.sign(s1) * np.minimum(np.abs(s1), np.abs(s2)), 0.0
+        )
+        slope = _fill(np.where(np.isfinite(slope), slope, np.nan))
+        slope = np.nan_to_num(slope)
+        med = _fill(recent + slope * (third + 1) / 2)
     else:
         med = _fill(_rolling_median(rb, window, min_samples))
         slope = np.zeros_like(x)
-    mad = _fill(_rolling_median(np.abs(rb - med), window, min_samples))
+    stride = max(1, window // 100)  # scales vary slowly: a coarse rolling median will do
+    mad = _fill(_rolling_median(np.abs(rb - med), window, min_samples, stride=stride))
+    # local noise from first differences: not inflated by drifts or by the baseline's lag
+    diffs = np.abs(np.diff(rb, prepend=np.nan))
+    noise = _fill(_rolling_median(diffs, window, min_samples, stride=stride))
     finite = r[np.isfinite(r)]
-    noise = MAD_TO_SD * np.median(np.abs(np.diff(finite))) / np.sqrt(2) if len(finite) > 2 else 0.0
-    eps = 1e-9 * max(1.0, float(np.max(np.abs(finite))) if len(finite) else 1.0)
+    spread = float(np.subtract(*np.percentile(finite, [99, 1]))) if len(finite) else 0.0
+    top = float(np.max(np.abs(finite))) if len(finite) else 1.0
+    floor = max(settings.min_scale_range * spread, 1e-9 * max(1.0, top))
     baseline = med + profile
     scale = np.maximum.reduce(
         [
             np.nan_to_num(MAD_TO_SD * mad),
-            np.full_like(x, noise),
+            np.nan_to_num(MAD_TO_SD * noise / np.sqrt(2)),
             settings.min_scale_rel * np.abs(np.nan_to_num(baseline)),
-            np.full_like(x, eps),
+            np.full_like(x, floor),
         ]
     )
     if counts:
@@ -263,70 +309,104 @@ def window_indices(
     return sorted(out)
 
 
+def _frozen(fit: RobustFit, s: int, lo: int, hi: int) -> np.ndarray:
+    """The baseline frozen at bucket ``s``, carried along its slope for at most
+    ``fit.horizon`` buckets, over buckets ``lo..hi-1``."""
+    ahead = np.minimum(np.arange(lo - s, hi - s), fit.horizon)
+    return fit.baseline[s] + fit.slope[s] * ahead
+
+
+def _grow(
+    x: np.ndarray,
+    fit: RobustFit,
+    s: int,
+    e: int,
+    sign: int,
+    *,
+    low: float,
+    high: float,
+    merge_gap: int,
+) -> int:
+    """New end of the window ``s..e``: it goes on while the series stays past ``low``
+    against the frozen baseline, and across gaps of at most ``merge_gap`` buckets to a run
+    that reaches ``high``. Looks ahead in growing chunks, so a short window costs little."""
+    n = len(x)
+    end, chunk = e, max(256, 8 * merge_gap)
+    near = x[e + 1 : e + 2 + merge_gap]  # most windows end here: answer that cheaply
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z_near = sign * (near - _frozen(fit, s, e + 1, e + 1 + len(near))) / fit.scale[s]
+    if not (z_near >= low).any():
+        return e
+    while end + 1 < n:
+        lo, hi = end + 1, min(n, end + 1 + chunk)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            zf = sign * (x[lo:hi] - _frozen(fit, s, lo, hi)) / fit.scale[s]
+        starts, ends = _runs(zf >= low)
+        if len(starts) == 0:
+            return end
+        cs = np.concatenate(([0], np.cumsum(zf >= high)))
+        has_core = cs[ends + 1] - cs[starts] > 0
+        gaps = starts - np.concatenate(([-1], ends[:-1])) - 1
+        bad = np.flatnonzero(~((gaps == 0) | ((gaps <= merge_gap) & has_core)))
+        if len(bad):
+            return end if bad[0] == 0 else lo + int(ends[bad[0] - 1])
+        end = lo + int(ends[-1])
+        if hi == n or hi - 1 - end > merge_gap:
+            return end
+        chunk *= 2
+    return end
+
+
 def extend_windows(
     x: np.ndarray,
     fit: RobustFit,
     idx: list[tuple[int, int, int]],
     *,
     low: float,
+    high: float,
     merge_gap: int,
 ) -> list[tuple[int, int, int]]:
-    """Extend each window while the series stays past ``low`` robust z measured against the
-    baseline and scale frozen at the window's start (carried along its slope for at most
-    ``fit.horizon`` buckets), then merge same-direction windows within ``merge_gap``
-    buckets.
+    """Extend each window against the baseline and scale frozen at its start (see
+    ``_grow``), then merge same-direction windows within ``merge_gap`` buckets.
 
-    A trailing baseline absorbs a lasting shift after ``baseline_s / 2``; the frozen
+    A trailing baseline absorbs a lasting shift after ``baseline_s / 2``, and an
+    intermittent one (errors only in the seconds a batch runs) sooner; the frozen
     baseline keeps the window open until the level really returns.
     """
-    grown = []
-    for s, e, sign in idx:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ahead = np.minimum(np.arange(e + 1 - s, len(x) - s), fit.horizon)
-            frozen = fit.baseline[s] + fit.slope[s] * ahead
-            zf = sign * (x[e + 1 :] - frozen) / fit.scale[s]
-        # the window lasts while a short centred median of zf stays past ``low`` (so one
-        # noisy bucket neither ends it nor keeps it open), and ends at the last bucket
-        # itself past ``low`` before that
-        width = max(3, min(merge_gap, 9)) | 1
-        smooth = (
-            pl.Series(zf, nan_to_null=True)
-            .rolling_median(width, min_samples=1, center=True)
-            .fill_null(0.0)
-            .to_numpy()
-        )
-        over = ~(smooth >= low)
-        stop = int(np.argmax(over)) if over.any() else len(zf)
-        still = np.flatnonzero(zf[:stop] >= low)
-        grow = int(still[-1]) + 1 if len(still) else 0
-        grown.append((s, e + grow, sign))
     merged: list[tuple[int, int, int]] = []
-    for s, e, sign in sorted(grown, key=lambda w: (w[2], w[0])):
+    for s, e, sign in sorted(idx, key=lambda w: (w[2], w[0])):
         if merged and merged[-1][2] == sign and s <= merged[-1][1] + merge_gap + 1:
             ps, pe, _ = merged[-1]
-            merged[-1] = (ps, max(pe, e), sign)
+            if e > pe:  # it reaches past the grown window: grow on from there
+                pe = _grow(x, fit, ps, e, sign, low=low, high=high, merge_gap=merge_gap)
+            merged[-1] = (ps, pe, sign)
         else:
-            merged.append((s, e, sign))
-    return sorted(merged)
+            end = _grow(x, fit, s, e, sign, low=low, high=high, merge_gap=merge_gap)
+            merged.append((s, end, sign))
+    # a dip inside a longer rise (a restart inside a TIME_WAIT plateau) is part of that
+    # anomaly, not a return to normal nor a new anomaly: drop it
+    return sorted(
+        w for w in merged if not any(o[2] != w[2] and o[0] <= w[0] and w[1] <= o[1] for o in merged)
+    )
 
 
 def _to_windows(
     signal: str,
     t: np.ndarray,
     x: np.ndarray,
-    baseline: np.ndarray,
-    z: np.ndarray,
+    fit: RobustFit,
     idx: list[tuple[int, int, int]],
     long_s: float,
 ) -> list[AnomalyWindow]:
-    """Describe each index run as an ``AnomalyWindow`` (one Python step per window)."""
+    """Describe each index run as an ``AnomalyWindow`` against the baseline frozen at its
+    start (one Python step per window)."""
     out = []
     n = len(x)
     for s, e, sign in idx:
-        dev = sign * (x[s : e + 1] - baseline[s : e + 1])
-        p = s + int(np.nanargmax(dev))
-        size = float(x[p] - baseline[p])
-        base = float(baseline[p])
+        frozen = _frozen(fit, s, s, e + 1)
+        p = int(np.nanargmax(sign * (x[s : e + 1] - frozen)))
+        size = float(x[s + p] - frozen[p])
+        base = float(frozen[p])
         rel = size / abs(base) if base != 0 else (np.inf if size > 0 else -np.inf)
         shift = e == n - 1 or t[e] - t[s] >= long_s
         kind = "shift" if shift else ("spike" if sign > 0 else "drop")
@@ -334,23 +414,26 @@ def _to_windows(
             AnomalyWindow(
                 signal=signal,
                 start=_dt(t[s]),
-                peak=_dt(t[p]),
+                peak=_dt(t[s + p]),
                 end=_dt(t[e]),
                 direction="up" if sign > 0 else "down",
                 size=size,
                 rel_size=float(rel),
-                score=float(z[p]),
+                score=float(size / fit.scale[s]),
                 baseline=base,
-                peak_value=float(x[p]),
+                peak_value=float(x[s + p]),
                 kind=kind,
             )
         )
     return out
 
 
+_EPOCH = datetime(1970, 1, 1)
+
+
 def _dt(epoch_s: float) -> datetime:
     """Epoch seconds to a naive UTC datetime, exact to the microsecond."""
-    return pl.Series([int(round(epoch_s * 1e6))], dtype=pl.Int64).cast(pl.Datetime("us")).item()
+    return _EPOCH + timedelta(microseconds=int(round(epoch_s * 1e6)))
 
 
 def _signal_name(series: pl.DataFrame, signal: str | None) -> str:
@@ -385,6 +468,7 @@ def detect(
         return []
     min_core = max(1, int(np.ceil(settings.min_duration_s / step)))
     gap = int(settings.merge_gap_s // step)
+    rejoin = int(settings.rejoin_s // step)
     low = settings.hysteresis * settings.z_threshold
     mask: np.ndarray | None = None
     idx: list[tuple[int, int, int]] = []
@@ -393,14 +477,17 @@ def detect(
         new_idx = window_indices(
             fit.z, settings.z_threshold, low=low, min_core=min_core, merge_gap=gap
         )
-        new_idx = extend_windows(x, fit, new_idx, low=low, merge_gap=gap)
-        if new_idx == idx and mask is not None:
+        new_idx = extend_windows(
+            x, fit, new_idx, low=low, high=settings.z_threshold, merge_gap=max(gap, rejoin)
+        )
+        if (new_idx == idx and mask is not None) or not new_idx:
+            idx = new_idx
             break
         idx = new_idx
         mask = np.zeros(len(x), dtype=bool)
         for s, e, _sign in idx:
             mask[s : e + 1] = True
-    return _to_windows(name, t, x, fit.baseline, fit.z, idx, settings.baseline_s)
+    return _to_windows(name, t, x, fit, idx, settings.baseline_s)
 
 
 def detect_all(
@@ -417,12 +504,20 @@ def detect_all(
     settings = settings or DetectorSettings()
     kinds = dict(con.execute("SELECT signal, kind FROM signal_catalog").fetchall())
     wanted = list(kinds) if signals is None else [s for s in signals if s in kinds]
-    data = con.sql(
-        "SELECT signal, t, value FROM signals WHERE list_contains(?, signal) ORDER BY signal, t",
-        params=[wanted],
-    ).pl()
+    if signals is None:
+        data = con.sql("SELECT signal, t, value FROM signals ORDER BY signal, t").pl()
+    else:
+        data = con.sql(
+            "SELECT signal, t, value FROM signals"
+            " WHERE signal IN (SELECT unnest(?::VARCHAR[])) ORDER BY signal, t",
+            params=[wanted],
+        ).pl()
     windows: list[AnomalyWindow] = []
-    for (name,), part in data.partition_by("signal", as_dict=True, maintain_order=True).items():
+    counts = data["signal"].unique_counts()  # runs of one signal each, in order
+    offsets = np.concatenate(([0], np.cumsum(counts.to_numpy())))
+    for i in range(len(counts)):
+        part = data.slice(int(offsets[i]), int(offsets[i + 1] - offsets[i]))
+        name = str(part["signal"][0])
         windows += detect(part, settings, signal=name, counts=kinds.get(name) == "count")
     frame = windows_frame(windows).sort("start", "signal")
     con.register("_anomalies_view", frame)
@@ -442,11 +537,12 @@ def baseline_detect(
     if not np.isfinite(x).any():
         return []
     mean, sd = float(np.nanmean(x)), float(np.nanstd(x))
-    base = np.full_like(x, mean)
     with np.errstate(invalid="ignore", divide="ignore"):
         z = (x - mean) / sd if sd > 0 else np.zeros_like(x)
+    flat = np.zeros_like(x)
+    fit = RobustFit(flat + mean, flat + (sd or 1.0), z, flat, 0)
     idx = window_indices(z, k, low=k, min_core=1, merge_gap=0)
-    return _to_windows(name, t, x, base, z, idx, np.inf)
+    return _to_windows(name, t, x, fit, idx, np.inf)
 
 
 def _score_against_truth(

@@ -93,7 +93,7 @@ def test_min_duration_and_merge_gap():
     y[1000:1010] += 100
     y[1015:1025] += 100
     assert len(detect(frame(y), DetectorSettings(merge_gap_s=10))) == 1
-    assert len(detect(frame(y), DetectorSettings(merge_gap_s=2))) == 2
+    assert len(detect(frame(y), DetectorSettings(merge_gap_s=2, rejoin_s=0))) == 2
 
 
 def test_daily_curve_is_not_an_anomaly_but_a_bump_on_it_is():
