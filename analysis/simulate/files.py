@@ -450,7 +450,7 @@ def write_metrics(out: Path, w: World, rng: np.random.Generator, acc: Written) -
     # user-facing traffic per DC
     user = [({"job": "appview", "dc": d}, np.round(w.user_rps[idx, i], 1).tolist())
             for i, d in enumerate(sc.dcs)]
-    rel = "metrics/prom-appview_requests_per_second.json"
+    rel = "metrics/prom-appview.json"
     write_bytes(out, rel, _prom("appview_requests_per_second", user, unix))
     acc.add(rel, idx.size * len(sc.dcs))
     n_samples += idx.size * len(sc.dcs)

@@ -84,13 +84,15 @@ class Runtime:
     mem_per_thread_mb: float = 1.0
     mem_per_kerr_mb: float = 2.0  # log buffers per 1,000 error lines/s
     mem_per_load_mb: float = 400.0  # in-flight memory per host's normal share of the DC's load
-    mem_limit_mb: float = 2048.0
+    mem_limit_mb: float = 2200.0
     gc_base_ms: float = 0.4
     startup_s: int = 30
     backoff_s: tuple[int, ...] = (10, 20, 40, 80, 160, 300)
     backoff_reset_s: int = 600
+    # lookups hold connections (threads / threads_base) ** stall_exponent times longer
+    stall_exponent: float = 2.0
     # stall at which user requests start / all fail
-    timeout_stall: tuple[float, float] = (9.0, 16.0)
+    timeout_stall: tuple[float, float] = (29.0, 71.0)
 
 
 @dataclass(frozen=True)
@@ -311,7 +313,8 @@ def _random(seed: int, scale: float, *, quiet: bool) -> Scenario:
     methods = ("GetPostRecord", "GetProfileRecord", "GetLikeCounts")
     callers: list[Caller] = [
         Caller(n, str(methods[int(rng.integers(0, 3))]) if i else "GetPostRecord", dcs,
-               float(rng.uniform(2.0, 10.0)), 1, int(rng.integers(10, 51)))
+               float(rng.uniform(2.0, 8.0) if i else rng.uniform(10.0, 20.0)), 1,
+               int(rng.integers(10, 51)))
         for i, n in enumerate(names)
     ]
     onset = int(rng.integers(int(0.15 * duration), int(0.4 * duration)))

@@ -251,7 +251,7 @@ def run_world(sc: Scenario) -> World:
             bl = bc = bw = zeros
 
         # 2. pool
-        stall = (threads * (1 / rt.threads_base)) ** 1.3
+        stall = (threads * (1 / rt.threads_base)) ** rt.stall_exponent
         res = state.step(t, settings, steady, bl, bc, bw, restart, stall)
         for k in _POOL_KEYS:
             pool[k][t] = res[k]
