@@ -26,7 +26,7 @@ import duckdb
 
 from analysis.errors import UserError
 from analysis.ingest.detect import Detected, detect
-from analysis.ingest.lines import count_lines, sha256_file
+from analysis.ingest.lines import MAX_LINE, line_stats, sha256_file
 from analysis.ingest.load import FastPathMiss, Job, load_file, stderr_progress
 from analysis.ingest.manifest import MANIFEST_NAMES, Manifest, find_manifest, load_manifest
 from analysis.ingest.neterr import NetError, cache_from_msg, parse_net_error
@@ -198,7 +198,8 @@ def _ingest_one(con: duckdb.DuckDBPyConnection, path: Path, detected: Detected |
     zone = manifest.timezone if manifest else None
     show = stderr_progress(path, size) if progress else None
     # JSON lines first try DuckDB's read_json, exact when it reads one row per line
-    expected = count_lines(path) if detected.fmt == "jsonl" else None
+    stats = line_stats(path) if detected.fmt == "jsonl" else None
+    expected = stats.lines if stats and stats.longest <= MAX_LINE else None
     try:
         while True:
             con.execute("BEGIN TRANSACTION")
@@ -271,9 +272,10 @@ def ingest_paths(
 
     Directories are walked (sub-folders too; hidden files, manifests,
     ``truth.json``, ``*.md`` and DuckDB files skipped); an ``incident.toml`` /
-    ``.yaml`` at a directory's root is applied to its files and stored in the
-    ``incident`` table. Every file's format is told before anything loads, so
-    an unknown format fails fast (``UserError``) without a partial load.
+    ``.yaml`` at a directory's root (or its nearest ancestor's) is applied to
+    its files and stored in the ``incident`` table. Every file's format is told
+    before anything loads, so an unknown format fails fast (``UserError``)
+    without a partial load.
     ``progress`` writes an updating line per file to stderr.
     """
     ensure_schema(con)

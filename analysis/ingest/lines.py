@@ -18,6 +18,7 @@ import hashlib
 import io
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -66,6 +67,35 @@ def head(path: Path, n_bytes: int = 65536) -> bytes:
 _BROKEN = (EOFError, OSError, zlib.error, zstandard.ZstdError, gzip.BadGzipFile)
 
 
+def decompressed_chunks(path: Path, chunk: int = CHUNK) -> Iterator[tuple[bytes, str | None]]:
+    """The file's content in chunks, decompressed; a damaged stream ends with one
+    ``(b"", reason)``, after everything that could still be decompressed."""
+    kind = compression_of(path)
+    with open(path, "rb") as raw:
+        if kind is None:
+            while buf := raw.read(chunk):
+                yield buf, None
+            return
+        new = (lambda: zlib.decompressobj(wbits=31)) if kind == "gzip" else (
+            lambda: zstandard.ZstdDecompressor().decompressobj())
+        dec, at_member_end = new(), False
+        try:
+            while data := raw.read(chunk // 4):
+                while data:
+                    out = dec.decompress(data)
+                    if out:
+                        yield out, None
+                    data = dec.unused_data if dec.eof else b""
+                    at_member_end = dec.eof
+                    if at_member_end and data:  # another gzip member / zstd frame follows
+                        dec, at_member_end = new(), False
+        except (zlib.error, zstandard.ZstdError) as exc:
+            yield b"", f"compressed stream corrupt ({kind}: {exc})"
+            return
+        if not at_member_end:
+            yield b"", f"compressed stream truncated ({kind} ended before its end marker)"
+
+
 def _batch(first: int, lines: pa.Array, pre: pa.Array | None = None) -> pa.RecordBatch:
     n = len(lines)
     if pre is None:
@@ -84,18 +114,6 @@ class LineReader:
         self.lines = 0  # lines produced so far
         self.bytes_in = 0  # decompressed bytes consumed so far
 
-    def _chunks(self, stream: BinaryIO) -> Iterator[tuple[bytes, str | None]]:
-        """Raw chunks, then possibly one ``(b"", reason)`` if the stream broke."""
-        while True:
-            try:
-                buf = stream.read(CHUNK)
-            except _BROKEN as exc:
-                yield b"", f"compressed stream truncated or corrupt ({type(exc).__name__}: {exc})"
-                return
-            if not buf:
-                return
-            yield buf, None
-
     def __iter__(self) -> Iterator[pa.Table]:
         batches: list[pa.RecordBatch] = []
         size = 0
@@ -111,28 +129,26 @@ class LineReader:
     def _batches(self) -> Iterator[pa.RecordBatch]:
         rest = b""
         skipping = False  # inside an over-long line whose head was already emitted
-        with open_decompressed(self.path) as stream:
-            for buf, broken in self._chunks(stream):
-                if broken is not None:
-                    if not skipping:
-                        yield self._one(rest[:RAW_KEEP], broken)
-                    return
-                self.bytes_in += len(buf)
-                if skipping:
-                    cut = buf.find(b"\n")
-                    if cut < 0:
-                        continue
-                    buf, skipping = buf[cut + 1 :], False
-                data = rest + buf if rest else buf
-                cut = data.rfind(b"\n")
+        for buf, broken in decompressed_chunks(self.path):
+            if broken is not None:
+                yield self._one(rest[:RAW_KEEP], broken)
+                return
+            self.bytes_in += len(buf)
+            if skipping:
+                cut = buf.find(b"\n")
                 if cut < 0:
-                    rest = data
-                else:
-                    body, rest = data[:cut], data[cut + 1 :]
-                    yield from self._split(body)
-                if len(rest) > self.max_line:
-                    yield self._one(rest[:RAW_KEEP], self._too_long())
-                    rest, skipping = b"", True
+                    continue
+                buf, skipping = buf[cut + 1 :], False
+            data = rest + buf if rest else buf
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                rest = data
+            else:
+                body, rest = data[:cut], data[cut + 1 :]
+                yield from self._split(body)
+            if len(rest) > self.max_line:
+                yield self._one(rest[:RAW_KEEP], self._too_long())
+                rest, skipping = b"", True
         if rest and not skipping:
             yield from self._split(rest)
 
@@ -158,17 +174,31 @@ class LineReader:
         yield batch
 
 
-def count_lines(path: Path) -> int:
-    """Physical lines in the decompressed file (a last line without newline counts)."""
-    n, last = 0, b"\n"
-    try:
-        with open_decompressed(path) as f:
-            while buf := f.read(CHUNK):
-                n += buf.count(b"\n")
-                last = buf[-1:]
-    except _BROKEN:
-        return n + 1
-    return n + (last != b"\n")
+@dataclass(frozen=True)
+class LineStats:
+    """Physical lines of a file's content and its longest line; None if it is damaged."""
+
+    lines: int
+    longest: int
+
+
+def line_stats(path: Path) -> LineStats | None:
+    """Count lines (a last line without newline counts) and find the longest, vectorised;
+    None when the compressed stream is damaged."""
+    n, last, run, longest = 0, b"\n", 0, 0
+    for buf, broken in decompressed_chunks(path):
+        if broken is not None:
+            return None
+        ends = np.flatnonzero(np.frombuffer(buf, np.uint8) == 10)
+        if len(ends):
+            gaps = np.diff(ends)
+            longest = max(longest, run + int(ends[0]), int(gaps.max()) - 1 if len(gaps) else 0)
+            run = len(buf) - int(ends[-1]) - 1
+        else:
+            run += len(buf)
+        n += len(ends)
+        last = buf[-1:]
+    return LineStats(n + (last != b"\n"), max(longest, run))
 
 
 def sha256_file(path: Path) -> str:

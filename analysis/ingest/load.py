@@ -360,12 +360,15 @@ def load_prometheus(con: duckdb.DuckDBPyConnection, job: Job) -> Counts:
            " columns = {status: 'VARCHAR', error: 'VARCHAR', errorType: 'VARCHAR',"
            " data: 'STRUCT(resultType VARCHAR, result STRUCT(metric MAP(VARCHAR, VARCHAR),"
            " \"values\" JSON[], \"value\" JSON)[])'})")
+    probe = con.cursor()  # its own transaction: a failed read must not abort the caller's
     try:
-        status, err_type, err = con.execute(
+        status, err_type, err = probe.execute(
             f"SELECT status, errorType, error FROM {src} LIMIT 1").fetchall()[0]
     except (duckdb.Error, IndexError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return reject_all_lines(con, job, f"not a Prometheus JSON response: {first[:300]}")
+    finally:
+        probe.close()
     if status != "success":
         return reject_all_lines(
             con, job, f"Prometheus status {status}: {err_type or ''}: {err or ''}".strip())

@@ -66,11 +66,14 @@ class Manifest:
 
 
 def find_manifest(directory: Path) -> Path | None:
-    """The manifest file at the root of ``directory``, if there is one."""
-    for name in MANIFEST_NAMES:
-        p = directory / name
-        if p.is_file():
-            return p
+    """The manifest at the root of ``directory`` or, failing that, of its nearest
+    ancestor that has one (so that a sub-folder or a single file given alone is
+    read as it would be inside its data directory)."""
+    for d in (directory, *directory.resolve().parents):
+        for name in MANIFEST_NAMES:
+            p = d / name
+            if p.is_file():
+                return p
     return None
 
 

@@ -26,7 +26,7 @@ LOGFMT_RE = r'(?:^|\s)([^\s="]+)=("(?:[^"\\]|\\.)*"|[^\s"]*)'
 GO_LINE_RE = r"^(?P<ts>\d{4}/\d\d/\d\d \d\d:\d\d:\d\d(?:\.\d+)?) (?P<rest>.*)$"
 GO_LEVEL_RE = r"^\[?(?i:(debug|info|warn|warning|error|fatal|panic))\]?:?\s+"
 #: where the error starts in a Go log message: a net.OpError, else after a failure phrase
-GO_NET_SPLIT_RE = (r"^(.*?): ((?:dial|read|write|accept|listen|close|lookup)"
+GO_NET_SPLIT_RE = (r"^(?:(.*?): )??((?:dial|read|write|accept|listen|close|lookup)"
                    r" (?:tcp|udp|unix|ip)\S* .*)$")
 GO_FAIL_SPLIT_RE = r"^(.*?\b(?:failed|failure|error|cannot|could not|unable)\b[^:]*): (.+)$"
 
@@ -111,7 +111,8 @@ def parse_gotext(aliases: list[str]) -> tuple[str, dict[str, Col]]:
                     || ' YYYY/MM/DD hh:mm:ss at the start' END) AS preason,
            nullif(m.ts, '') AS "a:time",
            lower(nullif(regexp_extract(m.rest, '{GO_LEVEL_RE}', 1), '')) AS "a:level",
-           CASE WHEN n.e <> '' THEN n.m WHEN f.e <> '' THEN f.m ELSE body END AS "a:msg",
+           CASE WHEN n.e <> '' THEN nullif(n.m, '') WHEN f.e <> '' THEN f.m ELSE body END
+             AS "a:msg",
            CASE WHEN n.e <> '' THEN n.e WHEN f.e <> '' THEN f.e END AS "a:error"
     FROM (SELECT *, regexp_replace(m.rest, '{GO_LEVEL_RE}', '') AS body
           FROM (SELECT *, regexp_extract(coalesce(txt, ''), '{GO_LINE_RE}', ['ts', 'rest']) AS m
@@ -326,7 +327,8 @@ def prometheus_labels(map_sql: str) -> str:
 
 
 def canonical_labels(labels: dict[str, str]) -> str:
-    """The canonical labels text in Python: the same as ``labels_json`` gives in SQL."""
+    """The canonical labels text in Python: the same as ``labels_json`` gives in SQL
+    (for printable text; DuckDB writes control characters as upper-case \\u escapes)."""
     items = {k: v for k, v in sorted(labels.items()) if v not in (None, "")}
     return json.dumps(items, separators=(",", ":"), ensure_ascii=False)
 
