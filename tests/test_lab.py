@@ -47,7 +47,7 @@ def test_scale_moves_port_range_and_batch_together(scale, seconds):
     # the ratio that matters for exhaustion stays what it is at scale 1 (2,000 / 3,000)
     if n_ports > 200 and c.batch_size > 100:
         assert abs(c.batch_size / n_ports - 2 / 3) < 0.01
-    assert 5 <= c.baseline_s <= 20
+    assert 5 <= c.baseline_s <= 60
     assert c.hard_limit_s > seconds
 
 
@@ -231,10 +231,10 @@ def test_random_source_workaround_has_no_exhaustion(lab_runs, summaries):
 
 
 @pytest.mark.lab
-def test_bounded_fix_has_no_errors_and_no_time_wait(summaries):
+def test_bounded_fix_has_no_errors_and_no_time_wait(lab_runs, summaries):
     s = summaries["bounded"]
     assert s.error_lines == 0 and s.user_failures == 0
-    assert s.batch_requests == 4
+    assert s.batch_requests == lab_runs["bounded"].config.batches
     assert s.time_wait_max <= 10
 
 
@@ -291,7 +291,7 @@ def test_ctrl_c_ends_every_process(tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
-        started = _wait_for(lambda: (out / "metrics.csv").exists() and _descendants(proc.pid),
+        started = _wait_for(lambda: (out / "requests.jsonl").exists() and _descendants(proc.pid),
                             proc, timeout_s=120)
         assert started, "the run never started"
         pids = _descendants(proc.pid)

@@ -7,11 +7,15 @@ The data plane writes four files while it runs (see ``dataplane.go``):
 - ``dataplane-errors.jsonl``: the service's own error log, one line per failed
   cache operation with Go's own error text;
 - ``metrics.csv``: CSV long form ``time,metric,value,instance``, one sample
-  per metric per second (``node_sockstat_TCP_tw`` from the namespace's
-  ``/proc/net/sockstat``, memcached's ``curr_connections`` and
-  ``total_connections``, ``go_goroutines``, ``go_threads``, user-facing
-  ``appview_requests_per_second`` (successes) and
-  ``appview_request_errors_per_second``);
+  per metric per second, stamped on whole seconds: from a separate sampler
+  process (so the data plane's load cannot starve it) ``node_sockstat_TCP_tw``
+  and ``node_sockstat_TCP_inuse`` from the namespace's ``/proc/net/sockstat``,
+  memcached's ``curr_connections`` and ``total_connections`` as
+  ``memcached_current_connections`` and ``memcached_connections_total``, and
+  the data plane's OS threads as ``go_threads``; from the data plane itself
+  ``go_goroutines``; and, counted from the request log after the run, the
+  user-facing ``appview_requests_per_second`` (successes) and
+  ``appview_request_errors_per_second``;
 - ``events.csv``: the run's timeline (variant, batch caller's start and end).
 
 After the run they are gzip-compressed (deterministic headers) and an
@@ -59,6 +63,59 @@ class Facts:
     scale: float
     seed: int
     time_wait_s: int = 60
+
+
+PARTIAL_METRICS = ("sampler-metrics.csv", "runtime-metrics.csv")
+USER_METRICS = ("appview_requests_per_second", "appview_request_errors_per_second")
+
+
+def finish_metrics(out: Path, batch_caller: str) -> Path:
+    """Merge the run's metric files into ``metrics.csv``, adding the user-facing rates.
+
+    The sampler process and the data plane each wrote their own samples; the
+    user-facing successes and failures per second (every caller but the batch
+    caller) are counted from the request log, second by second, and stamped
+    at the end of their second like the other samples. Samples outside the
+    request log's seconds (the sampler starts a little before the load and
+    stops a little after) are dropped, so every series covers the same span.
+    """
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    parts = [str(out / n) for n in PARTIAL_METRICS if (out / n).exists()]
+    target = out / "metrics.csv"
+    fmt = "%Y-%m-%dT%H:%M:%S.%fZ"
+    con.execute(
+        f"""
+        COPY (
+          WITH req AS (
+            SELECT date_trunc('second', CAST(time AS TIMESTAMP)) AS s, status
+            FROM read_json(?, format='newline_delimited',
+                           columns={{'time': 'VARCHAR', 'caller': 'VARCHAR', 'status': 'VARCHAR'}})
+            WHERE caller <> ?),
+          grid AS (SELECT unnest(generate_series(min(s), max(s), INTERVAL 1 SECOND)) AS s FROM req),
+          per_s AS (
+            SELECT grid.s, count(req.status) FILTER (WHERE req.status = 'ok') AS ok,
+                   count(req.status) FILTER (WHERE req.status <> 'ok') AS failed
+            FROM grid LEFT JOIN req USING (s) GROUP BY grid.s)
+          SELECT time, metric, value, instance FROM read_csv(?, header=true, columns={{
+            'time': 'VARCHAR', 'metric': 'VARCHAR', 'value': 'DOUBLE', 'instance': 'VARCHAR'}})
+          WHERE CAST(time AS TIMESTAMP) BETWEEN (SELECT min(s) + INTERVAL 1 SECOND FROM per_s)
+                                            AND (SELECT max(s) + INTERVAL 1500 MILLISECOND
+                                                 FROM per_s)
+          UNION ALL
+          SELECT strftime(s + INTERVAL 1 SECOND, '{fmt}'), '{USER_METRICS[0]}', ok, 'lab-dp'
+          FROM per_s
+          UNION ALL
+          SELECT strftime(s + INTERVAL 1 SECOND, '{fmt}'), '{USER_METRICS[1]}', failed, 'lab-dp'
+          FROM per_s
+          ORDER BY 1, 2
+        ) TO '{target}' (HEADER, DELIMITER ',')
+        """,
+        [str(out / "requests.jsonl"), batch_caller, parts],
+    )
+    for n in PARTIAL_METRICS:
+        (out / n).unlink(missing_ok=True)
+    return target
 
 
 def compress(out: Path) -> list[Path]:

@@ -4,9 +4,11 @@
 // capped (it dials when no idle connection is free and closes connections
 // beyond the cap on release, exactly as gomemcache's getFreeConn/putFreeConn
 // do). It also plays the callers (steady small-batch user traffic and a batch
-// caller that sends a few huge batches after a quiet baseline) and captures,
-// every second, the files the analysis reads: the request log, the error log,
-// metrics and events.
+// caller that sends a few huge batches after a quiet baseline) and writes the
+// request log, the error log, its goroutine count every second, and events.
+// Run with -mode=sampler it is instead the separate sampler process: every
+// second, the namespace's TIME_WAIT, memcached's connection counts and the
+// data plane's OS threads.
 //
 // Our own small client rather than Debian's gomemcache: that snapshot has a
 // fixed 2-connection idle pool and no dial hook, and the fixed-source and
@@ -285,8 +287,6 @@ type dataplane struct {
 	mc       *client
 	requests *jsonlog
 	errs     *jsonlog
-	userOK   atomic.Int64
-	userFail atomic.Int64
 }
 
 func (d *dataplane) logError(msg, uri, caller string, err error) {
@@ -315,7 +315,7 @@ func (d *dataplane) lookup(uri, caller string) error {
 
 // GetPostRecord looks every URI up concurrently, one goroutine per URI; with
 // a limit (the fix) at most limit lookups of this request run at once.
-func (d *dataplane) GetPostRecord(caller string, uris []string, user bool) {
+func (d *dataplane) GetPostRecord(caller string, uris []string) {
 	start := time.Now()
 	var wg sync.WaitGroup
 	var failed atomic.Bool
@@ -342,13 +342,6 @@ func (d *dataplane) GetPostRecord(caller string, uris []string, user bool) {
 	status := "ok"
 	if failed.Load() {
 		status = "error"
-	}
-	if user {
-		if status == "ok" {
-			d.userOK.Add(1)
-		} else {
-			d.userFail.Add(1)
-		}
 	}
 	ms := float64(time.Since(start).Microseconds()) / 1000
 	b, _ := json.Marshal(requestLine{now(), "INFO", "rpc", "GetPostRecord", caller, len(uris),
@@ -396,7 +389,7 @@ func (d *dataplane) runUsers(uc userCaller, seed int64, stop <-chan struct{}, wg
 		case <-tick.C:
 			uris := d.pick(rng, 1+rng.Intn(uc.maxURIs))
 			inflight.Add(1)
-			go func() { defer inflight.Done(); d.GetPostRecord(uc.name, uris, true) }()
+			go func() { defer inflight.Done(); d.GetPostRecord(uc.name, uris) }()
 		}
 	}
 }
@@ -426,20 +419,6 @@ func sockstatTW() (tw, inuse float64) {
 	return tw, inuse
 }
 
-func osThreads() float64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return -1
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "Threads:") {
-			v, _ := strconv.ParseFloat(strings.TrimSpace(line[8:]), 64)
-			return v
-		}
-	}
-	return -1
-}
-
 type statsConn struct {
 	nc net.Conn
 	r  *bufio.Reader
@@ -448,7 +427,7 @@ type statsConn struct {
 // memcachedStats reads curr_connections and total_connections over one
 // connection opened before the load starts (so it works while ports are gone).
 func (s *statsConn) read() (curr, total float64, ok bool) {
-	s.nc.SetDeadline(time.Now().Add(500 * time.Millisecond))
+	s.nc.SetDeadline(time.Now().Add(900 * time.Millisecond))
 	if _, err := s.nc.Write([]byte("stats\r\n")); err != nil {
 		return 0, 0, false
 	}
@@ -483,23 +462,63 @@ func (m *metricsWriter) row(ts, metric string, v float64, instance string) {
 		csvField(instance))
 }
 
-// sample writes one row per metric for the second just ended.
-func (d *dataplane) sample(m *metricsWriter, st *statsConn) {
-	ts := now()
-	tw, inuse := sockstatTW()
-	m.row(ts, "node_sockstat_TCP_tw", tw, host)
-	m.row(ts, "node_sockstat_TCP_inuse", inuse, host)
-	if curr, total, ok := st.read(); ok {
-		m.row(ts, "memcached_current_connections", curr, "memcached")
-		m.row(ts, "memcached_connections_total", total, "memcached")
-	}
-	m.row(ts, "go_goroutines", float64(runtime.NumGoroutine()), host)
-	m.row(ts, "go_threads", osThreads(), host)
-	m.row(ts, "appview_requests_per_second", float64(d.userOK.Swap(0)), host)
-	m.row(ts, "appview_request_errors_per_second", float64(d.userFail.Swap(0)), host)
+// sample writes what only this process knows (its goroutines), stamped with
+// the scheduled second: under load the sampler runs late, and a late sample
+// must not leave a gap or land on the next second.
+func (d *dataplane) sample(m *metricsWriter, at time.Time) {
+	m.row(at.UTC().Format(tsLayout), "go_goroutines", float64(runtime.NumGoroutine()), host)
 	m.w.Flush()
 	d.requests.flush()
 	d.errs.flush()
+}
+
+// ---- the sampler: a separate process, so the data plane's load cannot starve it
+
+func procThreads(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "Threads:") {
+			v, _ := strconv.ParseFloat(strings.TrimSpace(line[8:]), 64)
+			return v
+		}
+	}
+	return -1
+}
+
+// runSampler samples, every whole second until the data plane (pid) exits
+// or seconds pass: the namespace's TIME_WAIT and in-use sockets, memcached's
+// connection counts (over one connection opened before the load) and the
+// data plane's OS threads.
+func runSampler(cfg config, pid int) {
+	nc := dialRetry(cfg.mcAddr)
+	st := &statsConn{nc: nc, r: bufio.NewReader(nc)}
+	f, err := os.Create(filepath.Join(cfg.out, "sampler-metrics.csv"))
+	if err != nil {
+		fatal(err)
+	}
+	defer f.Close()
+	m := &metricsWriter{w: bufio.NewWriter(f), f: f}
+	t0 := time.Now().Truncate(time.Second)
+	for i := 1; i <= cfg.seconds; i++ {
+		at := t0.Add(time.Duration(i) * time.Second)
+		time.Sleep(time.Until(at))
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+			break
+		}
+		ts := at.UTC().Format(tsLayout)
+		tw, inuse := sockstatTW()
+		m.row(ts, "node_sockstat_TCP_tw", tw, host)
+		m.row(ts, "node_sockstat_TCP_inuse", inuse, host)
+		if curr, total, ok := st.read(); ok {
+			m.row(ts, "memcached_current_connections", curr, "memcached")
+			m.row(ts, "memcached_connections_total", total, "memcached")
+		}
+		m.row(ts, "go_threads", procThreads(pid), host)
+		m.w.Flush()
+	}
 }
 
 // ---- main --------------------------------------------------------------------
@@ -509,18 +528,22 @@ func fatal(err error) {
 	os.Exit(1)
 }
 
-func warm(addr string, keys int) {
-	var nc net.Conn
+// dialRetry connects to memcached, which may still be starting (up to 5 s).
+func dialRetry(addr string) net.Conn {
 	var err error
-	for i := 0; i < 100; i++ { // memcached may still be starting: up to 5 s
+	for i := 0; i < 100; i++ {
+		var nc net.Conn
 		if nc, err = net.DialTimeout("tcp", addr, time.Second); err == nil {
-			break
+			return nc
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if err != nil {
-		fatal(fmt.Errorf("memcached at %s not reachable: %w", addr, err))
-	}
+	fatal(fmt.Errorf("memcached at %s not reachable: %w", addr, err))
+	return nil
+}
+
+func warm(addr string, keys int) {
+	nc := dialRetry(addr)
 	defer nc.Close()
 	w := bufio.NewWriterSize(nc, 1<<16)
 	for i := 0; i < keys; i++ {
@@ -563,6 +586,8 @@ func main() {
 	flag.DurationVar(&cfg.fallbackDelay, "fallback-delay", 5*time.Millisecond, "database fetch on a cache failure")
 	flag.Int64Var(&cfg.seed, "seed", 1, "random seed")
 	flag.StringVar(&cfg.batchCaller, "batch-caller", "feed-indexer", "name of the batch caller")
+	mode := flag.String("mode", "dataplane", "dataplane | sampler")
+	pid := flag.Int("pid", 0, "sampler: the data plane's PID")
 	flag.Parse()
 
 	mcHost, _, err := net.SplitHostPort(cfg.mcAddr)
@@ -595,17 +620,16 @@ func main() {
 		fatal(fmt.Errorf("unknown variant %q", cfg.variant))
 	}
 
-	warm(cfg.mcAddr, cfg.keys)
-	stNC, err := net.Dial("tcp", cfg.mcAddr)
-	if err != nil {
-		fatal(err)
+	if *mode == "sampler" {
+		runSampler(cfg, *pid)
+		return
 	}
-	st := &statsConn{nc: stNC, r: bufio.NewReader(stNC)}
+	warm(cfg.mcAddr, cfg.keys)
 
 	d := &dataplane{cfg: cfg, mc: mc,
 		requests: newLog(filepath.Join(cfg.out, "requests.jsonl")),
 		errs:     newLog(filepath.Join(cfg.out, "dataplane-errors.jsonl"))}
-	mf, err := os.Create(filepath.Join(cfg.out, "metrics.csv"))
+	mf, err := os.Create(filepath.Join(cfg.out, "runtime-metrics.csv"))
 	if err != nil {
 		fatal(err)
 	}
@@ -663,7 +687,7 @@ func main() {
 			}
 			uris := d.pick(rng, cfg.batchSize)
 			inflight.Add(1)
-			go func() { defer inflight.Done(); d.GetPostRecord(cfg.batchCaller, uris, false) }()
+			go func() { defer inflight.Done(); d.GetPostRecord(cfg.batchCaller, uris) }()
 		}
 		inflight.Wait()
 		event(now(), "", "note", cfg.batchCaller+"'s last batch done", "")
@@ -672,12 +696,13 @@ func main() {
 	// One sample per wall-clock second until the schedule ends; the logs
 	// are sealed at the last sample so every second in them is whole.
 	for i := 1; i <= cfg.seconds; i++ {
-		time.Sleep(time.Until(t0.Add(time.Duration(i) * time.Second)))
+		at := t0.Add(time.Duration(i) * time.Second)
+		time.Sleep(time.Until(at))
 		if i == cfg.seconds {
 			d.requests.seal()
 			d.errs.seal()
 		}
-		d.sample(m, st)
+		d.sample(m, at)
 	}
 	close(stop)
 	users.Wait()

@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from analysis.errors import UserError
-from analysis.lab.capture import MANIFEST, RAW_FILES, Facts, compress, write_manifest
+from analysis.lab.capture import (
+    MANIFEST,
+    PARTIAL_METRICS,
+    RAW_FILES,
+    Facts,
+    compress,
+    finish_metrics,
+    write_manifest,
+)
 from analysis.lab.gobuild import build_dataplane
 from analysis.lab.netns import namespace, namespace_gone, unavailable_reason
 
@@ -44,8 +52,9 @@ class LabConfig:
     28,232 ports and ~17,500-URI batches, scaled by the same ~0.11), an idle
     pool of 100 (production's 1,000, same scale), 200 user lookups/s in small
     batches, and the fix's concurrency limit of 50 for ``bounded``. The
-    batch caller starts after a quiet baseline of a quarter of the run (5-20 s)
-    and sends ``batches`` batches ``batch_every_s`` apart: under 1 request/s.
+    batch caller starts after a quiet baseline of a third of the run (5-60 s)
+    and sends ``batches`` batches ``batch_every_s`` apart: one request per
+    second (the real culprit sent under 3/s).
     """
 
     variant: str
@@ -56,8 +65,8 @@ class LabConfig:
     idle_pool: int = 100
     concurrency_limit: int = 50
     user_lookups_per_s: int = 200
-    batches: int = 4
-    batch_every_s: int = 4
+    batches: int = 10
+    batch_every_s: int = 1
     base_ports: int = 3000
     base_batch: int = 2000
 
@@ -89,7 +98,7 @@ class LabConfig:
     @property
     def baseline_s(self) -> int:
         """Quiet seconds before the batch caller starts."""
-        return min(20, max(5, self.seconds // 4))
+        return min(60, max(5, self.seconds // 3))
 
     @property
     def hard_limit_s(self) -> int:
@@ -158,7 +167,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def _prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    for name in [*RAW_FILES, *(f"{n}.gz" for n in RAW_FILES), MANIFEST]:
+    for name in [*RAW_FILES, *(f"{n}.gz" for n in RAW_FILES), *PARTIAL_METRICS, MANIFEST]:
         (out / name).unlink(missing_ok=True)
 
 
@@ -192,19 +201,24 @@ def run_lab(config: LabConfig) -> LabResult:
         )
         dp = ns.start([str(binary), *config.dataplane_args(out)], stdout=stderr, stderr=stderr,
                       nofile=20000)
-        try:
-            rc = dp.wait(timeout=config.seconds + 30)
-        except subprocess.TimeoutExpired as exc:
-            raise UserError(
-                f"lab: the data plane did not finish within {config.seconds + 30} s; killed it"
-            ) from exc
-        if rc != 0:
-            stderr.seek(0)
-            tail = " | ".join(stderr.read().strip().splitlines()[-3:])
-            raise UserError(f"lab: the data plane exited with {rc}: {tail}")
+        sampler = ns.start(
+            [str(binary), "-mode=sampler", f"-pid={dp.pid}", f"-memcached={MEMCACHED}",
+             f"-out={out}", f"-seconds={config.seconds + 15}"],
+            stdout=stderr, stderr=stderr,
+        )
+        for proc, what, limit in ((dp, "data plane", config.seconds + 30), (sampler, "sampler", 5)):
+            try:
+                rc = proc.wait(timeout=limit)
+            except subprocess.TimeoutExpired as exc:
+                raise UserError(f"lab: the {what} did not finish in time; killed it") from exc
+            if rc != 0:
+                stderr.seek(0)
+                tail = " | ".join(stderr.read().strip().splitlines()[-3:])
+                raise UserError(f"lab: the {what} exited with {rc}: {tail}")
     if not namespace_gone(ns):
         raise UserError("lab: the namespace is still held after cleanup")
     end = dt.datetime.now(dt.UTC)
+    finish_metrics(out, BATCH_CALLER)
     files = compress(out)
     files.append(write_manifest(out, config.facts(), start, end))
     return LabResult(out=out, config=config, start=start, end=end, files=files,
