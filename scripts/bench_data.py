@@ -80,10 +80,10 @@ def _u(i: str, k: int, seed: int) -> str:
     return f"((hash({i}, {k}, {seed}) % 1000000007) / 1000000007.0)"
 
 
-def _request_sql(n: int, seed: int) -> str:
+def _request_sql(n: int, seed: int, window_s: int) -> str:
     """SELECT of ``n`` request rows in time order, fields in slog order."""
-    window_us = WINDOW_S * 1_000_000
-    culprit_share = min(0.5, CULPRIT_RPS * WINDOW_S / max(n, 1))
+    window_us = window_s * 1_000_000
+    culprit_share = min(0.5, CULPRIT_RPS * window_s / max(n, 1))
     start = WINDOW_START.strftime("%Y-%m-%d %H:%M:%S")
     return f"""
     WITH r AS (
@@ -130,10 +130,10 @@ def _request_sql(n: int, seed: int) -> str:
     """
 
 
-def _error_sql(n: int, seed: int) -> str:
+def _error_sql(n: int, seed: int, window_s: int) -> str:
     """SELECT of ``n`` cache-error events in time order, all inside down phases."""
     down_per_cycle = CYCLE_S - DOWN_FROM_S
-    n_down = (WINDOW_S // CYCLE_S) * down_per_cycle
+    n_down = max(1, window_s // CYCLE_S) * down_per_cycle
     start = WINDOW_START.strftime("%Y-%m-%d %H:%M:%S")
     return f"""
     WITH e AS (
@@ -164,14 +164,14 @@ def _copy(con: duckdb.DuckDBPyConnection, select: str, path: Path, options: str)
 _LINES = "FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\x1f'"
 
 
-def write_prometheus(path: Path, *, step_s: int = 15) -> int:
+def write_prometheus(path: Path, *, window_s: int = WINDOW_S, step_s: int = 15) -> int:
     """A Prometheus ``query_range`` matrix response for the window; returns the sample count.
 
     Series: TIME_WAIT sockets per host, Go threads per host and the AppView request rate,
     following the up/down cycles. Fixed size: metrics do not grow with request rows.
     """
     start = WINDOW_START.replace(tzinfo=UTC).timestamp()
-    steps = WINDOW_S // step_s
+    steps = window_s // step_s
     results = []
     for h in range(HOSTS):
         for name, up, down in (("node_sockstat_TCP_tw", 900, 28232), ("go_threads", 150, 1500)):
@@ -195,10 +195,16 @@ def write_prometheus(path: Path, *, step_s: int = 15) -> int:
 
 
 def generate(
-    scale: int, root: Path, *, seed: int = 1, formats: tuple[str, ...] = FORMATS
+    scale: int,
+    root: Path,
+    *,
+    seed: int = 1,
+    formats: tuple[str, ...] = FORMATS,
+    window_s: int = WINDOW_S,
 ) -> BenchFiles:
     """Write the incident's files with ``scale`` request rows (and error lines in proportion)
-    under ``root``, one file per format key in ``formats``; time each file."""
+    over ``window_s`` seconds under ``root``, one file per format key in ``formats``; time
+    each file. A window shorter than one cycle still has one down phase."""
     import duckdb
 
     root.mkdir(parents=True, exist_ok=True)
@@ -208,7 +214,8 @@ def generate(
     seconds: dict[str, float] = {}
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    req, err = _request_sql(scale, seed), _error_sql(n_err, seed)
+    window_s = max(window_s, CYCLE_S)
+    req, err = _request_sql(scale, seed, window_s), _error_sql(n_err, seed, window_s)
     jobs = {
         "requests/jsonl": (req, "FORMAT json"),
         "requests/parquet": (
@@ -240,7 +247,7 @@ def generate(
         path = root / FILE_NAMES[key]
         t0 = time.perf_counter()
         if key == "metrics/prometheus":
-            rows[key] = write_prometheus(path)
+            rows[key] = write_prometheus(path, window_s=window_s)
         else:
             select, options = jobs[key]
             _copy(con, select, path, options)
@@ -251,6 +258,6 @@ def generate(
     return BenchFiles(scale, root, files, rows, seconds)
 
 
-def window() -> tuple[datetime, datetime]:
+def window(window_s: int = WINDOW_S) -> tuple[datetime, datetime]:
     """The incident window the generated files cover (UTC, naive)."""
-    return WINDOW_START, WINDOW_START + timedelta(seconds=WINDOW_S)
+    return WINDOW_START, WINDOW_START + timedelta(seconds=max(window_s, CYCLE_S))
