@@ -151,11 +151,12 @@ def _rolling_median(x: np.ndarray, window: int, min_samples: int, *, stride: int
 
     With ``stride > 1`` the median is taken over every ``stride``-th point and held
     for ``stride`` buckets (still strictly trailing): for slowly varying scales."""
+    window = max(1, min(window, len(x)))  # a series shorter than the window (a short capture)
     if stride <= 1:
         med = bn.move_median(x, window, min_count=min(min_samples, window))
         return np.concatenate(([np.nan], med[:-1]))
     coarse = x[::stride]
-    w = max(3, window // stride)
+    w = max(1, min(max(3, window // stride), len(coarse)))
     med = bn.move_median(coarse, w, min_count=min(max(1, min_samples // stride), w))
     held = np.repeat(np.concatenate(([np.nan], med[:-1])), stride)[: len(x)]
     return held
