@@ -235,7 +235,7 @@ def build_rollups(
     """)
 
     _build_signals(con, g)
-    for tmp in ("_grid", "_msamples", "_sig_sparse", "_cat", "_labelnames"):
+    for tmp in ("_grid", "_msamples", "_sig_sparse", "_cat", "_labelnames", "_msets", "_magg"):
         con.execute(f"DROP TABLE IF EXISTS {tmp}")
     con.execute("DROP VIEW IF EXISTS _labelnames_view")
     n_signals = con.execute("SELECT count(*) FROM signal_catalog").fetchall()[0][0]
@@ -253,8 +253,12 @@ def _build_signals(con: duckdb.DuckDBPyConnection, g: int) -> None:
     con.execute("CREATE OR REPLACE TEMP TABLE _labelnames AS SELECT * FROM _labelnames_view")
     con.unregister("_labelnames_view")
 
-    # Sparse values and their catalog rows, one SELECT per family of signals.
+    # Each family of signals is a catalog query over its few distinct keys and a value
+    # query (t, signal, value) over the roll table.
     # kind: count (0 when absent), rate (metric counter rate, NULL when absent), gauge.
+    cat_cols = "signal, source, metric, labels, caller, errno_class, unit, aggregation, kind"
+    catalogs: list[str] = []
+    values: list[str] = []
     caller_sig = [
         ("requests", "sum(requests)", "req/s", "count", "sum over method, dc"),
         ("uris", "sum(uris)", "uris/s", "count", "sum over method, dc"),
@@ -262,68 +266,89 @@ def _build_signals(con: duckdb.DuckDBPyConnection, g: int) -> None:
         ("errors", "sum(errors)", "req/s", "count", "sum of non-ok requests"),
         ("p99_ms", "max(p99_duration_ms)", "ms", "gauge", "max over method, dc of p99"),
     ]
-    parts = [
-        f"""SELECT t, 'caller:' || caller || ':{name}' AS signal, {expr} AS value,
-                   'requests' AS source, NULL AS metric, NULL AS labels, caller,
-                   NULL AS errno_class, '{unit}' AS unit, '{agg}' AS aggregation,
-                   '{kind}' AS kind
-            FROM roll_callers GROUP BY t, caller"""
-        for name, expr, unit, kind, agg in caller_sig
-    ]
+    for name, expr, unit, kind, agg in caller_sig:
+        sig = f"'caller:' || caller || ':{name}'"
+        catalogs.append(
+            f"SELECT DISTINCT {sig}, 'requests', NULL, NULL, caller, NULL, '{unit}', '{agg}',"
+            f" '{kind}' FROM roll_callers"
+        )
+        values.append(f"SELECT t, {sig}, {expr} FROM roll_callers GROUP BY t, caller")
     err_families = [
         ("'errors:total'", "TRUE", "NULL"),
         ("'errors:' || errno_class", "errno_class IS NOT NULL", "errno_class"),
         ("'errors:cache:' || cache", "cache IS NOT NULL", "NULL"),
         ("'errors:op:' || op", "op IS NOT NULL", "NULL"),
     ]
-    parts += [
-        f"""SELECT t, {name} AS signal, sum(errors) AS value, 'logs' AS source, NULL AS metric,
-                   NULL AS labels, NULL AS caller, {errno} AS errno_class,
-                   'lines/s' AS unit, 'sum of 1/sample_rate over error lines' AS aggregation,
-                   'count' AS kind
-            FROM roll_errors WHERE is_error AND {cond} GROUP BY ALL"""
-        for name, cond, errno in err_families
-    ]
-    is_counter = _is_counter_sql("m.metric")
-    unit = f"""CASE WHEN {is_counter} THEN 'per_s'
-                    WHEN m.metric LIKE '%_seconds' THEN 's'
-                    WHEN m.metric LIKE '%_bytes' THEN 'bytes'
-                    WHEN m.metric LIKE '%_ratio' THEN 'ratio' ELSE '' END"""
+    for sig, cond, errno in err_families:
+        catalogs.append(
+            f"SELECT DISTINCT {sig}, 'logs', NULL, NULL, NULL, {errno}, 'lines/s',"
+            f" 'sum of 1/sample_rate over error lines', 'count'"
+            f" FROM roll_errors WHERE is_error AND {cond}"
+        )
+        values.append(
+            f"SELECT t, {sig}, sum(errors) FROM roll_errors WHERE is_error AND {cond} GROUP BY ALL"
+        )
+    is_counter = _is_counter_sql("metric")
+    sums = f"regexp_matches(metric, '{SUM_PATTERN}')"
+    unit = f"""CASE WHEN {is_counter} THEN 'per_s' WHEN metric LIKE '%_seconds' THEN 's'
+                    WHEN metric LIKE '%_bytes' THEN 'bytes'
+                    WHEN metric LIKE '%_ratio' THEN 'ratio' ELSE '' END"""
     kind = f"CASE WHEN {is_counter} THEN 'rate' ELSE 'gauge' END"
-    sums = f"regexp_matches(m.metric, '{SUM_PATTERN}')"
-    parts.append(f"""
-        SELECT m.t, 'metric:' || m.metric AS signal,
-               CASE WHEN {sums} THEN sum(m.value) ELSE max(m.value) END AS value,
-               'metrics' AS source, m.metric, NULL AS labels, NULL AS caller,
-               NULL AS errno_class, {unit} AS unit,
-               CASE WHEN {sums} THEN 'sum over labels' ELSE 'max over labels' END
-                 AS aggregation, {kind} AS kind
-        FROM roll_metrics m GROUP BY m.t, m.metric""")
-    parts.append(f"""
-        SELECT m.t, 'metric:' || m.metric || n.suffix AS signal, m.value, 'metrics' AS source,
-               m.metric, m.labels, NULL AS caller, NULL AS errno_class, {unit} AS unit,
-               'one label set' AS aggregation, {kind} AS kind
-        FROM roll_metrics m JOIN _labelnames n USING (labels)
-        WHERE m.metric IN (SELECT metric FROM roll_metrics GROUP BY metric
-                           HAVING count(DISTINCT labels) > 1)""")
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE _sig_sparse AS " + "\nUNION ALL BY NAME\n".join(parts)
-    )
     con.execute("""
-        CREATE OR REPLACE TABLE signal_catalog AS
-        SELECT signal, any_value(source) AS source, any_value(metric) AS metric,
-               any_value(labels) AS labels, any_value(caller) AS caller,
-               any_value(errno_class) AS errno_class, any_value(unit) AS unit,
-               any_value(aggregation) AS aggregation, any_value(kind) AS kind
-        FROM _sig_sparse GROUP BY signal ORDER BY signal
+        CREATE OR REPLACE TEMP TABLE _msets AS
+        SELECT metric, labels, count(*) OVER (PARTITION BY metric) AS n_sets
+        FROM (SELECT DISTINCT metric, labels FROM roll_metrics)
     """)
-    con.execute("""
+    catalogs.append(
+        f"SELECT DISTINCT 'metric:' || metric, 'metrics', metric, NULL, NULL, NULL, {unit},"
+        f" CASE WHEN {sums} THEN 'sum over labels' ELSE 'max over labels' END, {kind}"
+        " FROM _msets"
+    )
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _magg AS
+        SELECT DISTINCT metric, {sums} AS summed FROM _msets
+    """)
+    values.append("""
+        SELECT m.t, 'metric:' || m.metric,
+               CASE WHEN any_value(a.summed) THEN sum(m.value) ELSE max(m.value) END
+        FROM roll_metrics m JOIN _magg a USING (metric) GROUP BY m.t, m.metric""")
+    catalogs.append(
+        f"SELECT 'metric:' || metric || n.suffix, 'metrics', metric, labels, NULL, NULL,"
+        f" {unit}, 'one label set', {kind}"
+        " FROM _msets JOIN _labelnames n USING (labels) WHERE n_sets > 1"
+    )
+    values.append("""
+        SELECT m.t, 'metric:' || m.metric || n.suffix, m.value
+        FROM roll_metrics m JOIN _msets s USING (metric, labels)
+        JOIN _labelnames n USING (labels) WHERE s.n_sets > 1""")
+
+    con.execute(
+        "CREATE OR REPLACE TABLE signal_catalog AS SELECT * FROM ("
+        + " UNION ALL ".join(f"SELECT * FROM ({q}) AS c({cat_cols})" for q in catalogs)
+        + ") ORDER BY signal"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _cat AS"
+        " SELECT row_number() OVER (ORDER BY signal) AS sid, signal, kind FROM signal_catalog"
+    )
+    us = g * 1_000_000
+    origin = con.execute("SELECT min(t) FROM _grid").fetchall()[0][0]
+    origin = f"TIMESTAMP '{origin}'"
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _sig_sparse AS"
+        f" SELECT c.sid, (epoch_us(v.t) - epoch_us({origin})) // {us} AS i, v.value"
+        " FROM ("
+        + " UNION ALL ".join(f"SELECT * FROM ({q}) AS v(t, signal, value)" for q in values)
+        + ") v JOIN _cat c USING (signal)"
+    )
+    n = con.execute("SELECT count(*) FROM _grid").fetchall()[0][0]
+    con.execute(f"""
         CREATE OR REPLACE TABLE signals AS
-        SELECT g.t, c.signal,
-               CASE WHEN c.kind = 'count' THEN coalesce(s.value, 0) ELSE s.value END AS value
-        FROM signal_catalog c CROSS JOIN _grid g
-        LEFT JOIN _sig_sparse s ON s.signal = c.signal AND s.t = g.t
-        ORDER BY c.signal, g.t
+        SELECT {origin} + to_microseconds(d.i * {us}) AS t, d.signal,
+               CASE WHEN d.kind = 'count' THEN coalesce(s.value, 0) ELSE s.value END AS value
+        FROM (SELECT sid, signal, kind, range AS i FROM _cat, range({n})) d
+        LEFT JOIN _sig_sparse s USING (sid, i)
+        ORDER BY d.sid, d.i
     """)
 
 
