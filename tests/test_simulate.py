@@ -48,13 +48,11 @@ def random_run(tmp_path_factory):
     return out, res.truth, load(out)
 
 
-def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path):
-    simulate("random", tmp_path / "a", seed=11, scale=0.3)
-    simulate("random", tmp_path / "b", seed=11, scale=0.3)
-    simulate("random", tmp_path / "c", seed=12, scale=0.3)
-    a, b, c = (digest(tmp_path / x) for x in "abc")
+def test_same_seed_gives_identical_files(tmp_path):
+    simulate("random", tmp_path / "a", seed=11, scale=0.2)
+    simulate("random", tmp_path / "b", seed=11, scale=0.2)
+    a, b = digest(tmp_path / "a"), digest(tmp_path / "b")
     assert a == b
-    assert a != c
     assert any(k.endswith(".gz") for k in a) and any(k.endswith(".zst") for k in a)
 
 
@@ -99,8 +97,8 @@ def test_quiet_scenario_has_rivals_but_no_incident(tmp_path):
 
 
 def test_scale_changes_the_request_rows_not_the_story(tmp_path):
-    small = simulate("random", tmp_path / "s", seed=8, scale=0.25)
-    big = simulate("random", tmp_path / "b", seed=8, scale=1.0)
+    small = simulate("random", tmp_path / "s", seed=8, scale=0.1)
+    big = simulate("random", tmp_path / "b", seed=8, scale=0.3)
     for key in ("incident", "culprit", "roles", "onsets", "settings", "window", "rivals"):
         assert small.truth[key] == big.truth[key]
     assert 2.0 < big.request_rows / small.request_rows < 4.5
@@ -142,13 +140,13 @@ def test_cli_refuses_a_non_empty_directory_it_did_not_write(tmp_path, capsys):
 
 def test_cli_writes_and_rewrites_its_own_output(tmp_path, capsys):
     out = tmp_path / "o"
-    assert main(["simulate", "--scenario", "quiet", "--seed", "2", "--scale", "0.2",
+    (out / "requests").mkdir(parents=True)
+    (out / "requests" / "stale.jsonl").write_text("{}\n")
+    (out / "truth.json").write_text("{}")  # a previous simulation's output: replaced
+    assert main(["simulate", "--scenario", "quiet", "--seed", "2", "--scale", "0.1",
                  "--out", str(out)]) == 0
-    first = digest(out)
-    assert main(["simulate", "--scenario", "quiet", "--seed", "2", "--scale", "0.2",
-                 "--out", str(out)]) == 0
-    assert digest(out) == first
     assert "incident=false" in capsys.readouterr().out
+    assert not (out / "requests" / "stale.jsonl").exists()
     truth = json.loads((out / "truth.json").read_text())
     assert truth["scenario"] == "quiet" and (out / "incident.toml").is_file()
 
