@@ -437,12 +437,21 @@ def _dt(epoch_s: float) -> datetime:
     return _EPOCH + timedelta(microseconds=int(round(epoch_s * 1e6)))
 
 
-def _signal_name(series: pl.DataFrame, signal: str | None) -> str:
-    if signal is not None:
-        return signal
-    if "signal" in series.columns and series.height:
-        return str(series["signal"][0])
-    return "series"
+def _prepare(
+    series: pl.DataFrame, signal: str | None
+) -> tuple[str, np.ndarray, np.ndarray, float] | None:
+    """The signal's name, times, values and step; None when there is nothing to detect in
+    (fewer than 3 buckets, or no finite value)."""
+    name = signal
+    if name is None:
+        has_name = "signal" in series.columns and series.height
+        name = str(series["signal"][0]) if has_name else "series"
+    if series.height < 3:
+        return None
+    t, x, step = _series_arrays(series)
+    if not np.isfinite(x).any():
+        return None
+    return name, t, x, step
 
 
 # --- public API ----------------------------------------------------------------------------
@@ -461,12 +470,10 @@ def detect(
     adds a Poisson floor to the scale. Windows are ordered by start.
     """
     settings = settings or DetectorSettings()
-    name = _signal_name(series, signal)
-    if series.height < 3:
+    prepared = _prepare(series, signal)
+    if prepared is None:
         return []
-    t, x, step = _series_arrays(series)
-    if not np.isfinite(x).any():
-        return []
+    name, t, x, step = prepared
     min_core = max(1, int(np.ceil(settings.min_duration_s / step)))
     gap = int(settings.merge_gap_s // step)
     rejoin = int(settings.rejoin_s // step)
@@ -531,12 +538,10 @@ def baseline_detect(
     series: pl.DataFrame, k: float = 3.0, *, signal: str | None = None
 ) -> list[AnomalyWindow]:
     """The do-nothing detector: runs of buckets beyond the global mean +- ``k`` sd."""
-    name = _signal_name(series, signal)
-    if series.height < 3:
+    prepared = _prepare(series, signal)
+    if prepared is None:
         return []
-    t, x, _ = _series_arrays(series)
-    if not np.isfinite(x).any():
-        return []
+    name, t, x, _ = prepared
     mean, sd = float(np.nanmean(x)), float(np.nanstd(x))
     with np.errstate(invalid="ignore", divide="ignore"):
         z = (x - mean) / sd if sd > 0 else np.zeros_like(x)

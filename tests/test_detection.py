@@ -107,6 +107,15 @@ def test_daily_curve_is_not_an_anomaly_but_a_bump_on_it_is():
     assert w.start == at(4000, step) and w.direction == "up"
 
 
+def test_a_short_capture_shorter_than_the_baseline_window_works():
+    """A lab run: two minutes, the batch starts 20 s in (TIME_WAIT fills the ports)."""
+    x = np.r_[np.full(20, 2.0), np.minimum(3000, 400 * np.arange(1, 101))]
+    x = x + np.random.default_rng(0).normal(0, 0.5, 120)
+    (w,) = detect(frame(x))
+    assert w.start == at(20) and w.direction == "up" and w.kind == "shift"
+    assert detect(frame(x[:2])) == [] and detect(frame(np.full(50, np.nan))) == []
+
+
 def test_gaps_in_a_gauge_are_tolerated():
     x = noisy(2000)
     x[100:300] = np.nan
