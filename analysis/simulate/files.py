@@ -511,7 +511,7 @@ def write_events(out: Path, w: World, acc: Written) -> None:
     acc.add(rel, len(events))
     # alerts: a crash-loop alert when a host restarts after >= 10 min without a restart
     rows = []
-    for h, host in enumerate(sc.hosts):
+    for h, host in enumerate(h.name for h in sc.hosts):
         r = w.restarts[:, h]
         jumps = np.flatnonzero(np.diff(r) > 0) + 1
         last = -10**9
