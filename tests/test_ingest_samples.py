@@ -106,3 +106,28 @@ def test_cli_prints_per_file_and_total_then_is_a_no_op(tmp_path, capsys):
     con = connect(db, read_only=True)
     assert con.execute("SELECT count(*) FROM requests WHERE host = 'dp-3' AND uris = 17342"
                        ).fetchall()[0][0] == 2  # requests.jsonl once, its gz sibling once
+
+
+def _tables(con):
+    return {t: sorted(map(repr, con.execute(
+        f"SELECT * EXCLUDE (file_id) FROM {t}").fetchall()))
+        for t in ("requests", "log_events", "metrics", "events", "rejects")}
+
+
+def test_fast_path_and_line_path_load_the_same_rows(monkeypatch, tmp_path):
+    """DuckDB's own readers (JSON lines, CSV) are an optimisation for clean files; a
+    file with rejects is read line by line, which keeps their text. Either way the
+    rows, line numbers and rejects are the same."""
+    bad = tmp_path / "requests-mixed.jsonl"
+    bad.write_text('{"time":"2026-04-06T14:02:03Z","uris":"many"}\n'
+                   '{"time":"2026-04-06T14:02:04Z","caller":"a","uris":4}\n')
+    fast = connect(None)
+    report = ingest_paths(fast, [SAMPLES, bad])
+    fell_back = {Path(f.path).name for f in report.files if "line by line" in f.note}
+    assert fell_back == {"requests-mixed.jsonl"}  # clean files stay on the fast path
+    import analysis.ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "line_stats", lambda path: None)
+    slow = connect(None)
+    ingest_paths(slow, [SAMPLES, bad])
+    assert _tables(fast) == _tables(slow)

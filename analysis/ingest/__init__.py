@@ -197,8 +197,9 @@ def _ingest_one(con: duckdb.DuckDBPyConnection, path: Path, detected: Detected |
     renames = _renames(manifest, path)
     zone = manifest.timezone if manifest else None
     show = stderr_progress(path, size) if progress else None
-    # JSON lines first try DuckDB's read_json, exact when it reads one row per line
-    stats = line_stats(path) if detected.fmt == "jsonl" else None
+    # JSON lines and CSV first try DuckDB's own reader, exact when it reads one row per line
+    fast = detected.fmt == "jsonl" or detected.fmt.startswith("csv")
+    stats = line_stats(path) if fast else None
     expected = stats.lines if stats and stats.longest <= MAX_LINE else None
     try:
         while True:

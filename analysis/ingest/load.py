@@ -45,6 +45,11 @@ TABLE_OF = {"requests": "requests", "errors": "log_events", "metrics": "metrics"
             "events": "events"}
 
 
+class FastPathMiss(Exception):
+    """DuckDB's own reader did not give one clean row per line: use the exact line path
+    (which also keeps the text of rejected lines)."""
+
+
 @dataclass
 class Counts:
     """Lines read, loaded and rejected so far in one file."""
@@ -94,13 +99,15 @@ class _NetCache:
 
 def _emit(con: duckdb.DuckDBPyConnection, job: Job, stage_sql: str, *,
           expected: int | None = None, wide: tuple[list[str], list[str]] | None = None,
-          net: _NetCache | None = None, rejects_only: bool = False) -> tuple[int, int]:
+          net: _NetCache | None = None, rejects_only: bool = False,
+          clean_only: bool = False) -> tuple[int, int]:
     """Insert the rows of ``stage_sql``: reason NULL into the kind's table, the others
     into rejects. Returns (rows loaded, rows rejected), counted in stage rows.
 
     With ``expected`` (the number of stage rows, known beforehand) and a kind that
     needs no second look, rows go straight in, and the rejects query runs only if
     fewer than ``expected`` loaded; otherwise the rows are staged in a temporary table.
+    ``clean_only`` raises ``FastPathMiss`` instead of writing any reject.
     """
     kind, fid, path = job.detected.kind, job.file_id, sql_str(str(job.path))
     rejects = (f"INSERT INTO rejects (file_id, path, line, raw, reason)"
@@ -108,12 +115,17 @@ def _emit(con: duckdb.DuckDBPyConnection, job: Job, stage_sql: str, *,
                f" WHERE reason IS NOT NULL")
     if expected is not None and net is None and wide is None:
         loaded = con.execute(_insert_sql(kind, fid, f"({stage_sql})")).fetchall()[0][0]
+        if clean_only and loaded != expected:
+            raise FastPathMiss(f"{expected - loaded} of {expected} rows not loadable")
         bad = 0 if loaded >= expected else con.execute(
             rejects.format(f"({stage_sql})")).fetchall()[0][0]
         return loaded, bad
     con.execute(f"CREATE TEMP TABLE _stage AS {stage_sql}")
     try:
         total = con.execute("SELECT count(*) FROM _stage").fetchall()[0][0]
+        if clean_only and con.execute(
+                "SELECT count(*) FROM _stage WHERE reason IS NOT NULL").fetchall()[0][0]:
+            raise FastPathMiss("some rows not loadable")
         if net is not None:
             errs, msgs = ([r[0] for r in con.execute(
                 f"SELECT DISTINCT {c} FROM _stage WHERE reason IS NULL AND {c} IS NOT NULL"
@@ -203,29 +215,45 @@ def _json_aliases(path: Path, fields: dict[str, Field]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+@dataclass(frozen=True)
+class CsvLayout:
+    """A CSV file's header as the loader sees it: column i is ``"c:i"``."""
+
+    names: list[str]  # lower case, manifest renames applied
+    get: S.Getter
+    extra: dict
+
+
+def csv_layout(job: Job, fields: dict[str, Field]) -> CsvLayout:
+    """Read the header line; map its columns to fields, series (wide) or labels (long)."""
+    header = [h.strip() for h in next(csv.reader([_first_line(job.path)]), [])]
+    renames = {k.lower(): v for k, v in job.renames.items()}
+    names = [renames.get(h.lower(), h.lower()) for h in header]
+    cols: dict[str, S.Col] = {}
+    for i, name in enumerate(names, 1):
+        if name:
+            cols.setdefault(name, S.Col(S.q(f"c:{i}")))
+    extra: dict = {}
+    if job.detected.fmt == "csv-wide":
+        parsed = [parse_series_name(h) for h in header[1:]]
+        extra["series"] = [S.Col(S.q(f"c:{i}")) for i in range(2, len(header) + 1)]
+        extra["wide"] = ([m for m, _ in parsed], [S.canonical_labels(lb) for _, lb in parsed])
+        return CsvLayout(names, {"time": S.Col(S.q("c:1"))}.get, extra)
+    if job.detected.fmt == "csv-long":
+        known = {a for f in fields.values() for a in f.aliases}
+        extra["label_cols"] = {h: c for h, c in cols.items() if h not in known}
+    return CsvLayout(names, cols.get, extra)
+
+
 def _line_source(job: Job, fields: dict[str, Field]) -> tuple[str, S.Getter, dict]:
     """Parse-layer SQL for a line format, the alias getter, and extras for the convert layer."""
     fmt = job.detected.fmt
-    extra: dict = {}
     if fmt in S.PARSERS:
         aliases = _json_aliases(job.path, fields) if fmt == "jsonl" else S.aliases_of(fields)
         sql, cols = S.PARSERS[fmt](aliases)
-        return sql, cols.get, extra
-    header_raw = next(csv.reader([_first_line(job.path)]), [])
-    header = [h.strip() for h in header_raw]
-    renames = {k.lower(): v for k, v in job.renames.items()}
-    lowered = [renames.get(h.lower(), h.lower()) for h in header]
-    sql, cols = S.parse_csv(lowered)
-    if fmt == "csv-wide":
-        series = [S.Col(S.q(f"c:{i}")) for i in range(2, len(header) + 1)]
-        parsed = [parse_series_name(h) for h in header[1:]]
-        extra["series"] = series
-        extra["wide"] = ([m for m, _ in parsed], [S.canonical_labels(lb) for _, lb in parsed])
-        return sql, {"time": S.Col(S.q("c:1"))}.get, extra
-    if fmt == "csv-long":
-        known = {a for f in fields.values() for a in f.aliases}
-        extra["label_cols"] = {h: c for h, c in cols.items() if h not in known}
-    return sql, cols.get, extra
+        return sql, cols.get, {}
+    layout = csv_layout(job, fields)
+    return S.parse_csv(layout.names), layout.get, layout.extra
 
 
 def _convert_sql(kind: str, source: str, fields: dict[str, Field], get: S.Getter,
@@ -239,10 +267,6 @@ def _convert_sql(kind: str, source: str, fields: dict[str, Field], get: S.Getter
     if "series" in extra:
         return S.convert_metrics_wide(source, fields, get, zone, extra["series"])
     return S.convert_metrics_long(source, fields, get, zone, extra.get("label_cols", {}))
-
-
-class FastPathMiss(Exception):
-    """DuckDB's own reader could not account for every line: use the exact line path."""
 
 
 def load_jsonl_fast(con: duckdb.DuckDBPyConnection, job: Job, expected_lines: int) -> Counts:
@@ -268,15 +292,42 @@ def load_jsonl_fast(con: duckdb.DuckDBPyConnection, job: Job, expected_lines: in
               f" FROM {src}")
     cols = {a: S.Col(S.q("a:" + a)) for a in aliases}
     stage = _convert_sql(kind, source, fields, cols.get, job.zone, {})
-    net = _NetCache() if kind == "errors" else None
+    return _fast(con, job, stage, expected_lines)
+
+
+def load_csv_fast(con: duckdb.DuckDBPyConnection, job: Job, expected_lines: int) -> Counts:
+    """CSV through DuckDB's ``read_csv`` (strict: a ragged row is an error), exact only
+    when it reads one row per physical line after the header; else ``FastPathMiss``."""
+    kind = job.detected.kind
+    fields = fields_for(kind, job.renames)
+    layout = csv_layout(job, fields)
+    expected = expected_lines - 1
+    comp = {"gzip": "gzip", "zstd": "zstd"}.get(compression_of(job.path) or "", "none")
+    columns = ", ".join(f"'c:{i}': 'VARCHAR'" for i in range(1, len(layout.names) + 1))
+    src = (f"read_csv({sql_str(str(job.path))}, header = true, auto_detect = false,"
+           f" delim = ',', quote = '\"', escape = '\"', strict_mode = true,"
+           f" compression = '{comp}', max_line_size = {MAX_LINE}, columns = {{{columns}}})")
+    cells = ", ".join(S.q(f"c:{i}") for i in range(1, len(layout.names) + 1))
+    source = (f"SELECT row_number() OVER () + 1 AS line, CAST(NULL AS BLOB) AS raw,"
+              f" CAST(NULL AS VARCHAR) AS txt, CAST(NULL AS VARCHAR) AS preason, {cells}"
+              f" FROM {src}")
+    stage = _convert_sql(kind, source, fields, layout.get, job.zone, layout.extra)
+    return _fast(con, job, stage, expected, layout.extra.get("wide"))
+
+
+def _fast(con: duckdb.DuckDBPyConnection, job: Job, stage: str, expected: int,
+          wide: tuple[list[str], list[str]] | None = None) -> Counts:
+    """Run a fast-path stage; ``FastPathMiss`` unless it accounted for ``expected`` rows."""
+    net = _NetCache() if job.detected.kind == "errors" else None
     try:
-        loaded, bad = _emit(con, job, stage, expected=expected_lines, net=net)
+        loaded, bad = _emit(con, job, stage, expected=expected, net=net, wide=wide,
+                            clean_only=True)
     except duckdb.Error as exc:
         raise FastPathMiss(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
-    if loaded + bad != expected_lines:
-        raise FastPathMiss(f"read_json gave {loaded + bad} rows for {expected_lines} lines")
+    if loaded + bad != expected:
+        raise FastPathMiss(f"DuckDB read {loaded + bad} rows for {expected} lines")
     if job.progress:
-        job.progress(expected_lines, 0)
+        job.progress(expected, 0)
     return Counts(loaded + bad, loaded, bad)
 
 
@@ -442,8 +493,9 @@ def load_file(con: duckdb.DuckDBPyConnection, job: Job, expected_lines: int | No
               ) -> Counts:
     """Load one detected file; the caller holds the transaction.
 
-    ``expected_lines`` (physical lines, when known) enables the JSON-lines fast
-    path, which raises ``FastPathMiss`` when it cannot account for every line.
+    ``expected_lines`` (physical lines, when known) enables the fast paths for
+    JSON lines and CSV (DuckDB's own readers), which raise ``FastPathMiss`` when
+    they cannot account for every line.
     """
     fmt = job.detected.fmt
     if fmt == "parquet":
@@ -454,6 +506,8 @@ def load_file(con: duckdb.DuckDBPyConnection, job: Job, expected_lines: int | No
         return load_yaml_events(con, job)
     if fmt == "jsonl" and expected_lines:
         return load_jsonl_fast(con, job, expected_lines)
+    if fmt.startswith("csv") and expected_lines:
+        return load_csv_fast(con, job, expected_lines)
     return load_lines(con, job)
 
 

@@ -128,21 +128,17 @@ def _unquote_csv(v: str) -> str:
             f" ELSE {v} END, '')")
 
 
-def parse_csv(header: list[str]) -> tuple[str, dict[str, Col]]:
-    """CSV with ``header`` (line 1, not loaded): fields split by a regex, quotes undone.
+def parse_csv(header: list[str]) -> str:
+    """CSV with ``header`` (line 1, not loaded): fields split by a regex, quotes undone;
+    column i is ``"c:i"``.
 
     A row with another number of fields than the header, or a field that does
     not parse (a stray quote), is rejected; quoted newlines are not supported.
     """
     n = len(header)
-    cols: dict[str, Col] = {}
-    parts = []
-    for i, name in enumerate(header, 1):
-        if name and name not in cols:
-            cols[name] = Col(q(f"c:{i}"))
-            parts.append(f"{_unquote_csv(f'fl[{i}]')} AS {q(f'c:{i}')}")
-    select = ",\n           ".join(parts)
-    sql = f"""
+    select = ",\n           ".join(
+        f"{_unquote_csv(f'fl[{i}]')} AS {q(f'c:{i}')}" for i in range(1, n + 1))
+    return f"""
     SELECT line, raw, txt,
            coalesce(preason,
              CASE WHEN len(fl) <> {n} THEN 'ragged CSV row: expected {n} fields, got ' || len(fl)
@@ -152,7 +148,6 @@ def parse_csv(header: list[str]) -> tuple[str, dict[str, Col]]:
            {select}
     FROM (SELECT *, regexp_extract_all(coalesce(txt, ''), '{CSV_FIELD_RE}', 1) AS fl
           FROM ({base_lines()}) WHERE line > 1)"""
-    return sql, cols
 
 
 # --- convert layers -------------------------------------------------------------
@@ -166,6 +161,16 @@ def _text(cols: list[tuple[str, Col]]) -> str:
     if not cols:
         return "CAST(NULL AS VARCHAR)"
     exprs = [f"CAST({c.expr} AS VARCHAR)" for _, c in cols]
+    return exprs[0] if len(exprs) == 1 else f"coalesce({', '.join(exprs)})"
+
+
+def _raw(cols: list[tuple[str, Col]]) -> str:
+    """The value as given (typed columns left uncast: checks only test it for NULL)."""
+    if len({c.type for _, c in cols}) > 1:
+        return _text(cols)
+    exprs = [c.expr for _, c in cols]
+    if not exprs:
+        return "CAST(NULL AS VARCHAR)"
     return exprs[0] if len(exprs) == 1 else f"coalesce({', '.join(exprs)})"
 
 
@@ -200,7 +205,7 @@ def _names(fields: dict[str, Field], name: str) -> str:
 
 
 def _shown(expr: str) -> str:
-    return f"'''' || left({expr}, 60) || ''''"
+    return f"'''' || left(CAST({expr} AS VARCHAR), 60) || ''''"
 
 
 def _convert(typed: dict[str, str], raws: dict[str, str], checks: list[tuple[str, str]],
@@ -212,7 +217,8 @@ def _convert(typed: dict[str, str], raws: dict[str, str], checks: list[tuple[str
     whens = "\n             ".join(f"WHEN {cond} THEN {why}" for cond, why in checks)
     outer = ", ".join(q(k) for k in typed)
     # a row without a text line (Parquet) is shown by its raw field values
-    fallback = " || ' ' || ".join(f"'{k}=' || coalesce({q('raw:' + k)}, '')" for k in raws)
+    fallback = " || ' ' || ".join(
+        f"'{k}=' || coalesce(CAST({q('raw:' + k)} AS VARCHAR), '')" for k in raws)
     return f"""
     SELECT line, {outer}, reason,
            CASE WHEN reason IS NOT NULL
@@ -252,7 +258,7 @@ def convert_requests(source: str, fields: dict[str, Field], get: Getter, zone: s
         "host": _text(p["host"]),
         "dc": _text(p["dc"]),
     }
-    raws = {n: _text(p[n]) for n in ("time", "uris", "duration_ms")}
+    raws = {n: _raw(p[n]) for n in ("time", "uris", "duration_ms")}
     checks = _time_checks(fields) + [
         _number_check("uris",
                       '"uris_d" >= 0 AND "uris_d" < 2147483648 AND "uris_d" = trunc("uris_d")',
@@ -279,7 +285,7 @@ def convert_errors(source: str, fields: dict[str, Field], get: Getter, zone: str
         "error": error,
         "sample_rate": f"coalesce({_number(p['sample_rate'])}, 1.0)",
     }
-    raws = {n: _text(p[n]) for n in ("time", "sample_rate")}
+    raws = {n: _raw(p[n]) for n in ("time", "sample_rate")}
     checks = _time_checks(fields) + [
         _number_check("sample_rate", '"sample_rate" > 0 AND "sample_rate" <= 1',
                       "a fraction in (0, 1]"),
@@ -299,7 +305,7 @@ def convert_events(source: str, fields: dict[str, Field], get: Getter, zone: str
         "source": _text(p["source"]),
         "detail": _text(p["detail"]),
     }
-    raws = {n: _text(p[n]) for n in ("time", "end_time")}
+    raws = {n: _raw(p[n]) for n in ("time", "end_time")}
     kinds = ", ".join(sql_str(k) for k in EVENT_KINDS)
     checks = _time_checks(fields) + [
         ('"raw:end_time" IS NOT NULL AND "end_time" IS NULL',
@@ -343,7 +349,7 @@ def convert_metrics_long(source: str, fields: dict[str, Field], get: Getter, zon
         "value": _number(p["value"]),
         "labels": labels_json([(k, c.expr) for k, c in label_cols.items()]),
     }
-    raws = {n: _text(p[n]) for n in ("time", "value")}
+    raws = {n: _raw(p[n]) for n in ("time", "value")}
     checks = _time_checks(fields) + [
         ('"metric" IS NULL', "'missing required field metric'"),
         ('"raw:value" IS NULL', "'missing required field value'"),
@@ -359,7 +365,7 @@ def convert_metrics_wide(source: str, fields: dict[str, Field], get: Getter, zon
     vals = ", ".join(f"try_cast({c.expr} AS DOUBLE)" for c in series)
     raws_l = ", ".join(c.expr for c in series)
     typed = {"time": _time(p["time"], zone), "vals": f"[{vals}]", "raws": f"[{raws_l}]"}
-    raws = {"time": _text(p["time"])}
+    raws = {"time": _raw(p["time"])}
     bad = ("list_position(list_transform(list_zip(\"vals\", \"raws\"),"
            " lambda z: z[2] IS NOT NULL AND z[1] IS NULL), true)")
     checks = _time_checks(fields) + [
