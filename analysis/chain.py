@@ -47,6 +47,9 @@ UNKNOWN_POOL_CAP = 200
 STRESS_FACTOR = 2.0  # runtime stress: OS threads at twice their level
 IMPACT_SHARE = 0.9  # user impact: a minute below 90 % of the usual traffic
 IMPACT_BIN_S = 60
+# Effects that build up over minutes (threads ratchet, pods run out of memory):
+# their hops are measured over ``slow_lag_s`` instead of ``max_lag_s``.
+SLOW_EFFECTS = frozenset({"runtime_stress", "user_impact"})
 
 # Within a role, which signal stands for it (first pattern that matches wins).
 _PREFERRED: dict[str, tuple[str, ...]] = {
@@ -62,7 +65,8 @@ _PREFERRED: dict[str, tuple[str, ...]] = {
 class ChainSettings:
     """Knobs of the chain search.
 
-    ``max_lag_s``: the longest delay a hop may have; ``min_share`` and
+    ``max_lag_s``: the longest delay a hop may have (``slow_lag_s`` for hops
+    into effects that build up over minutes, ``SLOW_EFFECTS``); ``min_share`` and
     ``max_p``: coincidence a hop (and the culprit) needs to count as supported;
     ``n_boot``/``n_shuffle``: resamples for the lag interval and the p-value;
     ``exhaustion_tolerance_s``: how close the predicted and observed moments of
@@ -82,6 +86,7 @@ class ChainSettings:
     min_corr: float = 0.1
     smooth_s: int = 15
     slack_s: float = 15.0
+    slow_lag_s: int = 1800
     lag_how: str = "diff"
 
 
@@ -263,10 +268,11 @@ def _windows(
 
 
 def _coincide(cause: list[AnomalyWindow], effect: list[AnomalyWindow],
-              span: tuple[datetime, datetime], settings: ChainSettings) -> Coincidence:
+              span: tuple[datetime, datetime], settings: ChainSettings,
+              max_lag_s: float | None = None) -> Coincidence:
     """Coincidence of window starts, tolerating an effect detected ``slack_s`` early
     (metrics sampled every 5-15 s put a counter's rise up to one step early)."""
-    return coincidence(cause, effect, max_lag_s=settings.max_lag_s,
+    return coincidence(cause, effect, max_lag_s=max_lag_s or settings.max_lag_s,
                        min_lag_s=-settings.slack_s, n_shuffle=settings.n_shuffle,
                        seed=settings.seed, span=span)
 
@@ -416,7 +422,7 @@ def find_chain(
     for s in scores[1:]:
         rejected.append(Rejected(f"caller:{s.caller}", _caller_reason(s, best, pool)))
     rejected += _reject_packet_loss(rival_loss, col, t, series, span, settings)
-    rejected += _reject_deploys(con, onsets, settings)
+    rejected += _reject_deploys(con, onsets, settings, best.caller)
     rejected += _reject_daily_curve(series, grid_s)
     notes = [tw_note] if tw_note else []
     return ChainResult(ROOT_CAUSE, culprit, hops, rejected, onsets, env, scores, mech_pass,
@@ -682,11 +688,12 @@ def _hop(
     settings: ChainSettings,
     mechanism: str | None,
 ) -> Hop:
-    max_lag = max(1, int(settings.max_lag_s / grid_s))
+    lag_s = settings.slow_lag_s if b.role in SLOW_EFFECTS else settings.max_lag_s
+    max_lag = max(1, int(lag_s / grid_s))
     k = max(1, int(settings.smooth_s / grid_s))
     ll = lead_lag(_smooth(a.values, k), _smooth(b.values, k), max_lag=max_lag,
                   n_boot=settings.n_boot, seed=settings.seed, step_s=grid_s, how=settings.lag_how)
-    c = _coincide(a.windows, b.windows, span, settings)
+    c = _coincide(a.windows, b.windows, span, settings, lag_s)
     size = _effect_size(a, b, span[0], grid_s, ll.lag_s)
     if b.role == "user_impact":
         size = -size  # the effect is a drop: report it with its sign
@@ -744,9 +751,14 @@ def _mechanism(
             passed = False
             when = f"dials never fill the range, yet exhaustion observed {_iso(observed)}"
         plateau = ""
-        if tw_signal:
-            peak = float(np.nanmax(col(tw_signal[0]), initial=0.0))
-            plateau = f"; TIME_WAIT plateau {peak:,.0f} per host"
+        exh = series["port_exhaustion"]
+        if tw_signal and exh.signal.startswith("errors:"):
+            tw = col(tw_signal[0])
+            during = tw[(np.nan_to_num(exh.values) > 0) & np.isfinite(tw)]
+            if during.size:
+                level = float(np.median(during))
+                plateau = (f"; TIME_WAIT while address errors occur: {level:,.0f} per host"
+                           f" ({level / env.ports:.0%} of the range)")
         texts[("fan_out", "port_exhaustion")] = (
             f"{rate:,.0f} dials/s per host x {env.time_wait_s} s TIME_WAIT ="
             f" {rate * env.time_wait_s:,.0f} sockets vs {room:,} free ports"
@@ -806,8 +818,16 @@ def _reject_packet_loss(
 
 
 def _reject_deploys(
-    con: duckdb.DuckDBPyConnection, onsets: dict[str, datetime], settings: ChainSettings
+    con: duckdb.DuckDBPyConnection,
+    onsets: dict[str, datetime],
+    settings: ChainSettings,
+    culprit: str | None = None,
 ) -> list[Rejected]:
+    """Deploys before the chain: too early, too late, or without a mechanism.
+
+    A deploy of the culprit itself (its name in the title) is context, not a rival
+    cause: the chain starts with its batches.
+    """
     rows = con.execute(
         "SELECT time, title FROM events WHERE lower(kind) = 'deploy' ORDER BY time"
     ).fetchall()
@@ -815,18 +835,30 @@ def _reject_deploys(
     out: list[Rejected] = []
     for when, title in rows:
         name = f"deploy: {title} ({_iso(when)})"
-        if first is None:
+        if culprit and first is not None and culprit.lower() in str(title).lower():
+            out.append(Rejected(name, f"not a separate cause: it brought {culprit} in; the chain"
+                                      f" starts with its batches {_ago(first - when)} later"))
+        elif first is None:
             out.append(Rejected(name, "nothing to explain"))
         elif when > first:
-            out.append(Rejected(name, f"wrong order: {(when - first).total_seconds():.0f} s after"
-                                      " the chain's first onset"))
+            out.append(Rejected(name, f"wrong order: {_ago(when - first)} after the chain's"
+                                      " first onset"))
         elif first - when > timedelta(seconds=settings.max_lag_s):
-            out.append(Rejected(name, f"no coincidence: {(first - when).total_seconds():.0f} s"
-                                      f" before the first onset (> {settings.max_lag_s} s)"))
+            out.append(Rejected(name, f"no coincidence: {_ago(first - when)} before the first"
+                                      f" onset (more than {settings.max_lag_s} s)"))
         else:
             out.append(Rejected(name, "no mechanism: a deploy opens no connections; the fan-out"
                                       " follows the caller's batches"))
     return out
+
+
+def _ago(d: timedelta) -> str:
+    """A duration in words: seconds, minutes, hours or days."""
+    sec = abs(d.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if sec >= 2 * size:
+            return f"{sec / size:.0f} {unit}"
+    return f"{sec:.0f} s"
 
 
 def _reject_daily_curve(series: dict[str, _RoleSeries], grid_s: float) -> list[Rejected]:
