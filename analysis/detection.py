@@ -162,6 +162,21 @@ def _rolling_median(x: np.ndarray, window: int, min_samples: int, *, stride: int
     return held
 
 
+def _rolling_quantile(
+    x: np.ndarray, q: float, window: int, min_samples: int, *, stride: int = 1
+) -> np.ndarray:
+    """Trailing rolling ``q`` quantile ignoring NaN, excluding the current point, over every
+    ``stride``-th point and held for ``stride`` buckets (see ``_rolling_median``)."""
+    coarse = x[::stride]
+    w = max(1, min(max(3, window // stride), len(coarse)))
+    m = min(max(1, min_samples // stride), w)
+    qs = pl.Series(coarse, nan_to_null=True).rolling_quantile(
+        q, interpolation="linear", window_size=w, min_samples=m
+    )
+    held = np.repeat(np.concatenate(([np.nan], qs.to_numpy()[:-1])), stride)[: len(x)]
+    return held.astype(np.float64)
+
+
 def _lagged(a: np.ndarray, k: int) -> np.ndarray:
     """``a`` delayed by ``k`` buckets (NaN before the start)."""
     return np.concatenate((np.full(min(k, len(a)), np.nan), a[: max(0, len(a) - k)]))
@@ -195,14 +210,20 @@ def _daily_profile(t: np.ndarray, x: np.ndarray, bin_s: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RobustFit:
-    """Per-bucket baseline, scale, robust z and baseline slope (value per bucket);
-    ``horizon`` is the baseline window in buckets, how far a slope may be carried."""
+    """Per-bucket baseline, scales upward and downward, robust z and baseline slope (value
+    per bucket); ``horizon`` is the baseline window in buckets, how far a slope may be
+    carried."""
 
     baseline: np.ndarray
-    scale: np.ndarray
+    up: np.ndarray
+    down: np.ndarray
     z: np.ndarray
     slope: np.ndarray
     horizon: int
+
+    def scale(self, sign: int) -> np.ndarray:
+        """The scale of departures in direction ``sign`` (+1 up, -1 down)."""
+        return self.up if sign > 0 else self.down
 
 
 def robust_z(
@@ -270,9 +291,16 @@ def robust_z(
     if counts:
         level = np.maximum(np.nan_to_num(baseline) * step_s, 1.0)
         scale = np.maximum(scale, np.sqrt(level) / step_s)
+    # the trailing window's own 1-99 % range is normal: a bursty series (a caller whose
+    # seconds hold one batch or none) is not anomalous at its usual zeros and peaks
+    low = settings.hysteresis * settings.z_threshold
+    q_lo = _fill(_rolling_quantile(rb, 0.01, window, min_samples, stride=stride))
+    q_hi = _fill(_rolling_quantile(rb, 0.99, window, min_samples, stride=stride))
+    up = np.maximum(scale, np.nan_to_num((q_hi - med) / low))
+    down = np.maximum(scale, np.nan_to_num((med - q_lo) / low))
     with np.errstate(invalid="ignore"):
-        z = (x - baseline) / scale
-    return RobustFit(baseline, scale, z, np.nan_to_num(slope), window)
+        z = np.where(x >= baseline, (x - baseline) / up, (x - baseline) / down)
+    return RobustFit(baseline, up, down, z, np.nan_to_num(slope), window)
 
 
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -327,6 +355,7 @@ def _grow(
     low: float,
     high: float,
     merge_gap: int,
+    min_core: int = 1,
 ) -> int:
     """New end of the window ``s..e``: it goes on while the series stays past ``low``
     against the frozen baseline, and across gaps of at most ``merge_gap`` buckets to a run
@@ -335,18 +364,18 @@ def _grow(
     end, chunk = e, max(256, 8 * merge_gap)
     near = x[e + 1 : e + 2 + merge_gap]  # most windows end here: answer that cheaply
     with np.errstate(invalid="ignore", divide="ignore"):
-        z_near = sign * (near - _frozen(fit, s, e + 1, e + 1 + len(near))) / fit.scale[s]
+        z_near = sign * (near - _frozen(fit, s, e + 1, e + 1 + len(near))) / fit.scale(sign)[s]
     if not (z_near >= low).any():
         return e
     while end + 1 < n:
         lo, hi = end + 1, min(n, end + 1 + chunk)
         with np.errstate(invalid="ignore", divide="ignore"):
-            zf = sign * (x[lo:hi] - _frozen(fit, s, lo, hi)) / fit.scale[s]
+            zf = sign * (x[lo:hi] - _frozen(fit, s, lo, hi)) / fit.scale(sign)[s]
         starts, ends = _runs(zf >= low)
         if len(starts) == 0:
             return end
         cs = np.concatenate(([0], np.cumsum(zf >= high)))
-        has_core = cs[ends + 1] - cs[starts] > 0
+        has_core = cs[ends + 1] - cs[starts] >= min_core
         gaps = starts - np.concatenate(([-1], ends[:-1])) - 1
         bad = np.flatnonzero(~((gaps == 0) | ((gaps <= merge_gap) & has_core)))
         if len(bad):
@@ -366,23 +395,26 @@ def extend_windows(
     low: float,
     high: float,
     merge_gap: int,
+    min_core: int = 1,
 ) -> list[tuple[int, int, int]]:
     """Extend each window against the baseline and scale frozen at its start (see
-    ``_grow``), then merge same-direction windows within ``merge_gap`` buckets.
+    ``_grow``; a burst it absorbs needs ``min_core`` buckets past ``high``, as a window
+    does), then merge same-direction windows within ``merge_gap`` buckets.
 
     A trailing baseline absorbs a lasting shift after ``baseline_s / 2``, and an
     intermittent one (errors only in the seconds a batch runs) sooner; the frozen
     baseline keeps the window open until the level really returns.
     """
+    kw = {"low": low, "high": high, "merge_gap": merge_gap, "min_core": min_core}
     merged: list[tuple[int, int, int]] = []
     for s, e, sign in sorted(idx, key=lambda w: (w[2], w[0])):
         if merged and merged[-1][2] == sign and s <= merged[-1][1] + merge_gap + 1:
             ps, pe, _ = merged[-1]
             if e > pe:  # it reaches past the grown window: grow on from there
-                pe = _grow(x, fit, ps, e, sign, low=low, high=high, merge_gap=merge_gap)
+                pe = _grow(x, fit, ps, e, sign, **kw)
             merged[-1] = (ps, pe, sign)
         else:
-            end = _grow(x, fit, s, e, sign, low=low, high=high, merge_gap=merge_gap)
+            end = _grow(x, fit, s, e, sign, **kw)
             merged.append((s, end, sign))
     # a dip inside a longer rise (a restart inside a TIME_WAIT plateau) is part of that
     # anomaly, not a return to normal nor a new anomaly: drop it
@@ -420,7 +452,7 @@ def _to_windows(
                 direction="up" if sign > 0 else "down",
                 size=size,
                 rel_size=float(rel),
-                score=float(size / fit.scale[s]),
+                score=float(size / fit.scale(sign)[s]),
                 baseline=base,
                 peak_value=float(x[s + p]),
                 kind=kind,
@@ -441,7 +473,7 @@ def _prepare(
     series: pl.DataFrame, signal: str | None
 ) -> tuple[str, np.ndarray, np.ndarray, float] | None:
     """The signal's name, times, values and step; None when there is nothing to detect in
-    (fewer than 3 buckets, or no finite value)."""
+    (fewer than 3 buckets, no finite value, or a constant)."""
     name = signal
     if name is None:
         has_name = "signal" in series.columns and series.height
@@ -449,7 +481,8 @@ def _prepare(
     if series.height < 3:
         return None
     t, x, step = _series_arrays(series)
-    if not np.isfinite(x).any():
+    finite = x[np.isfinite(x)]
+    if len(finite) == 0 or finite.min() == finite.max():  # nothing, or a constant
         return None
     return name, t, x, step
 
@@ -486,7 +519,13 @@ def detect(
             fit.z, settings.z_threshold, low=low, min_core=min_core, merge_gap=gap
         )
         new_idx = extend_windows(
-            x, fit, new_idx, low=low, high=settings.z_threshold, merge_gap=max(gap, rejoin)
+            x,
+            fit,
+            new_idx,
+            low=low,
+            high=settings.z_threshold,
+            merge_gap=max(gap, rejoin),
+            min_core=min_core,
         )
         if (new_idx == idx and mask is not None) or not new_idx:
             idx = new_idx
@@ -546,7 +585,7 @@ def baseline_detect(
     with np.errstate(invalid="ignore", divide="ignore"):
         z = (x - mean) / sd if sd > 0 else np.zeros_like(x)
     flat = np.zeros_like(x)
-    fit = RobustFit(flat + mean, flat + (sd or 1.0), z, flat, 0)
+    fit = RobustFit(flat + mean, flat + (sd or 1.0), flat + (sd or 1.0), z, flat, 0)
     idx = window_indices(z, k, low=k, min_core=1, merge_gap=0)
     return _to_windows(name, t, x, fit, idx, np.inf)
 
