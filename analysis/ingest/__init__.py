@@ -16,8 +16,10 @@ changed replaces the earlier version.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +47,8 @@ __all__ = [
     "time_sql",
 ]
 
+#: DuckDB's memory cap while ingesting into a file-backed store (peak RSS target: < 4 GB)
+INGEST_MEMORY_LIMIT_BYTES = 2560 << 20
 DATA_TABLES = ("requests", "log_events", "metrics", "events", "rejects")
 #: names never taken for data when walking a directory
 IGNORED_NAMES = {"truth.json", ".ds_store", *MANIFEST_NAMES}
@@ -286,7 +290,32 @@ def ingest_paths(
     report = IngestReport()
     for manifest in {id(m): m for _, m in files if m is not None}.values():
         _store_manifest(con, manifest)
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with _memory_cap(con), ThreadPoolExecutor(max_workers=1) as pool:
         for path, det, manifest in detected:
             report.files.append(_ingest_one(con, path, det, manifest, replace, progress, pool))
     return report
+
+
+@contextlib.contextmanager
+def _memory_cap(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Cap DuckDB's memory while loading into a file-backed store, so that tens of
+    millions of rows stream to disk instead of filling RAM (the default cap is 80 %
+    of RAM); the caller's setting is restored afterwards. In-memory stores cannot
+    spill their tables, so they keep theirs."""
+    on_disk = con.execute(
+        "SELECT count(*) FROM duckdb_databases() WHERE database_name = current_database()"
+        " AND path IS NOT NULL AND path <> ''").fetchall()[0][0]
+    old, old_bytes = con.execute(
+        "SELECT current_setting('memory_limit'),"
+        " try_cast(regexp_extract(current_setting('memory_limit'), '^[0-9.]+') AS DOUBLE)"
+        " * CASE regexp_extract(current_setting('memory_limit'), '[KMGT]i?B') WHEN 'KiB'"
+        " THEN 1024 WHEN 'MiB' THEN 1048576 WHEN 'GiB' THEN 1073741824 WHEN 'TiB'"
+        " THEN 1099511627776 ELSE 1 END").fetchall()[0]
+    capped = bool(on_disk) and (old_bytes or 0) > INGEST_MEMORY_LIMIT_BYTES
+    if capped:
+        con.execute(f"SET memory_limit = '{INGEST_MEMORY_LIMIT_BYTES // 1048576}MiB'")
+    try:
+        yield
+    finally:
+        if capped:
+            con.execute(f"SET memory_limit = '{old}'")
