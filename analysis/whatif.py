@@ -13,8 +13,9 @@ believed.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from datetime import timedelta
+import re
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
 
 import duckdb
 import numpy as np
@@ -45,9 +46,14 @@ class WhatIfResult:
     ``frame`` has one row per second: ``t``, ``observed_dials``,
     ``observed_time_wait``, ``observed_errors``, ``replay_*`` and
     ``predicted_*`` for dials, time_wait and errors, and ``batches`` (how many
-    fan-out requests started). ``tw_agreement`` is the relative difference of
-    mean replayed vs observed TIME_WAIT over the seconds when batches ran
-    (or their TIME_WAIT lasted), ``None`` without an observed TIME_WAIT.
+    fan-out requests started). The as-it-was replay applies the settings
+    changes the timeline records (``changes``); the prediction runs the changed
+    settings over the whole window. Replayed errors count failed lookups of
+    logged requests only: observed errors also include lookups the request log
+    does not show (other endpoints), so compare their timing, not their level.
+    ``tw_agreement`` is the relative difference of mean replayed vs observed
+    TIME_WAIT over the seconds when batches ran (or their TIME_WAIT lasted),
+    ``None`` without an observed TIME_WAIT.
     """
 
     baseline: PoolSettings
@@ -57,6 +63,7 @@ class WhatIfResult:
     replay: WhatIfSummary
     predicted: WhatIfSummary
     tw_agreement: float | None
+    changes: list[tuple[int, PoolSettings, str]] = field(default_factory=list)
 
     def to_dict(self, every_s: int = 10) -> dict:
         """JSON-ready: settings, summaries and the series on a coarser ``every_s`` grid."""
@@ -77,6 +84,10 @@ class WhatIfResult:
             "replay": asdict(self.replay),
             "predicted": asdict(self.predicted),
             "tw_agreement": self.tw_agreement,
+            "observed_changes": [
+                {"second": sec, "title": title, "settings": _settings_dict(st)}
+                for sec, st, title in self.changes
+            ],
             "series": coarse.to_dicts(),
         }
 
@@ -107,6 +118,50 @@ def baseline_settings(con: duckdb.DuckDBPyConnection) -> PoolSettings:
         time_wait_s=env.time_wait_s,
         source_addresses=observed_source_addresses(con),  # type: ignore[arg-type]
     )
+
+
+_LIMIT_RE = re.compile(r"concurrency limit (?:of )?(\d+)", re.I)
+_RANGE_RE = re.compile(r"port range (\d+)\s*-\s*(\d+)", re.I)
+_POOL_RE = re.compile(r"idle pool (?:of )?(\d+)", re.I)
+
+
+def settings_from_text(text: str, current: PoolSettings, baseline: PoolSettings) -> PoolSettings:
+    """The settings after a mitigation or fix described in words (its event title).
+
+    Recognised: random (loopback) source addresses, or their removal; a
+    concurrency limit of N; a port range LO-HI; an idle pool of N. Anything else
+    leaves the settings as they were.
+    """
+    t = text.lower()
+    new = current
+    if "random" in t and "source" in t:
+        removed = re.search(r"random source[^;,.]*(removed|reverted|dropped)", t)
+        new = replace(new, source_addresses=baseline.source_addresses if removed else "random")
+    if m := _LIMIT_RE.search(text):
+        new = replace(new, concurrency_limit=int(m[1]))
+    if m := _RANGE_RE.search(text):
+        new = replace(new, port_range=(int(m[1]), int(m[2])))
+    if m := _POOL_RE.search(text):
+        new = replace(new, idle_pool=int(m[1]))
+    return new
+
+
+def observed_changes(
+    con: duckdb.DuckDBPyConnection, t0: datetime, baseline: PoolSettings
+) -> list[tuple[int, PoolSettings, str]]:
+    """Settings changes the humans' timeline records (mitigations and fixes), as
+    ``(second from t0, settings, title)``, for the as-it-was replay."""
+    rows = con.execute(
+        "SELECT time, title FROM events WHERE lower(kind) IN ('mitigation', 'fix') ORDER BY time"
+    ).fetchall()
+    out: list[tuple[int, PoolSettings, str]] = []
+    cur = baseline
+    for when, title in rows:
+        new = settings_from_text(str(title or ""), cur, baseline)
+        if new != cur:
+            out.append((int((when - t0).total_seconds()), new, str(title)))
+            cur = new
+    return out
 
 
 def _observed(con: duckdb.DuckDBPyConnection, t0, n: int) -> dict[str, np.ndarray]:
@@ -207,7 +262,8 @@ def whatif(
         req["s"].to_numpy(), h_idx.to_numpy(), req["uris"].to_numpy(), n, len(hosts),
         batch_min=batch_min,
     )
-    replay = simulate_pool(demand, base)
+    changes = observed_changes(con, t0, base)
+    replay = simulate_pool(demand, base, [(s, st) for s, st, _ in changes])
     pred = simulate_pool(demand, changed)
     obs = _observed(con, t0, n)
     batches = np.bincount(demand.batches.second, minlength=n)[:n]
@@ -238,6 +294,7 @@ def whatif(
                  frame["predicted_errors"].to_numpy()),
         _tw_agreement(obs["time_wait"], frame["replay_time_wait"].to_numpy(), batches,
                       base.time_wait_s),
+        changes,
     )
 
 

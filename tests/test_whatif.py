@@ -9,10 +9,13 @@ import json
 
 import pytest
 from chain_fixture import build
+from hypothesis import given
+from hypothesis import strategies as st
 
 from analysis.cli import main
+from analysis.mechanism import PoolSettings
 from analysis.rollups import build_rollups
-from analysis.whatif import whatif
+from analysis.whatif import settings_from_text, whatif
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +84,31 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys, args, needle):
     assert main(["whatif", *args]) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1
+
+
+BASE = PoolSettings(source_addresses="fixed")
+
+
+@pytest.mark.parametrize(
+    ("title", "field", "value"),
+    [
+        ("dataplane: bind memcached dials to random 127.a.b.c source addresses",
+         "source_addresses", "random"),
+        ("dataplane: GetPostRecord concurrency limit 50", "concurrency_limit", 50),
+        ("widen the ephemeral port range 1024-65535", "port_range", (1024, 65535)),
+        ("memcache client: idle pool of 4000", "idle_pool", 4000),
+    ],
+)
+def test_timeline_titles_become_settings_changes(title, field, value):
+    assert getattr(settings_from_text(title, BASE, BASE), field) == value
+
+
+def test_removing_the_workaround_restores_the_source_policy():
+    random_src = settings_from_text("random source addresses", BASE, BASE)
+    fixed = settings_from_text("concurrency limit 50; random source removed", random_src, BASE)
+    assert fixed.source_addresses == "fixed" and fixed.concurrency_limit == 50
+
+
+@given(st.text(alphabet="abcdefgh .;-", max_size=40))
+def test_unrecognised_titles_change_nothing(title):
+    assert settings_from_text(title, BASE, BASE) == BASE
