@@ -291,13 +291,17 @@ def robust_z(
     if counts:
         level = np.maximum(np.nan_to_num(baseline) * step_s, 1.0)
         scale = np.maximum(scale, np.sqrt(level) / step_s)
-    # the trailing window's own 1-99 % range is normal: a bursty series (a caller whose
+    # for counts, the 1-99 % range of the past is normal: a bursty series (a caller whose
     # seconds hold one batch or none) is not anomalous at its usual zeros and peaks
     low = settings.hysteresis * settings.z_threshold
-    q_lo = _fill(_rolling_quantile(rb, 0.01, window, min_samples, stride=stride))
-    q_hi = _fill(_rolling_quantile(rb, 0.99, window, min_samples, stride=stride))
-    up = np.maximum(scale, np.nan_to_num((q_hi - med) / low))
-    down = np.maximum(scale, np.nan_to_num((med - q_lo) / low))
+    # taken over the window before the trailing one, so that a decline or a rise has to
+    # last ``baseline_s`` before it widens the range it is judged against
+    up = down = scale
+    if counts:
+        q_lo = _lagged(_rolling_quantile(rb, 0.01, window, min_samples, stride=stride), window)
+        q_hi = _lagged(_rolling_quantile(rb, 0.99, window, min_samples, stride=stride), window)
+        up = np.maximum(scale, np.nan_to_num((q_hi - med) / low))
+        down = np.maximum(scale, np.nan_to_num((med - q_lo) / low))
     with np.errstate(invalid="ignore"):
         z = np.where(x >= baseline, (x - baseline) / up, (x - baseline) / down)
     return RobustFit(baseline, up, down, z, np.nan_to_num(slope), window)
