@@ -54,6 +54,7 @@ QUICK_SCALES = (20_000, 50_000)
 #: Stages recorded at every scale (key in ``scales[i].stages``).
 STAGES: tuple[str, ...] = (
     "generate",
+    "generate/simulator",
     *(f"ingest/{k}" for k in bench_data.FORMATS),
     "rollups",
     "detection",
@@ -81,6 +82,10 @@ NOTEBOOK_STEPS: tuple[str, ...] = (
     "report",
 )
 FOUR_GB_MIB = 4e9 / 2**20
+#: Request rows of the april-2026 simulation at --scale 1 (re-measured on each run).
+ROWS_AT_SCALE_1 = 1_130_000
+#: The real simulator is timed up to this many request rows.
+SIMULATOR_MAX_ROWS = 10_000_000
 #: From this many rows on, jobs run once and CSV request ingest is skipped.
 LARGEST = 50_000_000
 #: Ingest jobs no target is judged on: one run from 10 M rows on.
@@ -267,6 +272,7 @@ class Options:
     notebook: bool
     keep_data: bool
     profile: bool
+    quick: bool
     parallel: int
     window_s: int
     seed: int
@@ -279,6 +285,8 @@ class Bench:
         self.opts = opts
         self.data_root = opts.out / "data"
         self.result: dict[str, Any] = {"meta": _meta(opts), "scales": [], "notebook": {}}
+        # request rows the simulator writes at --scale 1 (measured on the bundled incident)
+        self.rows_at_scale_1 = ROWS_AT_SCALE_1
 
     def log(self, msg: str) -> None:
         """A progress line on stderr, stamped with the time."""
@@ -393,7 +401,7 @@ class Bench:
         )
         done = self.run_jobs(jobs, scale)
 
-        stages: dict[str, Stat] = {"generate": gen}
+        stages: dict[str, Stat] = {"generate": gen, "generate/simulator": self.simulate_at(scale)}
         contenders = {k: done[k] for k in CONTENDERS}
         for key in bench_data.FORMATS:
             whole = done[
@@ -456,6 +464,34 @@ class Bench:
             self.repeat(f"profile {job}", [a.replace("{name}", name) for a in argv], 1)
             self.result.setdefault("profiles", []).append(str(out / name))
 
+    def simulate_at(self, scale: int) -> Stat:
+        """The real simulator writing the april-2026 incident with about ``scale`` request
+        rows (its ``--scale`` is a multiple of the bundled incident's rows), timed; up to
+        10 M rows: beyond, it needs tens of GB and most of an hour."""
+        if self.opts.quick:
+            return Stat(status="skipped (--quick)")
+        if scale > SIMULATOR_MAX_ROWS:
+            return Stat(status=f"skipped above {SIMULATOR_MAX_ROWS:,} rows (memory and time)")
+        pm = str(Path(sys.executable).parent / "postmortem")
+        out = self.data_root / f"simulated-{scale}"
+        factor = f"{scale / self.rows_at_scale_1:.4g}"
+        argv = [
+            pm,
+            "simulate",
+            "--scenario",
+            "april-2026",
+            "--seed",
+            str(self.opts.seed),
+            "--scale",
+            factor,
+            "--out",
+            str(out),
+        ]
+        stat = self.repeat(f"simulator --scale {factor}", argv, 1)
+        stat.detail.update(scale_factor=float(factor), request_rows=simulated_request_rows(out))
+        shutil.rmtree(out, ignore_errors=True)
+        return stat
+
     def run_notebook(self) -> dict[str, Any]:
         """On the bundled incident: simulate it (the real simulator), ingest it and run
         rollups, detection and chain on it, then time the notebook run on that store."""
@@ -495,6 +531,7 @@ class Bench:
         out["simulate"] = sim.as_json()
         if not sim.seconds:
             return skip_rest("not run: simulate failed")
+        self.rows_at_scale_1 = simulated_request_rows(data) or self.rows_at_scale_1
         pipe = self.repeat("bundled incident: ingest, rollups, detection, chain", pipeline, 1)
         out["ingest"] = _sub_stat(pipe, f"ingest:{data.name}").as_json()
         for step in ("rollups", "detection", "chain"):
@@ -531,6 +568,15 @@ class Bench:
         path = self.opts.out / "bench.json"
         path.write_text(json.dumps(self.result, indent=1, default=str) + "\n")
         return path
+
+
+def simulated_request_rows(out: Path) -> int | None:
+    """Request rows a simulation wrote, from its ``truth.json`` (None when unreadable)."""
+    try:
+        rows = json.loads((out / "truth.json").read_text())["rows"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return sum(n for path, n in rows.items() if path.startswith("requests/"))
 
 
 def _sub_stat(whole: Stat, stage: str) -> Stat:
@@ -783,6 +829,7 @@ def main(argv: list[str] | None = None) -> int:
         notebook=not args.no_notebook,
         keep_data=args.keep_data,
         profile=args.profile,
+        quick=args.quick,
         parallel=args.parallel or (3 if args.quick else 1),
         window_s=window_s,
         seed=args.seed,
