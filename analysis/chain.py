@@ -365,6 +365,13 @@ def find_chain(
             if wins and (role not in series or _weight(wins) > _weight(series[role].windows)):
                 series[role] = _RoleSeries(role, name, sign * v, wins)
 
+    if "cache_errors" in series and "port_exhaustion" in series:
+        # a failed dial is a failed cache operation: address-error windows are cache-error
+        # windows too (errors:total also carries sampled noise that can mask its own rise)
+        ce = series["cache_errors"]
+        ce.windows = sorted(ce.windows + series["port_exhaustion"].windows,
+                            key=lambda w: w.start)
+
     # The culprit: per-caller weight and its coincidence with the fan-out.
     fan = _demand(series)
     pool = env.idle_pool
@@ -463,7 +470,8 @@ def _onsets(
     """
     t0 = t[0]
     trig = best.first_forced or series["trigger"].windows[0].start
-    earliest = trig - timedelta(seconds=settings.max_lag_s)
+    earliest = trig - timedelta(seconds=settings.slack_s)
+    i_earliest = max(0, int((earliest - t0).total_seconds() / grid_s))
     out: dict[str, datetime] = {"trigger": trig}
     for role in present:
         if role == "trigger":
@@ -472,6 +480,14 @@ def _onsets(
         w = next((w for w in rs.windows if w.end >= earliest), rs.windows[0])
         i0 = int((w.start - t0).total_seconds() / grid_s)
         onset = w.start
+        if w.start < earliest:
+            # a window that began before the story (background noise merged into it):
+            # the role starts where the series first leaves its baseline after the trigger
+            i1 = int((w.end - t0).total_seconds() / grid_s) + 1
+            seg = np.nan_to_num(rs.values[i_earliest:i1], nan=-np.inf)
+            above = np.flatnonzero(seg > w.baseline + 1e-9)
+            i0 = i_earliest + (int(above[0]) if above.size else 0)
+            onset = t[min(i0, len(t) - 1)]
         if role == "fan_out":
             lo = max(0, i0 - int(settings.slack_s / grid_s))
             hi = int((w.end - t0).total_seconds() / grid_s) + 1
