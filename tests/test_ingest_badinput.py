@@ -66,10 +66,11 @@ def write_corpus(d):
         "this is not json",
         "[1, 2, 3]",
         "",
+        '{"time":"2026-04-06T14:02:03Z","uris":',
         req(11) + "\r",
     ]
     (d / "requests-bad.jsonl").write_text("\n".join(bad) + "\n")
-    expect["requests-bad.jsonl"] = (11, 9)
+    expect["requests-bad.jsonl"] = (12, 10)
     # empty files: one told by its name, one by nothing at all
     (d / "requests-empty.jsonl").write_bytes(b"")
     (d / "empty.dat").write_bytes(b"")
@@ -195,6 +196,7 @@ def _reason(con, report, name, line):
         ("requests-bad.jsonl", 7, "wrong type: uris"),
         ("requests-bad.jsonl", 8, "not a JSON object"),
         ("requests-bad.jsonl", 10, "blank line"),
+        ("requests-bad.jsonl", 11, "invalid JSON (cut short or malformed)"),
         ("requests-ragged.csv", 3, "ragged CSV row: expected 4 fields, got 2"),
         ("requests-ragged.csv", 4, "ragged CSV row: expected 4 fields, got 5"),
         ("requests-ragged.csv", 5, "malformed CSV row"),
@@ -219,7 +221,7 @@ def test_rest_of_the_file_loads_with_its_line_numbers(corpus):
     f = by_name(report)["requests-bad.jsonl"]
     lines = [r[0] for r in con.execute(
         "SELECT line FROM requests WHERE file_id = ? ORDER BY line", [f.file_id]).fetchall()]
-    assert lines == [1, 11]  # line 11 ended in CR, which is not part of the data
+    assert lines == [1, 12]  # line 12 ended in CR, which is not part of the data
     f = by_name(report)["requests-ragged.csv"]
     rows = con.execute("SELECT line, caller, uris FROM requests WHERE file_id = ? ORDER BY line",
                        [f.file_id]).fetchall()

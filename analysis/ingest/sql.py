@@ -74,7 +74,9 @@ def parse_jsonl(aliases: list[str]) -> tuple[str, dict[str, Col]]:
     select, cols = _alias_cols(aliases, lambda a: f"j.{q(a)}")
     sql = f"""
     SELECT line, raw, txt,
-           coalesce(preason, CASE WHEN j IS NULL THEN 'not a JSON object' END) AS preason,
+           coalesce(preason, CASE WHEN j IS NOT NULL THEN NULL
+             WHEN starts_with(ltrim(txt), '{{') THEN 'invalid JSON (cut short or malformed)'
+             ELSE 'not a JSON object' END) AS preason,
            {select}
     FROM (SELECT *, CASE WHEN preason IS NULL AND starts_with(ltrim(txt), '{{')
                          THEN try(from_json(txt, {struct})) END AS j
