@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
 
 import pytest
@@ -277,6 +278,7 @@ def test_changed_file_at_the_same_path_replaces_the_old_rows(tmp_path):
         (lambda d: d / "nowhere", "nowhere: no such file or directory; expected"),
         (lambda d: (d / "blob.bin").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00") and d / "blob.bin",
          "blob.bin: unknown format; expected"),
+        (lambda d: os.mkfifo(d / "pipe") or d / "pipe", "pipe: not a regular file; expected"),
     ],
 )
 def test_user_errors_are_one_line_with_exit_2(tmp_path, capsys, make, message):
@@ -295,3 +297,12 @@ def test_unknown_format_loads_nothing(tmp_path):
     with pytest.raises(UserError, match="mystery.bin"):
         ingest_paths(con, [tmp_path])
     assert con.execute("SELECT count(*) FROM ingest_files").fetchall()[0][0] == 0
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_file_is_a_user_error(tmp_path):
+    p = tmp_path / "requests.jsonl"
+    p.write_text(req(1) + "\n")
+    p.chmod(0)
+    with pytest.raises(UserError, match="requests.jsonl: cannot read"):
+        ingest_paths(connect(None), [tmp_path])

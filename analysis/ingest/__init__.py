@@ -133,6 +133,8 @@ def collect_files(paths: list[Path]) -> list[tuple[Path, Manifest | None]]:
             manifest = load_manifest(mpath) if mpath else None
             files = sorted(f for f in p.rglob("*") if f.is_file() and not _ignored(f, p))
             out += [(f, manifest) for f in files]
+        elif not p.is_file():
+            raise UserError(f"{p}: not a regular file; expected a data file or directory")
         else:
             mpath = find_manifest(p.parent)
             out.append((p, load_manifest(mpath) if mpath else None))
