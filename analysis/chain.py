@@ -402,9 +402,10 @@ def find_chain(
         if not impact:
             why.append("no error or user-impact anomaly")
         if exhausted and not supported:
-            why.append("no caller's batches coincide with the fan-out")
+            why.append("no caller's batches can fill the port range ahead of the exhaustion")
         for s in scores:
             rejected.append(Rejected(f"caller:{s.caller}", _caller_reason(s, None, pool)))
+        rejected += _reject_packet_loss(rival_loss, col, t, series, span, settings)
         return ChainResult(NO_CAUSE, None, [], rejected, {}, env, scores, None,
                            notes=["; ".join(why)])
 
@@ -815,7 +816,8 @@ def _reject_packet_loss(
             continue
         exh = series.get("port_exhaustion")
         if target is None:
-            out.append(Rejected(s, "nothing to explain: no user impact"))
+            out.append(Rejected(s, f"nothing to explain: loss rose (peak {peak:.3g}) but no"
+                                   " errors or user traffic moved"))
             continue
         c = _coincide(wins, target.windows, span, settings)
         if exh is not None and wins[0].start > exh.windows[0].start:
