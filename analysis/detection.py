@@ -182,6 +182,13 @@ def _lagged(a: np.ndarray, k: int) -> np.ndarray:
     return np.concatenate((np.full(min(k, len(a)), np.nan), a[: max(0, len(a) - k)]))
 
 
+def _lagged_or_now(a: np.ndarray, k: int) -> np.ndarray:
+    """``a`` delayed by ``k`` buckets; where there is no value that old yet (the first
+    ``k`` buckets), ``a`` itself."""
+    old = _lagged(a, k)
+    return np.where(np.isfinite(old), old, a)
+
+
 def _fill(a: np.ndarray) -> np.ndarray:
     """Carry the last finite value forward, and the first one backward (numpy only)."""
     ok = np.isfinite(a)
@@ -246,7 +253,8 @@ def robust_z(
         profile = _daily_profile(t, xb, settings.profile_bin_s)
     r, rb = x - profile, xb - profile
     window = max(3, int(round(settings.baseline_s / step_s)))
-    min_samples = min(window, 5)
+    # the first buckets have little past: counts, bursty by nature, need more of it
+    min_samples = min(window, 30 if counts else 5)
     if mask is not None:
         # after a masked window the baseline stays frozen until a quarter of the window is
         # clean again: a few seconds between two bursts of an outage are not "normal"
@@ -298,8 +306,10 @@ def robust_z(
     # last ``baseline_s`` before it widens the range it is judged against
     up = down = scale
     if counts:
-        q_lo = _lagged(_rolling_quantile(rb, 0.01, window, min_samples, stride=stride), window)
-        q_hi = _lagged(_rolling_quantile(rb, 0.99, window, min_samples, stride=stride), window)
+        q_lo, q_hi = (
+            _lagged_or_now(_rolling_quantile(rb, q, window, min_samples, stride=stride), window)
+            for q in (0.01, 0.99)
+        )
         up = np.maximum(scale, np.nan_to_num((q_hi - med) / low))
         down = np.maximum(scale, np.nan_to_num((med - q_lo) / low))
     with np.errstate(invalid="ignore"):
@@ -360,30 +370,41 @@ def _grow(
     high: float,
     merge_gap: int,
     min_core: int = 1,
+    burst_gap: int = 0,
 ) -> int:
     """New end of the window ``s..e``: it goes on while the series stays past ``low``
-    against the frozen baseline, and across gaps of at most ``merge_gap`` buckets to a run
-    that reaches ``high``. Looks ahead in growing chunks, so a short window costs little."""
+    against the frozen baseline, and across gaps of at most ``merge_gap`` buckets to a
+    burst: runs past ``low`` no more than ``burst_gap`` apart that together hold
+    ``min_core`` buckets past ``high`` (as a window needs). Looks ahead in growing chunks,
+    so a short window costs little."""
     n = len(x)
     end, chunk = e, max(256, 8 * merge_gap)
+    scale = fit.scale(sign)[s]
     near = x[e + 1 : e + 2 + merge_gap]  # most windows end here: answer that cheaply
     with np.errstate(invalid="ignore", divide="ignore"):
-        z_near = sign * (near - _frozen(fit, s, e + 1, e + 1 + len(near))) / fit.scale(sign)[s]
+        z_near = sign * (near - _frozen(fit, s, e + 1, e + 1 + len(near))) / scale
     if not (z_near >= low).any():
         return e
     while end + 1 < n:
         lo, hi = end + 1, min(n, end + 1 + chunk)
         with np.errstate(invalid="ignore", divide="ignore"):
-            zf = sign * (x[lo:hi] - _frozen(fit, s, lo, hi)) / fit.scale(sign)[s]
+            zf = sign * (x[lo:hi] - _frozen(fit, s, lo, hi)) / scale
         starts, ends = _runs(zf >= low)
         if len(starts) == 0:
             return end
         cs = np.concatenate(([0], np.cumsum(zf >= high)))
-        has_core = cs[ends + 1] - cs[starts] >= min_core
         gaps = starts - np.concatenate(([-1], ends[:-1])) - 1
-        bad = np.flatnonzero(~((gaps == 0) | ((gaps <= merge_gap) & has_core)))
-        if len(bad):
+        group = np.cumsum(np.concatenate(([True], gaps[1:] > burst_gap)))
+        first = np.flatnonzero(np.concatenate(([True], group[1:] != group[:-1])))
+        last = np.concatenate((first[1:], [len(starts)])) - 1
+        burst_core = (cs[ends[last] + 1] - cs[starts[first]])[group - 1]
+        ok = (gaps == 0) | ((gaps <= merge_gap) & (burst_core >= min_core))
+        bad = np.flatnonzero(~ok)
+        if len(bad) and (hi == n or hi - (lo + starts[bad[0]]) > (burst_gap + 1) * min_core):
             return end if bad[0] == 0 else lo + int(ends[bad[0] - 1])
+        if len(bad):  # the burst may go on past this chunk: look further
+            chunk *= 2
+            continue
         end = lo + int(ends[-1])
         if hi == n or hi - 1 - end > merge_gap:
             return end
@@ -400,6 +421,7 @@ def extend_windows(
     high: float,
     merge_gap: int,
     min_core: int = 1,
+    burst_gap: int = 0,
 ) -> list[tuple[int, int, int]]:
     """Extend each window against the baseline and scale frozen at its start (see
     ``_grow``; a burst it absorbs needs ``min_core`` buckets past ``high``, as a window
@@ -409,7 +431,13 @@ def extend_windows(
     intermittent one (errors only in the seconds a batch runs) sooner; the frozen
     baseline keeps the window open until the level really returns.
     """
-    kw = {"low": low, "high": high, "merge_gap": merge_gap, "min_core": min_core}
+    kw = {
+        "low": low,
+        "high": high,
+        "merge_gap": merge_gap,
+        "min_core": min_core,
+        "burst_gap": burst_gap,
+    }
     merged: list[tuple[int, int, int]] = []
     for s, e, sign in sorted(idx, key=lambda w: (w[2], w[0])):
         if merged and merged[-1][2] == sign and s <= merged[-1][1] + merge_gap + 1:
@@ -530,6 +558,7 @@ def detect(
             high=settings.z_threshold,
             merge_gap=max(gap, rejoin),
             min_core=min_core,
+            burst_gap=gap,
         )
         if (new_idx == idx and mask is not None) or not new_idx:
             idx = new_idx

@@ -84,6 +84,27 @@ def test_zero_count_series_with_rare_single_events_has_no_window():
     assert w.start == at(3000) and w.end == at(3029) and np.isinf(w.rel_size)
 
 
+def test_bursty_counts_are_not_anomalous_at_their_usual_zeros_but_their_onset_is():
+    """A caller sending about one huge batch a second: many seconds hold none."""
+    rng = np.random.default_rng(4)
+    batches = rng.poisson(1.0, 6000) * rng.integers(15_000, 20_001, 6000)
+    assert detect(frame(batches[:3000]), counts=True) == []
+    x = np.where(np.arange(6000) >= 2000, batches, 0)
+    (w,) = detect(frame(x), counts=True)
+    first = int(np.argmax(x > 0))
+    assert w.start == at(first) and w.direction == "up" and w.kind == "shift"
+
+
+def test_a_slow_decline_to_zero_is_a_drop_found_early():
+    """User requests of one DC sink to nothing over 15 minutes (the outage's cycles)."""
+    x = noisy(5000, level=50_000, sd=700)
+    x[3000:3900] = np.linspace(50_000, 0, 900) + np.random.default_rng(2).normal(0, 700, 900)
+    x[3900:] = 0
+    (w,) = detect(frame(x))[:1]
+    assert w.direction == "down"
+    assert 0 <= (w.start - at(3000)).total_seconds() <= 120
+
+
 def test_min_duration_and_merge_gap():
     x = noisy(3000)
     x[1000:1002] += 100  # 2 s blip
