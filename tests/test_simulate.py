@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from analysis.cli import main
 from analysis.ingest import ingest_paths
 from analysis.simulate import build_scenario, run_world, simulate
+from analysis.simulate.files import inject
 from analysis.simulate.truth import ROLES
 from analysis.store import connect
 
@@ -157,7 +158,7 @@ def test_cli_writes_and_rewrites_its_own_output(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def april(tmp_path_factory):
     out = tmp_path_factory.mktemp("april") / "a"
-    truth = simulate("april-2026", out, seed=1, scale=0.25).truth
+    truth = simulate("april-2026", out, seed=1, scale=0.5).truth
     return out, truth, load(out)
 
 
@@ -240,3 +241,19 @@ def test_april_mitigation_ends_the_address_errors(april):
     assert by_phase.get(True, 0) == 0
     kinds = {k for (k,) in con.execute("SELECT DISTINCT kind FROM events").fetchall()}
     assert {"page", "deploy", "mitigation", "fix", "status", "alert"} <= kinds
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(max_size=30).filter(lambda b: b"\n" not in b), max_size=40),
+       st.lists(st.binary(min_size=1, max_size=10).map(lambda b: b"!BAD" + b.replace(b"\n", b"")),
+                max_size=5),
+       st.integers(0, 2**32 - 1))
+def test_injected_lines_keep_the_first_ten_and_every_original_line(lines, bad, seed):
+    body = b"".join(line + b"\n" for line in lines)
+    out = inject(body, bad, np.random.default_rng(seed)).split(b"\n")
+    assert out[-1] == b""
+    out = out[:-1]
+    assert out[: min(10, len(lines))] == lines[:10]
+    assert [x for x in out if not x.startswith(b"!BAD")] == [
+        x for x in lines if not x.startswith(b"!BAD")]
+    assert len(out) == len(lines) + len(bad)

@@ -79,19 +79,33 @@ def write_bytes(out: Path, rel: str, data: bytes) -> None:
     path.write_bytes(compress(data, path.suffix))
 
 
-def inject(lines: list[bytes], bad: list[bytes], rng: np.random.Generator) -> list[bytes]:
-    """``lines`` with ``bad`` inserted at random places after the first ten lines."""
+def inject(body: bytes, bad: list[bytes], rng: np.random.Generator) -> bytes:
+    """``body`` (newline-terminated lines) with the ``bad`` lines inserted at random line
+    boundaries after the first ten lines (which format detection reads)."""
     if not bad:
-        return lines
-    pos = np.sort(rng.integers(min(10, len(lines)), len(lines) + 1, len(bad)))
-    out: list[bytes] = []
+        return body
+    start = 0
+    for _ in range(10):
+        nxt = body.find(b"\n", start)
+        if nxt < 0:
+            break
+        start = nxt + 1
+    if start == 0:  # nothing to keep clear of
+        return body + b"".join(line + b"\n" for line in bad)
+    offsets = np.sort(rng.integers(start, max(start + 1, len(body)), len(bad))).tolist()
+    parts: list[bytes] = []
     prev = 0
-    for p, b in zip(pos.tolist(), bad, strict=True):
-        out.extend(lines[prev:p])
-        out.append(b)
-        prev = p
-    out.extend(lines[prev:])
-    return out
+    for o, line in zip(offsets, bad, strict=True):
+        cut = body.find(b"\n", o - 1) + 1  # the start of the line holding byte o
+        parts += [body[prev:cut], line, b"\n"]
+        prev = cut
+    parts.append(body[prev:])
+    return b"".join(parts)
+
+
+def last_line(body: bytes) -> bytes:
+    """The last line of a newline-terminated ``body`` (without its newline)."""
+    return body[body.rfind(b"\n", 0, len(body) - 1) + 1:].rstrip(b"\n")
 
 
 def corrupt_lines(kind: str, sample: bytes, n: int, rng: np.random.Generator) -> list[bytes]:
@@ -119,14 +133,17 @@ def corrupt_lines(kind: str, sample: bytes, n: int, rng: np.random.Generator) ->
     return out
 
 
-def lines_of(df: pl.DataFrame, fmt: str) -> list[bytes]:
-    """Serialise ``df`` as a list of lines (no trailing newline): ndjson or csv."""
+def lines_of(df: pl.DataFrame, fmt: str) -> bytes:
+    """Serialise ``df`` as newline-terminated lines: ndjson, csv (with header) or, for a
+    one-column frame of ready-made lines, ``text``."""
+    if fmt == "text":
+        return (df.to_series().str.join("\n").item() + "\n").encode() if df.height else b""
     buf = io.BytesIO()
     if fmt == "json":
         df.write_ndjson(buf)
     else:
         df.write_csv(buf)
-    return buf.getvalue().rstrip(b"\n").split(b"\n")
+    return buf.getvalue()
 
 
 # --- time ----------------------------------------------------------------------
@@ -261,11 +278,10 @@ def write_requests(out: Path, w: World, rng: np.random.Generator, acc: Written) 
             frame = part.select(iso(pl.col("us")).alias("time"), pl.lit("INFO").alias("level"),
                                 pl.lit("rpc").alias("msg"), pl.exclude("us"))
             kind = "json"
-        lines = lines_of(frame, kind)
+        body = lines_of(frame, kind)
         k = int(rng.integers(lo, hi + 1))
-        bad = corrupt_lines(kind, lines[-1], k, rng)
-        lines = inject(lines, bad, rng)
-        write_bytes(out, rel, b"\n".join(lines) + b"\n")
+        body = inject(body, corrupt_lines(kind, last_line(body), k, rng), rng)
+        write_bytes(out, rel, body)
         acc.add(rel, part.height, k)
     return df.height
 
@@ -340,7 +356,7 @@ def write_logs(out: Path, w: World, rng: np.random.Generator, acc: Written) -> i
             frame = df.select(iso(pl.col("us")).alias("time"), "level", "msg", "uri", "error",
                               pl.lit(host.name).alias("host"),
                               pl.lit(sc.sample_rate).alias("sample_rate"))
-            lines = lines_of(frame, "json")
+            body = lines_of(frame, "json")
         elif fmt == "logfmt":
             q = '"'
             frame = df.select(
@@ -354,7 +370,7 @@ def write_logs(out: Path, w: World, rng: np.random.Generator, acc: Written) -> i
                     .then(pl.lit(' error="') + pl.col("error") + pl.lit(q)).otherwise(pl.lit("")),
                     pl.lit(f" host={host.name} sample_rate={sc.sample_rate}"),
                 ]).alias("line"))
-            lines = [s.encode() for s in frame["line"].to_list()]
+            body = lines_of(frame, "text")
         else:  # Go log text: second resolution, zone-less (the manifest says UTC)
             frame = df.select(pl.concat_str([
                 iso(pl.col("us"), "%Y/%m/%d %H:%M:%S"), pl.lit(" "),
@@ -362,11 +378,10 @@ def write_logs(out: Path, w: World, rng: np.random.Generator, acc: Written) -> i
                 .then(pl.lit("memcache: ") + pl.col("msg") + pl.lit(": ") + pl.col("error"))
                 .otherwise(pl.col("msg")),
             ]).alias("line"))
-            lines = [s.encode() for s in frame["line"].to_list()]
-        k = int(rng.integers(lo, hi + 1)) if len(lines) > 20 else 0
-        bad = corrupt_lines(fmt, lines[-1] if lines else b"", k, rng)
-        lines = inject(lines, bad, rng)
-        write_bytes(out, rel, b"\n".join(lines) + (b"\n" if lines else b""))
+            body = lines_of(frame, "text")
+        k = int(rng.integers(lo, hi + 1)) if df.height > 20 else 0
+        body = inject(body, corrupt_lines(fmt, last_line(body), k, rng), rng)
+        write_bytes(out, rel, body)
         acc.add(rel, df.height, k)
         total += df.height
     return total
@@ -461,11 +476,11 @@ def write_metrics(out: Path, w: World, rng: np.random.Generator, acc: Written) -
     }).filter(pl.Series(up[:, h])) for h, host in enumerate(hosts)])
     mem = mem.sort(["us", "instance"]).select(iso(pl.col("us"), "%Y-%m-%dT%H:%M:%SZ")
                                               .alias("time"), pl.exclude("us"))
-    lines = lines_of(mem, "csv")
+    body = lines_of(mem, "csv")
     k = int(rng.integers(*sc.corrupt_per_file)) if mem.height > 20 else 0
-    lines = inject(lines, corrupt_lines("csv", lines[-1], k, rng), rng)
+    body = inject(body, corrupt_lines("csv", last_line(body), k, rng), rng)
     rel = "metrics/metrics-memory.csv"
-    write_bytes(out, rel, b"\n".join(lines) + b"\n")
+    write_bytes(out, rel, body)
     acc.add(rel, mem.height, k)
     n_samples += mem.height
     # the rival: packet loss from a cloud provider, CSV wide form
@@ -481,7 +496,7 @@ def write_metrics(out: Path, w: World, rng: np.random.Generator, acc: Written) -
         loss[f'transit_packet_loss_ratio{{src="cloud-x",dst="{d}"}}'] = np.round(v, 5)
     wide = pl.DataFrame({"time": unix.astype(np.int64), **loss})
     rel = "metrics/metrics-transit-loss.csv"
-    write_bytes(out, rel, b"\n".join(lines_of(wide, "csv")) + b"\n")
+    write_bytes(out, rel, lines_of(wide, "csv"))
     acc.add(rel, wide.height * len(sc.dcs))
     return n_samples + wide.height * len(sc.dcs)
 
@@ -527,7 +542,7 @@ def write_events(out: Path, w: World, acc: Written) -> None:
         "source": ["alertmanager"] * len(rows),
     }, schema={"time": pl.String, "kind": pl.String, "title": pl.String, "source": pl.String})
     rel = "events/events-alerts.csv"
-    write_bytes(out, rel, b"\n".join(lines_of(alerts, "csv")) + b"\n")
+    write_bytes(out, rel, lines_of(alerts, "csv"))
     acc.add(rel, alerts.height)
 
 

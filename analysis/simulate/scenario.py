@@ -202,10 +202,10 @@ def _april_2026(seed: int, scale: float) -> Scenario:
     both = ("us-east", "us-west")
     callers = (
         Caller("appview", "GetPostRecord", both, 14.0, 1, 50),
-        Caller("appview", "GetProfileRecord", both, 5.0, 1, 25),
-        Caller("feed-generator", "GetPostRecord", both, 4.0, 10, 50),
-        Caller("notif-service", "GetPostRecord", both, 1.5, 1, 10),
-        Caller("search-indexer", "GetPostRecord", both, 2.0, 1, 20,
+        Caller("appview", "GetProfileRecord", both, 2.0, 1, 25),
+        Caller("feed-generator", "GetPostRecord", both, 2.5, 10, 50),
+        Caller("notif-service", "GetPostRecord", both, 1.0, 1, 10),
+        Caller("search-indexer", "GetPostRecord", both, 1.5, 1, 20,
                spike=(int(4.5 * hours), int(5.25 * hours), 6.0)),
         Caller("feed-indexer", "GetPostRecord", ("us-east",), 1.6, 1, 50, follows_curve=False,
                batch_rate=0.9, batch_from_s=onset),
@@ -278,7 +278,7 @@ def _april_2026(seed: int, scale: float) -> Scenario:
         name="april-2026", seed=seed, scale=scale, start=start, duration_s=12 * hours,
         hosts=hosts, callers=callers, culprit="feed-indexer", culprit_method="GetPostRecord",
         onset_s=onset, pool=fixed, changes=changes, events=events, rivals=rivals,
-        affected_dc="us-east", sample_rate=0.0001, metric_step_s=15,
+        affected_dc="us-east", sample_rate=0.00005, metric_step_s=15,
         gaps=(("go_threads", "dp-1", int(4.2 * hours), int(4.45 * hours)),),
     )
 

@@ -37,7 +37,7 @@ from analysis.mechanism import PoolSettings, PoolState, batch_load
 from analysis.simulate.scenario import Scenario
 
 _POOL_KEYS = ("concurrency", "dials", "failed_dials", "failed_lookups", "failed_user_lookups",
-              "open_conns", "idle", "closed", "time_wait", "lookup_ms_mean", "lookups")
+              "open_conns", "idle", "closed", "time_wait", "lookups")
 
 
 @dataclass(frozen=True)
@@ -252,7 +252,7 @@ def run_world(sc: Scenario) -> World:
 
         # 2. pool
         stall = (threads * (1 / rt.threads_base)) ** rt.stall_exponent
-        res = state.step(t, settings, steady, bl, bc, bw, restart, stall)
+        res = state.step(t, settings, steady, bl, bc, bw, restart, stall, latency=False)
         for k in _POOL_KEYS:
             pool[k][t] = res[k]
 
