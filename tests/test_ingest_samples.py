@@ -96,7 +96,8 @@ def test_cli_prints_per_file_and_total_then_is_a_no_op(tmp_path, capsys):
     assert main(["ingest", str(SAMPLES), "--db", str(db)]) == 0
     out = capsys.readouterr()
     lines = out.out.strip().splitlines()
-    assert len(lines) == 17 and lines[-1].startswith("total: 16 files")
+    # 16 format samples + the 4 files of the lab capture in lab-naive/ (tests/test_lab.py)
+    assert len(lines) == 21 and lines[-1].startswith("total: 20 files")
     assert "read 3, loaded 3, rejected 0" in out.out
     assert out.err == ""  # not a terminal: no progress
     assert main(["ingest", str(SAMPLES / "requests.jsonl"), "--db", str(db)]) == 0
@@ -131,3 +132,11 @@ def test_fast_path_and_line_path_load_the_same_rows(monkeypatch, tmp_path):
     slow = connect(None)
     ingest_paths(slow, [SAMPLES, bad])
     assert _tables(fast) == _tables(slow)
+
+
+def test_progress_goes_to_stderr_only_when_asked(capsys):
+    ingest_paths(connect(None), [SAMPLES / "requests.jsonl"], progress=True)
+    err = capsys.readouterr().err
+    assert "requests.jsonl" in err and err.endswith("\r\033[K")  # the line is cleared
+    ingest_paths(connect(None), [SAMPLES / "requests.jsonl"], progress=False)
+    assert capsys.readouterr().err == ""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ import duckdb
 from analysis.errors import UserError
 from analysis.ingest.detect import Detected, detect
 from analysis.ingest.lines import MAX_LINE, line_stats, sha256_file
-from analysis.ingest.load import FastPathMiss, Job, load_file, stderr_progress
+from analysis.ingest.load import FastPathMiss, Job, StderrProgress, load_file
 from analysis.ingest.manifest import MANIFEST_NAMES, Manifest, find_manifest, load_manifest
 from analysis.ingest.neterr import NetError, cache_from_msg, parse_net_error
 from analysis.ingest.timeparse import parse_duration_ms, parse_time, time_sql
@@ -202,12 +201,12 @@ def _ingest_one(con: duckdb.DuckDBPyConnection, path: Path, detected: Detected |
         return rep
     renames = _renames(manifest, path)
     zone = manifest.timezone if manifest else None
-    show = stderr_progress(path, size) if progress else None
-    # JSON lines and CSV first try DuckDB's own reader, exact when it reads one row per line
-    fast = detected.fmt == "jsonl" or detected.fmt.startswith("csv")
-    stats = line_stats(path) if fast else None
-    expected = stats.lines if stats and stats.longest <= MAX_LINE else None
-    try:
+    shower = StderrProgress(con, path, size) if progress else contextlib.nullcontext()
+    with shower as show:
+        # JSON lines and CSV first try DuckDB's own reader, exact if it reads one row a line
+        fast = detected.fmt == "jsonl" or detected.fmt.startswith("csv")
+        stats = line_stats(path) if fast else None
+        expected = stats.lines if stats and stats.longest <= MAX_LINE else None
         while True:
             con.execute("BEGIN TRANSACTION")
             try:
@@ -252,9 +251,6 @@ def _ingest_one(con: duckdb.DuckDBPyConnection, path: Path, detected: Detected |
         except BaseException:
             con.execute("ROLLBACK")
             raise
-    finally:
-        if progress:
-            print("\r\033[K", end="", file=sys.stderr, flush=True)
     rep.file_id = file_id
     if rep.replaced:
         rep.note = "; ".join(filter(None, [rep.note, "replaced the earlier load"]))

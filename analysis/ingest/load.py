@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -511,9 +512,37 @@ def load_file(con: duckdb.DuckDBPyConnection, job: Job, expected_lines: int | No
     return load_lines(con, job)
 
 
-def stderr_progress(path: Path, size: int) -> Callable[[int, int], None]:
-    """A progress callback writing one updating line to stderr."""
-    def show(lines: int, bytes_in: int) -> None:
-        print(f"\r  {path}: {lines:,} lines, {bytes_in / 1e6:,.0f} MB read (file {size / 1e6:,.0f}"
-              " MB on disk)", end="", file=sys.stderr, flush=True)
-    return show
+class StderrProgress:
+    """One updating line on stderr for the file being loaded: the lines split so far
+    (line-by-line path) or the percentage DuckDB reports for its own readers, polled
+    on a thread (``query_progress``). A context manager: it clears its line on exit."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, size: int,
+                 interval_s: float = 0.5) -> None:
+        self.con, self.path, self.size, self.interval_s = con, path, size, interval_s
+        self.text = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __call__(self, lines: int, bytes_in: int) -> None:
+        self.text = f"{lines:,} lines, {bytes_in / 1e6:,.0f} MB read"
+        self._draw()
+
+    def _draw(self, pct: float = -1.0) -> None:
+        done = f"{pct:3.0f} % " if pct >= 0 else ""
+        print(f"\r\033[K  {self.path} ({self.size / 1e6:,.0f} MB): {done}{self.text}", end="",
+              file=sys.stderr, flush=True)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._draw(self.con.query_progress())
+
+    def __enter__(self) -> StderrProgress:
+        self._draw()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
