@@ -1,32 +1,41 @@
 """Detection: spikes, drops and level shifts against a robust, daily-aware baseline.
 
-How a series becomes anomaly windows (all vectorised with numpy/polars; the
-only Python loops run per window or per pass, never per bucket):
+How a series becomes anomaly windows (vectorised with numpy, bottleneck and
+polars; the only Python loops run per window or per pass, never per bucket):
 
 1. Daily curve: when the series spans two days or more (``daily_curve="auto"``)
    a time-of-day profile (median per ``profile_bin_s`` bin across days) is
    taken out first, so the ordinary daily rise and fall is not an anomaly.
    Within one day the trailing baseline below follows the slow daily curve.
-2. Baseline and scale: a trailing rolling median over ``baseline_s`` (excluding
-   the current bucket, so a level shift is measured against the level before
-   it) and a rolling MAD around it. The scale has floors: the series' own
-   noise (MAD of first differences), ``min_scale_rel`` of the baseline, and for
-   count series a Poisson floor ``sqrt(level)``, so flat or all-zero series do
-   not flag noise.
-3. Robust z = (value - baseline) / scale. Buckets with ``|z| >= z_threshold``
-   are the cores of windows; a window extends over neighbouring buckets with
+2. Baseline: a trailing rolling median (excluding the current bucket, so a
+   level shift is measured against the level before it). With ``trend`` the
+   medians of the trailing window's three thirds give a slope, kept only when
+   both steps agree ("minmod"), and the baseline is carried along it: a steady
+   drift is followed, a level shift is not.
+3. Scale: the largest of a rolling MAD around the baseline, the local noise
+   (rolling median of first differences), ``min_scale_rel`` of the baseline and
+   ``min_scale_range`` of the series' 1-99 % range. Count series (requests,
+   log lines) add a Poisson floor ``sqrt(level)`` and, separately upward and
+   downward, the spread of their own past 1-99 % range, so a bursty caller's
+   usual zeros and peaks are not anomalies; they also warm up on 30 buckets.
+4. Robust z = (value - baseline) / scale. Buckets with ``|z| >= z_threshold``
+   are the cores of windows; a window covers the neighbouring buckets with
    ``|z| >= hysteresis * z_threshold`` in the same direction, so its start is
    the first departing bucket, not the first bucket past the high threshold.
-   Extended runs closer than ``merge_gap_s`` merge; windows need
-   ``min_duration_s`` of core buckets.
-4. Refinement passes: buckets inside windows are masked and the baseline is
-   recomputed without them (carried forward across the window), so a long
-   anomaly is measured against the level before it instead of being absorbed
-   into the baseline after ``baseline_s / 2``.
+   Runs closer than ``merge_gap_s`` merge; windows need ``min_duration_s`` of
+   core buckets.
+5. Extension: each window is followed against the baseline and scale frozen
+   at its start, across returns shorter than ``rejoin_s`` to bursts that would
+   make a window themselves: an intermittent anomaly (errors only in the
+   seconds a batch runs, a plateau broken by restarts) is one window, not
+   absorbed into the trailing baseline. A dip inside a longer rise is dropped.
+6. Refinement passes: buckets inside windows are masked and the baseline is
+   recomputed without them (frozen until a quarter of the window is clean).
 
 A window that runs to the end of the series or lasts at least ``baseline_s``
 is a ``shift``; otherwise an upward window is a ``spike`` and a downward one a
-``drop``.
+``drop``. Known limit: the first buckets have no past, so an anomaly under way
+when the series starts is taken as its normal level.
 """
 
 from __future__ import annotations
