@@ -15,6 +15,8 @@ JupyterLab, nbconvert and nbval all handle offline.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -39,6 +41,9 @@ EVENT_COLORS = {
     "note": "#777777",
 }
 _RENDERER = "postmortem-svg"
+# Passed to the constructors: ``.resolve_scale()`` deep-copies every sub-chart
+# (seconds for the timeline), a constructor argument costs nothing.
+_INDEPENDENT_COLOR = alt.Resolve(scale=alt.ScaleResolveMap(color="independent"))
 
 
 # --- data preparation -----------------------------------------------------------
@@ -69,9 +74,17 @@ def _to_utc(df: pl.DataFrame, cols: tuple[str, ...] = ("t",)) -> pl.DataFrame:
     return df.with_columns(exprs) if exprs else df
 
 
+def finite(df: pl.DataFrame) -> pl.DataFrame:
+    """NaN and infinities become nulls: JSON (and so a chart spec) has no NaN."""
+    floats = [c for c, t in df.schema.items() if t in (pl.Float32, pl.Float64)]
+    return df.with_columns(
+        pl.when(pl.col(c).is_finite()).then(pl.col(c)).otherwise(None).alias(c) for c in floats
+    )
+
+
 def for_chart(df: pl.DataFrame, time_cols: tuple[str, ...] = ("t",)) -> pl.DataFrame:
-    """The frame as a chart should receive it: time columns as UTC ISO strings."""
-    df = _to_utc(df, time_cols)
+    """The frame as a chart should receive it: time columns as UTC ISO strings, no NaN."""
+    df = finite(_to_utc(df, time_cols))
     return df.with_columns(
         [iso_utc(c).alias(c) for c in time_cols if c in df.columns and df.schema[c] != pl.String]
     )
@@ -168,6 +181,29 @@ def _value_tooltips(unit: str | None, series_title: str = "series") -> list[alt.
 
 # --- building blocks ---------------------------------------------------------------
 
+Datasets = dict[str, list[dict]]
+"""Rows of the named datasets of one chart, collected while building it."""
+
+
+def _named(ds: Datasets, df: pl.DataFrame) -> alt.NamedData:
+    """Register ``df``'s rows under a content-hash name and refer to them by name.
+
+    Sub-charts then carry no rows: Altair deep-copies sub-charts while it
+    composes layers and concatenations, which with inline rows costs seconds.
+    """
+    rows = df.to_dicts()
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
+    name = f"data-{digest[:20]}"
+    ds[name] = rows
+    return alt.NamedData(name=name)
+
+
+def _with_datasets(chart, ds: Datasets):
+    """Attach the collected rows as the top-level ``datasets`` of ``chart``."""
+    chart.datasets = ds
+    return chart
+
+
 
 @dataclass
 class Panel:
@@ -190,6 +226,7 @@ class Panel:
 def _series_layer(
     data: pl.DataFrame,
     *,
+    ds: Datasets,
     unit: str,
     x,
     log: bool = False,
@@ -199,9 +236,9 @@ def _series_layer(
     """Mean line plus min-max band per series, already downsampled."""
     if "series" not in data.columns:
         data = data.with_columns(pl.lit("value").alias("series"))
-    ds = for_chart(downsample(data.select("t", "series", "value"), max_rows=max_rows // 2))
+    rows = for_chart(downsample(data.select("t", "series", "value"), max_rows=max_rows // 2))
     yscale = alt.Scale(type="symlog") if log else alt.Scale()
-    base = alt.Chart(ds)
+    base = alt.Chart(_named(ds, rows))
     legend = alt.Legend(orient="right", labelLimit=220)
     color = alt.Color("series:N", title=series_title, legend=legend)
     band = base.mark_area(opacity=0.25).encode(
@@ -220,7 +257,7 @@ def _series_layer(
     return alt.layer(band, line)
 
 
-def event_layers(events: pl.DataFrame | None, x) -> list[alt.Chart]:
+def event_layers(events: pl.DataFrame | None, x, ds: Datasets) -> list[alt.Chart]:
     """Human events as layers: a rule per point event, a band per interval.
 
     ``events`` has ``start``, ``end`` (may equal start or be null), ``kind``, ``title``.
@@ -248,7 +285,7 @@ def event_layers(events: pl.DataFrame | None, x) -> list[alt.Chart]:
         time_tooltip("start", "start (UTC)"),
         time_tooltip("end", "end (UTC)"),
     ]
-    base = alt.Chart(ev)
+    base = alt.Chart(_named(ds, ev))
     rules = base.transform_filter("!datum.interval").mark_rule(strokeWidth=1.5, opacity=0.8)
     rules = rules.encode(x=x, color=color.legend(None), tooltip=tips)
     bands = base.transform_filter("datum.interval").mark_rect(opacity=0.12)
@@ -256,25 +293,25 @@ def event_layers(events: pl.DataFrame | None, x) -> list[alt.Chart]:
     return [bands, rules]
 
 
-def onset_layer(onsets: pl.DataFrame | None, x) -> list[alt.Chart]:
+def onset_layer(onsets: pl.DataFrame | None, x, ds: Datasets) -> list[alt.Chart]:
     """Detected onsets (``t``, ``role``/``label``) as dashed black rules with tooltips."""
     if onsets is None or onsets.height == 0:
         return []
     label = "role" if "role" in onsets.columns else "label"
     df = for_chart(onsets.select("t", pl.col(label).alias("onset")))
     return [
-        alt.Chart(df)
+        alt.Chart(_named(ds, df))
         .mark_rule(strokeDash=[4, 3], color="black", strokeWidth=1)
         .encode(x=x, tooltip=[alt.Tooltip("onset:N", title="detected onset"), time_tooltip()])
     ]
 
 
-def _ceiling_layer(panel: Panel, x) -> list[alt.Chart]:
+def _ceiling_layer(panel: Panel, x, ds: Datasets) -> list[alt.Chart]:
     if panel.ceiling is None:
         return []
     df = pl.DataFrame({"ceiling": [float(panel.ceiling)], "label": [panel.ceiling_label]})
     return [
-        alt.Chart(df)
+        alt.Chart(_named(ds, df))
         .mark_rule(strokeDash=[6, 3], color="#d62728")
         .encode(
             y="ceiling:Q",
@@ -290,14 +327,17 @@ def _panel_chart(
     events: pl.DataFrame | None,
     onsets: pl.DataFrame | None,
     width: int,
+    ds: Datasets,
+    max_rows: int = MAX_ROWS,
 ) -> alt.LayerChart:
     layers = [
-        *event_layers(events, x),
-        _series_layer(panel.data, unit=panel.unit, x=x, log=panel.log),
-        *_ceiling_layer(panel, x),
-        *onset_layer(onsets, x),
+        *event_layers(events, x, ds),
+        _series_layer(panel.data, ds=ds, unit=panel.unit, x=x, log=panel.log,
+                      max_rows=max_rows),
+        *_ceiling_layer(panel, x, ds),
+        *onset_layer(onsets, x, ds),
     ]
-    return alt.layer(*layers).resolve_scale(color="independent").properties(
+    return alt.layer(*layers, resolve=_INDEPENDENT_COLOR).properties(
         title=alt.TitleParams(panel.title, anchor="start", fontSize=12),
         width=width,
         height=panel.height,
@@ -312,6 +352,7 @@ def timeline(
     side_by_side: tuple[Panel, Panel] | None = None,
     overview: Panel | None = None,
     width: int = 760,
+    max_rows: int = MAX_ROWS,
 ) -> alt.VConcatChart:
     """One aligned multi-panel chart with a shared UTC time axis.
 
@@ -319,27 +360,33 @@ def timeline(
     detected onsets as dashed rules. ``side_by_side`` draws two panels next to
     each other (per-caller requests/s beside per-caller URIs/s). ``overview``
     (default: the first panel) is drawn small at the bottom with a brush:
-    drag on it to zoom every detail panel.
+    drag on it to zoom every detail panel. ``max_rows`` bounds each panel's
+    points (fewer draw faster as static SVG; more show detail when zooming).
     """
+    ds: Datasets = {}
     brush = alt.selection_interval(encodings=["x"], name="zoom")
     x_detail = time_x(domain=brush, axis=True)
     rows: list = [
-        _panel_chart(p, x=x_detail, events=events, onsets=onsets, width=width) for p in panels
+        _panel_chart(p, x=x_detail, events=events, onsets=onsets, width=width, ds=ds,
+                     max_rows=max_rows)
+        for p in panels
     ]
     if side_by_side is not None:
         half = (width - 60) // 2
         rows.append(
             alt.hconcat(
                 *[
-                    _panel_chart(p, x=x_detail, events=events, onsets=onsets, width=half)
+                    _panel_chart(p, x=x_detail, events=events, onsets=onsets, width=half,
+                                 ds=ds, max_rows=max_rows)
                     for p in side_by_side
-                ]
-            ).resolve_scale(color="independent")
+                ],
+                resolve=_INDEPENDENT_COLOR,
+            )
         )
     ov = overview or panels[0]
     x_over = time_x()
     over = (
-        _series_layer(ov.data, unit=ov.unit, x=x_over, log=ov.log)
+        _series_layer(ov.data, ds=ds, unit=ov.unit, x=x_over, log=ov.log, max_rows=max_rows)
         .add_params(brush)
         .properties(
             title=alt.TitleParams(
@@ -352,7 +399,7 @@ def timeline(
         )
     )
     rows.append(over)
-    return alt.vconcat(*rows, spacing=12).resolve_scale(color="independent")
+    return _with_datasets(alt.vconcat(*rows, spacing=12, resolve=_INDEPENDENT_COLOR), ds)
 
 
 # --- single-purpose charts --------------------------------------------------------
@@ -362,9 +409,9 @@ def series_chart(
     df: pl.DataFrame, *, title: str = "", unit: str = "", log: bool = False, width: int = 700
 ) -> alt.LayerChart:
     """Any series: ``t, value`` (one series) or ``t, series, value`` (several)."""
-    return _series_layer(df, unit=unit, x=time_x(), log=log).properties(
-        title=title, width=width, height=180
-    )
+    ds: Datasets = {}
+    chart = _series_layer(df, ds=ds, unit=unit, x=time_x(), log=log)
+    return _with_datasets(chart.properties(title=title, width=width, height=180), ds)
 
 
 def compare_chart(
@@ -376,12 +423,15 @@ def compare_chart(
     by shape and timing.
     """
     x = time_x()
-    top = _series_layer(a.with_columns(pl.lit(a_name).alias("series")), unit="", x=x)
-    bottom = _series_layer(b.with_columns(pl.lit(b_name).alias("series")), unit="", x=x)
-    return alt.vconcat(
+    ds: Datasets = {}
+    top = _series_layer(a.with_columns(pl.lit(a_name).alias("series")), ds=ds, unit="", x=x)
+    bottom = _series_layer(b.with_columns(pl.lit(b_name).alias("series")), ds=ds, unit="",
+                           x=x)
+    return _with_datasets(alt.vconcat(
         top.properties(title=a_name, width=width, height=120),
         bottom.properties(title=b_name, width=width, height=120),
-    ).resolve_scale(color="independent", x="shared")
+        resolve=alt.Resolve(scale=alt.ScaleResolveMap(color="independent", x="shared")),
+    ), ds)
 
 
 def coverage_chart(coverage: pl.DataFrame, *, width: int = 700) -> alt.Chart:
@@ -429,7 +479,7 @@ def bar_chart(
     }
     if color:
         enc["color"] = alt.Color(f"{color}:N")
-    return alt.Chart(df).mark_bar().encode(**enc).properties(title=title, width=520)
+    return alt.Chart(finite(df)).mark_bar().encode(**enc).properties(title=title, width=520)
 
 
 def lag_chart(lags: pl.DataFrame, *, title: str = "who leads whom") -> alt.LayerChart:
@@ -443,7 +493,7 @@ def lag_chart(lags: pl.DataFrame, *, title: str = "who leads whom") -> alt.Layer
         else alt.Tooltip(f"{c}:N")
         for c in lags.columns
     ]
-    base = alt.Chart(lags).encode(
+    base = alt.Chart(finite(lags)).encode(
         y=alt.Y("pair:N", sort=None, title=None),
         color=alt.Color("kind:N", title=None),
         tooltip=tips,
@@ -468,7 +518,7 @@ def chain_diagram(nodes: pl.DataFrame, edges: pl.DataFrame, *, width: int = 760)
     n = max(1, nodes.height)
     node_tips = [alt.Tooltip(f"{c}:N") for c in nodes.columns if c != "step"]
     nx = alt.X("step:Q", axis=None, scale=alt.Scale(domain=[-0.6, n - 0.4]))
-    base = alt.Chart(nodes)
+    base = alt.Chart(finite(nodes))
     boxes = base.mark_point(shape="square", size=5200, filled=True, color="#deebf7").encode(
         x=nx, y=alt.value(60), tooltip=node_tips
     )
@@ -491,7 +541,7 @@ def chain_diagram(nodes: pl.DataFrame, edges: pl.DataFrame, *, width: int = 760)
             if c != "step"
         ]
         ex = alt.X("x0:Q", scale=alt.Scale(domain=[-0.6, n - 0.4]), axis=None)
-        eb = alt.Chart(e)
+        eb = alt.Chart(finite(e))
         arrows = eb.mark_rule(strokeWidth=2, color="#555").encode(
             x=ex, x2="x1:Q", y=alt.value(60), tooltip=edge_tips
         )
@@ -517,16 +567,17 @@ def whatif_chart(df: pl.DataFrame, *, unit: str = "", title: str = "", width: in
     workaround, batch cap ...), shared UTC axis.
     """
     rows = []
+    ds: Datasets = {}
     for name in df["series"].unique(maintain_order=True).to_list():
         sub = df.filter(pl.col("series") == name).select(
             "t", pl.col("scenario").alias("series"), "value"
         )
         rows.append(
-            _series_layer(sub, unit=unit, x=time_x(), series_title="scenario").properties(
+            _series_layer(sub, ds=ds, unit=unit, x=time_x(), series_title="scenario").properties(
                 title=str(name), width=width, height=120
             )
         )
-    return alt.vconcat(*rows).properties(title=title).resolve_scale(color="shared")
+    return _with_datasets(alt.vconcat(*rows, title=title), ds)
 
 
 # --- rendering ------------------------------------------------------------------------

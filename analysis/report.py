@@ -214,9 +214,7 @@ def follow_ups(chain, imp: rd.Impact, wi: rd.WhatIfs | None) -> list[str]:
 
 def collect(con: duckdb.DuckDBPyConnection, *, whatif: bool = True) -> ReportContent:
     """Run the analysis on the store behind ``con`` and gather what the report shows."""
-    from analysis.chain import find_chain
-
-    chain = find_chain(con)
+    chain = rd.root_cause_chain(con)
     env = chain.environment
     imp = rd.impact(con, chain)
     td = rd.timeline_data(con, onsets=chain.onsets, port_range=env.port_range)
@@ -324,6 +322,12 @@ def build_report(
 
     start = time.monotonic()
     prepare_rollups(db)
+    con = open_analysis(db)
+    try:  # compute the shared expensive results once; notebooks and report hit the cache
+        if rd.root_cause_chain(con).culprit is not None:
+            rd.whatifs(con)
+    finally:
+        con.close()
     pages: list[Path] = []
     if notebooks:
         pages = run_notebooks(db=db, data_dir=data_dir, out=out, notebook_dir=notebook_dir)

@@ -17,6 +17,7 @@ import duckdb
 import polars as pl
 
 from analysis.charts import Panel
+from analysis.report_cache import cached
 from analysis.roles import role_of_signal
 from analysis.rollups import signal_series
 
@@ -352,23 +353,38 @@ def chain_graph(chain) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 @dataclass
 class WhatIfs:
-    """The report's what-ifs: one result per scenario name, and a long frame to chart."""
+    """The report's what-ifs: a summary row per scenario and a long frame to chart.
 
-    results: dict
+    ``tw_agreement``: relative difference of replayed vs observed TIME_WAIT
+    (how far the model can be trusted; None without an observed TIME_WAIT).
+    """
+
     summary: pl.DataFrame
     long: pl.DataFrame
+    tw_agreement: float | None
+
+
+def root_cause_chain(con: duckdb.DuckDBPyConnection):
+    """``analysis.chain.find_chain`` with default settings, cached per store and code version."""
+    from analysis.chain import find_chain
+
+    return cached(con, "chain", {}, lambda: find_chain(con))
 
 
 def whatifs(con: duckdb.DuckDBPyConnection, scenarios: dict[str, dict] | None = None) -> WhatIfs:
-    """Replay the request log under each scenario (default ``WHATIF_SCENARIOS``).
+    """Replay the request log under each scenario (default ``WHATIF_SCENARIOS``), cached.
 
     ``summary``: one row for the observed incident, one for the replay as it
     was, one per scenario (dials, peak TIME_WAIT, errors, seconds with errors).
     ``long``: ``t, scenario, series, value`` for TIME_WAIT and errors, per 10 s.
     """
+    scenarios = scenarios if scenarios is not None else WHATIF_SCENARIOS
+    return cached(con, "whatifs", scenarios, lambda: _whatifs(con, scenarios))
+
+
+def _whatifs(con: duckdb.DuckDBPyConnection, scenarios: dict[str, dict]) -> WhatIfs:
     from analysis.whatif import whatif
 
-    scenarios = scenarios if scenarios is not None else WHATIF_SCENARIOS
     results = {name: whatif(con, **kw) for name, kw in scenarios.items()}
     rows = []
     longs = []
@@ -385,7 +401,7 @@ def whatifs(con: duckdb.DuckDBPyConnection, scenarios: dict[str, dict] | None = 
     long = pl.concat(longs) if longs else pl.DataFrame(
         schema={"t": pl.Datetime("us"), "scenario": pl.String, "series": pl.String,
                 "value": pl.Float64})
-    return WhatIfs(results, summary, long)
+    return WhatIfs(summary, long, None if first is None else first.tw_agreement)
 
 
 def _summary_row(s) -> dict:

@@ -1,0 +1,79 @@
+"""A disk cache for the expensive results the notebooks and the report share.
+
+The chain takes seconds and each what-if replay tens of seconds on the bundled
+incident; six notebooks and the report would otherwise compute them again and
+again. Results are cached next to the store (``<db>.cache/``) under a key made
+of the store file's size and modification time, the source of the whole
+``analysis`` package and the call's parameters. So a re-ingested store or any
+edit of the analysis code (a changed constant included) computes afresh, and
+nbval still fails when the maths changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+
+T = TypeVar("T")
+PACKAGE = Path(__file__).resolve().parent
+
+
+def source_fingerprint(package: Path = PACKAGE) -> str:
+    """SHA-256 over every ``.py`` / ``.sql`` file of the package, by relative path."""
+    h = hashlib.sha256()
+    for p in sorted(package.rglob("*")):
+        if p.suffix in (".py", ".sql") and p.is_file() and "__pycache__" not in p.parts:
+            h.update(p.relative_to(package).as_posix().encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def store_path(con: duckdb.DuckDBPyConnection) -> Path | None:
+    """The file behind the connection's store (the attached ``store``, else the main one)."""
+    rows = con.execute(
+        "SELECT database_name, path FROM duckdb_databases() WHERE path IS NOT NULL"
+    ).fetchall()
+    paths = dict(rows)
+    path = paths.get("store") or next(iter(paths.values()), None)
+    return Path(path) if path else None
+
+
+def cache_key(db: Path, name: str, params: dict) -> str:
+    """Key of one cached result: store identity, analysis source, name and parameters."""
+    st = db.stat()
+    raw = json.dumps(
+        [str(db.resolve()), st.st_size, st.st_mtime_ns, source_fingerprint(), name, params],
+        sort_keys=True, default=str,
+    )
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+def cached(con: duckdb.DuckDBPyConnection, name: str, params: dict,
+           compute: Callable[[], T]) -> T:
+    """``compute()``'s result, from the cache when the same store and code made it before.
+
+    In-memory stores (no file) are never cached. Writes are atomic (rename), so
+    concurrent readers see a whole file or none.
+    """
+    db = store_path(con)
+    if db is None or not db.exists():
+        return compute()
+    directory = db.with_name(db.name + ".cache")
+    target = directory / f"{name}-{cache_key(db, name, params)}.pickle"
+    if target.exists():
+        with open(target, "rb") as fh:
+            return pickle.load(fh)
+    value = compute()
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        pickle.dump(value, fh)
+    os.replace(tmp, target)
+    return value
