@@ -29,6 +29,8 @@ from analysis.ingest.manifest import load_manifest
 from analysis.lab import VARIANTS, LabConfig, per_second, run_lab, summarize, unavailable_reason
 from analysis.lab import netns as netns_mod
 from analysis.lab.capture import Facts, compress, write_manifest
+from analysis.lab.replay import SAMPLE, build_store, find_capture
+from analysis.store import connect
 
 NAIVE_ERROR = "dial tcp 127.0.0.1:11211: connect: cannot assign requested address"
 FIXED_ERROR = "dial tcp 127.32.0.1:0->127.0.0.1:11211: bind: address already in use"
@@ -109,7 +111,7 @@ def _write_capture(d: Path, users: list[tuple[int, str]], errors: list[tuple[int
 
     req = [json.dumps({"time": iso(s + 0.5), "caller": "appview", "status": st_,
                        "duration_ms": 2.0, "uris": 3}) for s, st_ in users]
-    req.append(json.dumps({"time": iso(10.9), "caller": "feed-indexer", "status": "error",
+    req.append(json.dumps({"time": iso(10.1), "caller": "feed-indexer", "status": "error",
                            "duration_ms": 800.0, "uris": 1000}))
     (d / "requests.jsonl").write_text("\n".join(req) + "\n")
     (d / "dataplane-errors.jsonl").write_text(
@@ -153,6 +155,50 @@ def test_without_root_the_cli_says_so_in_one_line(monkeypatch, capsys, tmp_path)
     assert code == 2
     assert err[-1].startswith("postmortem: ") and "root" in err[-1]
     assert not any("Traceback" in line for line in err)
+
+
+# ---- the committed capture (data/samples/lab-naive): replayed without root ----------------
+
+ROLES_IN_ORDER = ["trigger", "fan_out", "port_exhaustion", "cache_errors", "user_impact"]
+
+
+def _chain_roles(result: dict) -> list[str]:
+    """The roles of a chain's hops, in hop order, restricted to the issue's five."""
+    hops = result["hops"]
+    roles = [hops[0]["cause_role"]] + [h["effect_role"] for h in hops] if hops else []
+    return [r for r in roles if r in ROLES_IN_ORDER]
+
+
+def test_the_committed_capture_is_small_and_a_naive_run():
+    cap = find_capture(None)
+    assert cap.path == SAMPLE and cap.note is None
+    assert sum(f.stat().st_size for f in SAMPLE.iterdir()) < 2_000_000
+    assert cap.facts["lab_variant"] == "naive" and cap.n_ports == 1500
+
+
+def test_a_directory_that_is_not_a_capture_falls_back_to_the_sample(tmp_path):
+    cap = find_capture(tmp_path)
+    assert cap.path == SAMPLE and "not a lab capture" in cap.note
+
+
+def test_the_committed_capture_shows_exhaustion_while_the_batches_run():
+    s = summarize(SAMPLE)
+    assert s.exhaustion_share >= 0.8 and max(s.by_errno, key=s.by_errno.get) == "EADDRNOTAVAIL"
+    assert 1500 - 100 - 50 <= s.time_wait_plateau <= 1500
+    assert s.user_failures > 0 and s.user_failures_outside_batches == 0
+    table = per_second(SAMPLE)
+    # TIME_WAIT drains: the last seconds, more than 60 s after the batches, hold almost none
+    assert table["time_wait"].drop_nulls()[-1] < 50
+
+
+def test_the_committed_capture_replays_to_the_batch_caller(tmp_path):
+    from analysis.chain import find_chain
+
+    con = connect(build_store(find_capture(None), tmp_path / "lab.duckdb"))
+    result = find_chain(con).to_dict()
+    assert result["verdict"] == "root_cause_found", result["rejected"]
+    assert result["culprit"]["caller"] == "feed-indexer"
+    assert _chain_roles(result) == ROLES_IN_ORDER, result["hops"]
 
 
 # ---- the real runs ------------------------------------------------------------------------
@@ -248,7 +294,6 @@ def test_every_process_ended_and_namespace_gone(lab_runs):
 @pytest.mark.lab
 def test_capture_ingests_cleanly_with_its_environment(lab_runs, tmp_path):
     from analysis.ingest import ingest_paths
-    from analysis.store import connect
 
     con = connect(tmp_path / "lab.duckdb")
     report = ingest_paths(con, [lab_runs["naive"].out])
@@ -266,7 +311,6 @@ def test_capture_ingests_cleanly_with_its_environment(lab_runs, tmp_path):
 @pytest.mark.lab
 def test_chain_names_the_batch_caller_from_the_capture(lab_runs, tmp_path):
     from analysis.ingest import ingest_paths
-    from analysis.store import connect
 
     chain = pytest.importorskip("analysis.chain")
     con = connect(tmp_path / "lab.duckdb")
@@ -274,9 +318,7 @@ def test_chain_names_the_batch_caller_from_the_capture(lab_runs, tmp_path):
     result = chain.find_chain(con).to_dict()
     assert result["verdict"] == "root_cause_found", result
     assert result["culprit"]["caller"] == "feed-indexer"
-    roles = [result["hops"][0]["cause_role"]] + [h["effect_role"] for h in result["hops"]]
-    wanted = ["trigger", "fan_out", "port_exhaustion", "cache_errors", "user_impact"]
-    assert [r for r in roles if r in wanted] == wanted, roles
+    assert _chain_roles(result) == ROLES_IN_ORDER, result["hops"]
 
 
 @pytest.mark.lab

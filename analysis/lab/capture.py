@@ -3,7 +3,8 @@
 The data plane writes four files while it runs (see ``dataplane.go``):
 
 - ``requests.jsonl``: the access log, slog-style JSON lines (caller, uris,
-  status, duration_ms, host, dc), one line per GetPostRecord request;
+  status, duration_ms, host, dc), one line per GetPostRecord request, written
+  when it ends and stamped with its arrival;
 - ``dataplane-errors.jsonl``: the service's own error log, one line per failed
   cache operation with Go's own error text;
 - ``metrics.csv``: CSV long form ``time,metric,value,instance``, one sample
@@ -13,7 +14,8 @@ The data plane writes four files while it runs (see ``dataplane.go``):
   memcached's ``curr_connections`` and ``total_connections`` as
   ``memcached_current_connections`` and ``memcached_connections_total``, and
   the data plane's OS threads as ``go_threads``; from the data plane itself
-  ``go_goroutines``; and, counted from the request log after the run, the
+  ``go_goroutines`` and ``memcache_client_dials_total`` (every dial attempted,
+  failed ones included: a counter); and, counted from the request log after the run, the
   user-facing ``appview_requests_per_second`` (successes) and
   ``appview_request_errors_per_second``;
 - ``events.csv``: the run's timeline (variant, batch caller's start and end).
@@ -190,7 +192,8 @@ def per_second(out: Path, batch_caller: str = "feed-indexer") -> pl.DataFrame:
     """One row per second of a lab capture, read straight from its files.
 
     Columns: ``t``; user-facing requests ok / failed (every caller but the
-    batch caller); batch requests finished; error lines by errno class
+    batch caller); batch requests and their URIs (each request on the second
+    it arrived: the log stamps arrivals); error lines by errno class
     (``EADDRNOTAVAIL``, ``EADDRINUSE``, ``other_errors``); ``time_wait``;
     memcached's current connections and new connections per second
     (``dials``); ``goroutines``; ``threads``. Independent of ``ingest``, so
@@ -202,8 +205,8 @@ def per_second(out: Path, batch_caller: str = "feed-indexer") -> pl.DataFrame:
     con.execute("SET TimeZone = 'UTC'")
     con.execute(
         "CREATE TABLE req AS SELECT date_trunc('second', CAST(time AS TIMESTAMP)) AS t, caller,"
-        " status FROM read_json(?, format='newline_delimited',"
-        " columns={'time': 'VARCHAR', 'caller': 'VARCHAR', 'status': 'VARCHAR'})",
+        " status, uris FROM read_json(?, format='newline_delimited', columns={'time': 'VARCHAR',"
+        " 'caller': 'VARCHAR', 'status': 'VARCHAR', 'uris': 'BIGINT'})",
         [_capture_file(out, "requests.jsonl")],
     )
     con.execute(
@@ -235,7 +238,8 @@ def per_second(out: Path, batch_caller: str = "feed-indexer") -> pl.DataFrame:
           SELECT t,
             count(*) FILTER (WHERE caller <> $bc AND status = 'ok') AS user_ok,
             count(*) FILTER (WHERE caller <> $bc AND status <> 'ok') AS user_failed,
-            count(*) FILTER (WHERE caller = $bc) AS batch_requests
+            count(*) FILTER (WHERE caller = $bc) AS batch_requests,
+            coalesce(sum(uris) FILTER (WHERE caller = $bc), 0) AS batch_uris
           FROM req GROUP BY t),
         e AS (
           SELECT t,
@@ -254,6 +258,7 @@ def per_second(out: Path, batch_caller: str = "feed-indexer") -> pl.DataFrame:
         SELECT grid.t,
           coalesce(r.user_ok, 0) AS user_ok, coalesce(r.user_failed, 0) AS user_failed,
           coalesce(r.batch_requests, 0) AS batch_requests,
+          coalesce(r.batch_uris, 0) AS batch_uris,
           coalesce(e.EADDRNOTAVAIL, 0) AS EADDRNOTAVAIL, coalesce(e.EADDRINUSE, 0) AS EADDRINUSE,
           coalesce(e.other_errors, 0) AS other_errors,
           m.time_wait, m.mc_conns,
@@ -297,8 +302,8 @@ def summarize(out: Path, batch_caller: str = "feed-indexer", slack_s: float = 1.
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.execute(
-        "CREATE TABLE req AS SELECT CAST(time AS TIMESTAMP) AS t_end,"
-        " CAST(time AS TIMESTAMP) - to_microseconds(CAST(duration_ms * 1000 AS BIGINT)) AS t_start,"
+        "CREATE TABLE req AS SELECT CAST(time AS TIMESTAMP) AS t_start,"
+        " CAST(time AS TIMESTAMP) + to_microseconds(CAST(duration_ms * 1000 AS BIGINT)) AS t_end,"
         " caller, status FROM read_json(?, format='newline_delimited', columns={'time': 'VARCHAR',"
         " 'caller': 'VARCHAR', 'status': 'VARCHAR', 'duration_ms': 'DOUBLE'})",
         [_capture_file(out, "requests.jsonl")],

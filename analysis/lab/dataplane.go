@@ -344,7 +344,9 @@ func (d *dataplane) GetPostRecord(caller string, uris []string) {
 		status = "error"
 	}
 	ms := float64(time.Since(start).Microseconds()) / 1000
-	b, _ := json.Marshal(requestLine{now(), "INFO", "rpc", "GetPostRecord", caller, len(uris),
+	// Stamped with the arrival (the line is written when the request ends), so
+	// a caller's load shows when it arrived, not when a stalled batch gave up.
+	b, _ := json.Marshal(requestLine{start.UTC().Format(tsLayout), "INFO", "rpc", "GetPostRecord", caller, len(uris),
 		status, ms, host, "lab"})
 	d.requests.write(b)
 }
@@ -462,11 +464,15 @@ func (m *metricsWriter) row(ts, metric string, v float64, instance string) {
 		csvField(instance))
 }
 
-// sample writes what only this process knows (its goroutines), stamped with
+// sample writes what only this process knows (goroutines, dials), stamped with
 // the scheduled second: under load the sampler runs late, and a late sample
 // must not leave a gap or land on the next second.
 func (d *dataplane) sample(m *metricsWriter, at time.Time) {
-	m.row(at.UTC().Format(tsLayout), "go_goroutines", float64(runtime.NumGoroutine()), host)
+	ts := at.UTC().Format(tsLayout)
+	m.row(ts, "go_goroutines", float64(runtime.NumGoroutine()), host)
+	// every dial the client attempted, failed ones included: the fan-out as the
+	// client sees it (memcached only counts the connections it accepted)
+	m.row(ts, "memcache_client_dials_total", float64(d.mc.dials.Load()), host)
 	m.w.Flush()
 	d.requests.flush()
 	d.errs.flush()
@@ -516,7 +522,9 @@ func runSampler(cfg config, pid int) {
 			m.row(ts, "memcached_current_connections", curr, "memcached")
 			m.row(ts, "memcached_connections_total", total, "memcached")
 		}
-		m.row(ts, "go_threads", procThreads(pid), host)
+		if n := procThreads(pid); n > 0 {
+			m.row(ts, "go_threads", n, host)
+		}
 		m.w.Flush()
 	}
 }
@@ -707,6 +715,9 @@ func main() {
 	close(stop)
 	users.Wait()
 	batchWG.Wait()
+	// Stay up past the sampler's last whole second, so it samples a live
+	// process rather than one tearing its threads down.
+	time.Sleep(time.Until(t0.Add(time.Duration(cfg.seconds)*time.Second + 1200*time.Millisecond)))
 	event(now(), "", "note", "lab run ends", "")
 	d.requests.close()
 	d.errs.close()

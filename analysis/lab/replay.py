@@ -1,0 +1,90 @@
+"""Replay a lab capture through the analysis: which capture, and a store built from it.
+
+The committed sample (``data/samples/lab-naive``) is the default, so a replay
+works in a clean clone without root; any directory written by ``postmortem
+lab --out DIR`` works the same way.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from analysis.errors import UserError
+from analysis.lab.capture import MANIFEST
+
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "samples" / "lab-naive"
+
+
+@dataclass(frozen=True)
+class Capture:
+    """A lab capture directory and what its manifest says about the run."""
+
+    path: Path
+    facts: dict[str, object]
+    note: str | None = None  # why the directory asked for was not used
+
+    @property
+    def port_range(self) -> tuple[int, int]:
+        """The namespace's ephemeral port range (inclusive)."""
+        lo, hi = str(self.facts["ephemeral_port_range"]).split("-")
+        return int(lo), int(hi)
+
+    @property
+    def n_ports(self) -> int:
+        """How many ephemeral ports the namespace had."""
+        lo, hi = self.port_range
+        return hi - lo + 1
+
+
+def lab_facts(directory: Path) -> dict[str, object] | None:
+    """The manifest of a lab capture in ``directory``, or None when it is not one."""
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        facts = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    return facts if "lab_variant" in facts else None
+
+
+def find_capture(data_dir: str | Path | None = None) -> Capture:
+    """The capture to replay: ``data_dir`` when it is a lab capture, else the sample.
+
+    A ``data_dir`` that is not a lab capture (the suite's notebook runner
+    passes the incident's own directory) falls back to the committed sample,
+    and ``note`` says so.
+    """
+    note = None
+    if data_dir is not None:
+        facts = lab_facts(Path(data_dir))
+        if facts is not None:
+            return Capture(Path(data_dir), facts)
+        note = f"{data_dir} is not a lab capture (no lab_variant in {MANIFEST}); using the sample"
+    facts = lab_facts(SAMPLE)
+    if facts is None:
+        raise UserError(f"{SAMPLE}: the committed lab sample is missing or has no manifest")
+    return Capture(SAMPLE, facts, note)
+
+
+def build_store(capture: Capture, db_path: str | Path | None = None) -> Path:
+    """Ingest the capture into a fresh store at ``db_path`` (a temporary file if None)."""
+    from analysis.ingest import ingest_paths
+    from analysis.store import connect
+
+    if db_path is None:
+        db_path = Path(tempfile.mkdtemp(prefix="postmortem-lab-")) / "lab.duckdb"
+    db_path = Path(db_path)
+    db_path.unlink(missing_ok=True)
+    con = connect(db_path)
+    try:
+        report = ingest_paths(con, [capture.path])
+    finally:
+        con.close()
+    rejected = sum(f.rejected for f in report.files)
+    if rejected:
+        raise UserError(f"{capture.path}: {rejected} lines rejected on ingest; expected none")
+    return db_path
