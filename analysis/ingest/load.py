@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -195,18 +196,26 @@ def parse_series_name(column: str) -> tuple[str, dict[str, str]]:
     return name.strip(), labels
 
 
-def _json_aliases(path: Path, fields: dict[str, Field]) -> list[str]:
-    """The aliases a JSON-lines file uses, from its first lines; all aliases of a
-    required field none of whose names was seen. (DuckDB's ``from_json`` costs
-    grow with the number of keys asked for: asking for 40 is 4x slower than 10.)"""
+def _json_keys(line: str) -> set[str]:
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return set()
+    return set(obj) if isinstance(obj, dict) else set()
+
+
+def _logfmt_keys(line: str) -> set[str]:
+    return {k for k, _ in re.findall(S.LOGFMT_RE, line)}
+
+
+def sniffed_aliases(path: Path, fields: dict[str, Field], fmt: str) -> list[str]:
+    """The aliases a JSON-lines or logfmt file uses, from its first lines; all aliases
+    of a required field none of whose names was seen. (Each alias asked for costs:
+    DuckDB's ``from_json`` with 40 keys is 4x slower than with 10.)"""
+    keys_of = _json_keys if fmt == "jsonl" else _logfmt_keys
     seen: set[str] = set()
     for line in text_head(path, n_lines=SNIFF_LINES, n_bytes=SNIFF_BYTES):
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            seen.update(obj)
+        seen |= keys_of(line)
     if not seen:
         return S.aliases_of(fields)
     out = []
@@ -250,7 +259,7 @@ def _line_source(job: Job, fields: dict[str, Field]) -> tuple[str, S.Getter, dic
     """Parse-layer SQL for a line format, the alias getter, and extras for the convert layer."""
     fmt = job.detected.fmt
     if fmt in S.PARSERS:
-        aliases = _json_aliases(job.path, fields) if fmt == "jsonl" else S.aliases_of(fields)
+        aliases = sniffed_aliases(job.path, fields, fmt)
         sql, cols = S.PARSERS[fmt](aliases)
         return sql, cols.get, {}
     layout = csv_layout(job, fields)
@@ -281,7 +290,7 @@ def load_jsonl_fast(con: duckdb.DuckDBPyConnection, job: Job, expected_lines: in
     """
     kind = job.detected.kind
     fields = fields_for(kind, job.renames)
-    aliases = _json_aliases(job.path, fields)
+    aliases = sniffed_aliases(job.path, fields, "jsonl")
     comp = {"gzip": "gzip", "zstd": "zstd"}.get(compression_of(job.path) or "", "none")
     columns = ", ".join(f"{sql_str(a)}: 'VARCHAR'" for a in aliases)
     src = (f"read_json({sql_str(str(job.path))}, format = 'newline_delimited',"
