@@ -421,7 +421,7 @@ def find_chain(
     host_dials = [col(s) for s in fan_hosts] or (
         [series["fan_out"].values] if "fan_out" in series else [])
     mech_pass, mech_text = _mechanism(series, host_dials, tw_signal, col, t, env, onsets,
-                                      grid_s, settings)
+                                      grid_s, settings, best)
     hops: list[Hop] = []
     for a, b in zip(present, present[1:], strict=False):
         hops.append(_hop(series[a], series[b], span, grid_s, settings,
@@ -729,6 +729,7 @@ def _mechanism(
     onsets: dict[str, datetime],
     grid_s: float,
     settings: ChainSettings,
+    best: CallerScore | None = None,
 ) -> tuple[bool | None, dict[tuple[str, str], str]]:
     """Mechanism texts per hop and whether the port-exhaustion check passes.
 
@@ -783,11 +784,14 @@ def _mechanism(
             f"{plateau}; {when}: {'PASS' if passed else 'FAIL'}"
         )
     trig = series.get("trigger")
-    if trig is not None and fan is not None:
-        pool = env.idle_pool
+    if trig is not None and fan is not None and best is not None:
+        pool = env.idle_pool if env.idle_pool is not None else UNKNOWN_POOL_CAP
+        peak = float(np.nanmax(fan.values, initial=0.0))
         texts[("trigger", "fan_out")] = (
-            f"one lookup per URI: a batch of B URIs wants B connections at once; beyond the idle"
-            f" pool ({pool if pool is not None else 'unknown'}) each is a new dial"
+            f"one lookup per URI: a batch of {best.max_batch:,.0f} URIs wants as many"
+            f" connections at once; past the idle pool ({pool:,}) that is"
+            f" {max(best.max_batch - pool, 0):,.0f} new dials per batch; observed dials peak"
+            f" at {peak:,.0f}/s"
         )
     if "port_exhaustion" in series and "cache_errors" in series:
         texts[("port_exhaustion", "cache_errors")] = (
@@ -907,11 +911,11 @@ def format_chain(result: ChainResult) -> str:
         lines.append(f"  Evidence: {c.evidence}")
         lines.append("Onsets: " + ", ".join(
             f"{r} {_iso(result.onsets[r])}" for r in result.roles_in_order()))
-        lines.append("Chain:")
+        lines.append("Chain (lag > 0: the cause moves first; [95 % bootstrap interval]):")
         for i, h in enumerate(result.hops, 1):
             lines.append(
-                f"  {i}. {h.cause_role} -> {h.effect_role}: {h.cause} leads {h.effect} by"
-                f" {h.lag_s:+.0f} s [{h.lag_ci_s[0]:+.0f}, {h.lag_ci_s[1]:+.0f}],"
+                f"  {i}. {h.cause_role} -> {h.effect_role}: {h.cause} -> {h.effect},"
+                f" lag {h.lag_s:+.0f} s [{h.lag_ci_s[0]:+.0f}, {h.lag_ci_s[1]:+.0f}],"
                 f" coincidence {h.coincidence:.0%} (p={h.p_value:.3f}),"
                 f" effect size {h.effect_size:+.2f}"
             )
