@@ -114,7 +114,7 @@ def _request_sql(n: int, seed: int, window_s: int) -> str:
                   ELSE 'ok' END AS status
       FROM c
     )
-    SELECT strftime(ts, '%Y-%m-%dT%H:%M:%S.%fZ') AS time,
+    SELECT ts AS time,
            CASE WHEN status = 'ok' THEN 'INFO' ELSE 'ERROR' END AS level,
            'rpc' AS msg,
            CASE WHEN caller = 'feed-indexer' OR u_method < 0.5 THEN 'GetPostRecord'
@@ -145,7 +145,7 @@ def _error_sql(n: int, seed: int, window_s: int) -> str:
     SELECT TIMESTAMP '{start}'
              + to_seconds(pos // {down_per_cycle} * {CYCLE_S} + {DOWN_FROM_S}
                           + pos % {down_per_cycle})
-             + to_microseconds((u_us * 999999)::BIGINT) AS ts,
+             + to_microseconds((u_us * 999999)::BIGINT) AS time,
            CASE WHEN u_op < 0.5 THEN 'set' ELSE 'get' END AS verb,
            CASE WHEN u_cache < 0.55 THEN 'post' WHEN u_cache < 0.8 THEN 'user'
                 ELSE 'interaction counts' END AS cache,
@@ -216,45 +216,62 @@ def generate(
     con.execute("SET TimeZone = 'UTC'")
     window_s = max(window_s, CYCLE_S)
     req, err = _request_sql(scale, seed, window_s), _error_sql(n_err, seed, window_s)
+    # The rows are computed once, into Parquet (typed); the text formats are written from it.
+    req_base, err_base = root / FILE_NAMES["requests/parquet"], root / "_errors.parquet"
+    iso = "strftime(time, '%Y-%m-%dT%H:%M:%S.%fZ')"
+    base = {"requests": (req, req_base), "errors": (err, err_base)}
     jobs = {
-        "requests/jsonl": (req, "FORMAT json"),
-        "requests/parquet": (
-            f"SELECT * REPLACE (strptime(time, '%Y-%m-%dT%H:%M:%S.%fZ') AS time) FROM ({req})",
-            "FORMAT parquet, COMPRESSION zstd",
+        "requests/jsonl": (
+            f"SELECT * REPLACE ({iso} AS time) FROM read_parquet('{req_base}')",
+            "FORMAT json",
         ),
-        "requests/csv": (req, "FORMAT csv, HEADER true"),
+        "requests/csv": (
+            f"SELECT * REPLACE ({iso} AS time) FROM read_parquet('{req_base}')",
+            "FORMAT csv, HEADER true",
+        ),
         "errors/jsonl": (
-            f"""SELECT strftime(ts, '%Y-%m-%dT%H:%M:%S.%fZ') AS time, 'ERROR' AS level,
+            f"""SELECT {iso} AS time, 'ERROR' AS level,
                        'failed to ' || verb || ' ' || cache || ' cache item' AS msg,
                        'at://did:plc:bench' || (i % 9973) || '/app.bsky.feed.post/' || i AS uri,
-                       error, host FROM ({err})""",
+                       error, host FROM read_parquet('{err_base}')""",
             "FORMAT json",
         ),
         "errors/logfmt": (
-            f"""SELECT 'time=' || strftime(ts, '%Y-%m-%dT%H:%M:%S.%fZ')
+            f"""SELECT 'time=' || {iso}
                        || ' level=error msg="failed to ' || verb || ' ' || cache
                        || ' cache item" error="' || error || '" host=' || host
-                FROM ({err})""",
+                FROM read_parquet('{err_base}')""",
             _LINES,
         ),
         "errors/gotext": (
-            f"""SELECT strftime(ts, '%Y/%m/%d %H:%M:%S') || ' memcache: failed to ' || verb
-                       || ' ' || cache || ' cache item: ' || error FROM ({err})""",
+            f"""SELECT strftime(time, '%Y/%m/%d %H:%M:%S') || ' memcache: failed to ' || verb
+                       || ' ' || cache || ' cache item: ' || error
+                FROM read_parquet('{err_base}')""",
             _LINES,
         ),
     }
+    made: set[str] = set()
     for key in formats:
         path = root / FILE_NAMES[key]
         t0 = time.perf_counter()
+        family = key.split("/")[0]
+        if family in base and family not in made:
+            select, target = base[family]
+            _copy(con, select, target, "FORMAT parquet, COMPRESSION zstd")
+            made.add(family)
         if key == "metrics/prometheus":
             rows[key] = write_prometheus(path, window_s=window_s)
-        else:
+        elif key != "requests/parquet":
             select, options = jobs[key]
             _copy(con, select, path, options)
-            rows[key] = scale if key.startswith("requests/") else n_err
+        if family in base:
+            rows[key] = scale if family == "requests" else n_err
         seconds[key] = time.perf_counter() - t0
         files[key] = path
     con.close()
+    err_base.unlink(missing_ok=True)
+    if "requests/parquet" not in formats:
+        req_base.unlink(missing_ok=True)
     return BenchFiles(scale, root, files, rows, seconds)
 
 
