@@ -241,3 +241,18 @@ def test_scales_parse_from_plain_or_scientific_notation(scales: list[int]) -> No
 def test_bad_scales_are_refused(bad: str) -> None:
     with pytest.raises(Exception, match="--scales"):
         bench.parse_scales(bad)
+
+
+def test_run_budget_repeats_what_targets_judge_and_trims_the_rest(tmp_path: Path) -> None:
+    opts = bench.build_parser().parse_args(["--repeats", "3", "--out", str(tmp_path)])
+    b = bench.Bench(bench.Options(
+        out=tmp_path, scales=(1,), repeats=opts.repeats, timeout_s=1, mem_cap_mb=1,
+        notebook=False, keep_data=False, profile=False, quick=False, parallel=1,
+        window_s=3600, seed=1))
+    assert b.runs_of("ours/jsonl", 1_000_000) == 3
+    assert b.runs_of("ours/jsonl", 10_000_000) == 3
+    assert b.runs_of("ours/jsonl", 50_000_000) == 1
+    assert b.runs_of("ingest/errors/logfmt", 1_000_000) == 3
+    assert b.runs_of("ingest/errors/logfmt", 10_000_000) == 1
+    assert b.runs_of("ours/csv", 10_000_000) == 1
+    assert b.runs_of("ours/csv", 50_000_000) == 0
