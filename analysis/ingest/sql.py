@@ -113,22 +113,31 @@ def parse_logfmt(aliases: list[str]) -> tuple[str, dict[str, Col]]:
 
 
 def parse_gotext(aliases: list[str]) -> tuple[str, dict[str, Col]]:
-    """Go ``log`` text: ``2006/01/02 15:04:05 [LEVEL] message: error``."""
+    """Go ``log`` text: ``2006/01/02 15:04:05 [LEVEL] message: error``.
+
+    The error starts after the first ``: `` that follows a failure word
+    (``memcache: failed to get post cache item: <error>``); failing that, at a
+    Go network error (``dial tcp ...``), which is searched for only then (a CASE
+    branch runs on its own rows only: half the regex work).
+    """
     del aliases  # the format has fixed parts
     sql = f"""
-    SELECT line, raw, txt,
-           coalesce(preason, CASE WHEN m.ts = '' THEN 'not a Go log line: expected'
-                    || ' YYYY/MM/DD hh:mm:ss at the start' END) AS preason,
-           nullif(m.ts, '') AS "a:time",
-           lower(nullif(regexp_extract(m.rest, '{GO_LEVEL_RE}', 1), '')) AS "a:level",
-           CASE WHEN n.e <> '' THEN nullif(n.m, '') WHEN f.e <> '' THEN f.m ELSE body END
+    SELECT line, raw, txt, preason, "a:time", "a:level",
+           CASE WHEN f.e <> '' THEN f.m WHEN n.e <> '' THEN nullif(n.m, '') ELSE body END
              AS "a:msg",
-           CASE WHEN n.e <> '' THEN n.e WHEN f.e <> '' THEN f.e END AS "a:error"
-    FROM (SELECT *, regexp_replace(m.rest, '{GO_LEVEL_RE}', '') AS body
-          FROM (SELECT *, regexp_extract(coalesce(txt, ''), '{GO_LINE_RE}', ['ts', 'rest']) AS m
-                FROM ({base_lines()}))),
-         LATERAL (SELECT regexp_extract(body, '{GO_NET_SPLIT_RE}', ['m', 'e']) AS n),
-         LATERAL (SELECT regexp_extract(body, '{GO_FAIL_SPLIT_RE}', ['m', 'e']) AS f)"""
+           CASE WHEN f.e <> '' THEN f.e WHEN n.e <> '' THEN n.e END AS "a:error"
+    FROM (SELECT *, CASE WHEN f.e = '' THEN regexp_extract(body, '{GO_NET_SPLIT_RE}', ['m', 'e'])
+                    END AS n
+          FROM (SELECT *, regexp_extract(body, '{GO_FAIL_SPLIT_RE}', ['m', 'e']) AS f
+                FROM (SELECT line, raw, txt,
+                        coalesce(preason, CASE WHEN m.ts = '' THEN 'not a Go log line: expected'
+                                 || ' YYYY/MM/DD hh:mm:ss at the start' END) AS preason,
+                        nullif(m.ts, '') AS "a:time",
+                        lower(nullif(regexp_extract(m.rest, '{GO_LEVEL_RE}', 1), '')) AS "a:level",
+                        regexp_replace(m.rest, '{GO_LEVEL_RE}', '') AS body
+                      FROM (SELECT *, regexp_extract(coalesce(txt, ''), '{GO_LINE_RE}',
+                                                     ['ts', 'rest']) AS m
+                            FROM ({base_lines()})))))"""
     cols = {a: Col(q("a:" + a)) for a in ("time", "level", "msg", "error")}
     return sql, cols
 
