@@ -23,9 +23,17 @@ from analysis.store import connect
 
 
 @pytest.fixture(scope="module")
-def incident():
-    con = build(seed=1)
-    return con, find_chain(con)
+def incident_db(tmp_path_factory):
+    db = tmp_path_factory.mktemp("chain") / "incident.duckdb"
+    build(seed=1, path=str(db)).close()
+    return db
+
+
+@pytest.fixture(scope="module")
+def incident(incident_db):
+    con = connect(incident_db)
+    yield con, find_chain(con)
+    con.close()
 
 
 def test_names_the_caller_with_huge_batches_as_culprit(incident):
@@ -97,9 +105,9 @@ def test_environment_falls_back_to_kernel_defaults():
     assert env.idle_pool is None and env.ports == 28232
 
 
-def test_cli_tells_the_story_and_prints_json(tmp_path, capsys):
-    db = tmp_path / "i.duckdb"
-    build(seed=1, path=str(db)).close()
+def test_cli_tells_the_story_and_prints_json(incident, incident_db, capsys):
+    incident[0].close()  # the CLI opens the store itself
+    db = incident_db
     assert main(["chain", "--db", str(db)]) == 0
     out = capsys.readouterr().out
     assert "Culprit: feed-indexer" in out and "trigger -> fan_out" in out
