@@ -35,7 +35,7 @@ import polars as pl
 
 from analysis.correlation import Coincidence, coincidence, lead_lag
 from analysis.detection import AnomalyWindow, DetectorSettings, detect
-from analysis.roles import ROLES, role_of_signal, role_order
+from analysis.roles import ROLES, role_by_data, role_of_signal, role_order
 from analysis.rollups import build_rollups, signal_frame
 
 ROOT_CAUSE = "root_cause_found"
@@ -166,6 +166,7 @@ class ChainResult:
     onsets: dict[str, datetime]
     environment: Environment
     callers: list[CallerScore] = field(default_factory=list)
+    roles: dict[str, str] = field(default_factory=dict)  # signal -> role (or rival:<kind>)
     mechanism_passed: bool | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -277,6 +278,46 @@ def _coincide(cause: list[AnomalyWindow], effect: list[AnomalyWindow],
                        seed=settings.seed, span=span)
 
 
+def _roles_by_data(
+    con: duckdb.DuckDBPyConnection,
+    names: list[str],
+    matches: dict,
+    series: dict[str, _RoleSeries],
+    t: pl.Series,
+    env: Environment,
+    settings: ChainSettings,
+) -> dict[str, str]:
+    """Roles of metrics nobody recognised by name, from their data (``roles.role_by_data``).
+
+    A series that moves with a role's representative takes that role; one that
+    fills up to the port range is TIME_WAIT-like. When the role has no
+    representative yet, the series becomes it (an export with unusual names
+    still gets a chain).
+    """
+    unknown = [s for s in names if s.startswith("metric:") and "{" not in s
+               and s not in matches]
+    if not unknown:
+        return {}
+    frame = signal_frame(con, unknown)
+    if frame.height != len(t):
+        return {}
+    refs = {r: np.abs(np.nan_to_num(rs.values)) for r, rs in series.items()}
+    out: dict[str, str] = {}
+    for sig in unknown:
+        v = frame[sig].cast(pl.Float64).fill_null(float("nan")).to_numpy()
+        hit = role_by_data(v, refs, port_range=env.ports)
+        if hit is None:
+            continue
+        role, direction, _why = hit
+        out[sig] = f"{role} (by data)"
+        if role not in series:
+            signed = -v if direction == "down" else v
+            wins = _windows(t, signed, sig, settings)
+            if wins:
+                series[role] = _RoleSeries(role, sig, signed, wins)
+    return out
+
+
 def _point_window(signal: str, at: datetime) -> AnomalyWindow:
     """A one-bucket window at ``at`` (for a cause known from the request log)."""
     return AnomalyWindow(signal, at, at, at, "up", 0.0, 0.0, 0.0, 0.0, 0.0)
@@ -365,6 +406,8 @@ def find_chain(
             if wins and (role not in series or _weight(wins) > _weight(series[role].windows)):
                 series[role] = _RoleSeries(role, name, sign * v, wins)
 
+    roles = {sig: m.role or f"rival:{m.rival}" for sig, m in matches.items()}
+    roles.update(_roles_by_data(con, names, matches, series, t, env, settings))
     if "cache_errors" in series and "port_exhaustion" in series:
         # a failed dial is a failed cache operation: address-error windows are cache-error
         # windows too (errors:total also carries sampled noise that can mask its own rise)
@@ -406,8 +449,8 @@ def find_chain(
         for s in scores:
             rejected.append(Rejected(f"caller:{s.caller}", _caller_reason(s, None, pool)))
         rejected += _reject_packet_loss(rival_loss, col, t, series, span, settings)
-        return ChainResult(NO_CAUSE, None, [], rejected, {}, env, scores, None,
-                           notes=["; ".join(why)])
+        return ChainResult(NO_CAUSE, None, [], rejected, {}, env, callers=scores,
+                           roles=roles, notes=["; ".join(why)])
 
     assert best is not None
     uris = col(f"caller:{best.caller}:uris")
@@ -433,8 +476,8 @@ def find_chain(
     rejected += _reject_deploys(con, onsets, settings, best.caller)
     rejected += _reject_daily_curve(series, grid_s)
     notes = [tw_note] if tw_note else []
-    return ChainResult(ROOT_CAUSE, culprit, hops, rejected, onsets, env, scores, mech_pass,
-                       notes)
+    return ChainResult(ROOT_CAUSE, culprit, hops, rejected, onsets, env, callers=scores,
+                       roles=roles, mechanism_passed=mech_pass, notes=notes)
 
 
 def _caller_method(con: duckdb.DuckDBPyConnection, caller: str) -> str | None:

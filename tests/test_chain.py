@@ -119,3 +119,13 @@ def test_cli_missing_store_is_one_line(tmp_path, capsys):
     assert main(["chain", "--db", str(tmp_path / "none.duckdb")]) == 2
     err = capsys.readouterr().err
     assert "no such store" in err and err.count("\n") == 1
+
+
+def test_unrecognised_metric_gets_its_role_from_its_data():
+    con = build(seed=2)
+    con.execute("UPDATE metrics SET metric = 'weird_sockets_gauge'"
+                " WHERE metric = 'node_sockstat_TCP_tw'")
+    r = find_chain(con)
+    assert r.roles["metric:weird_sockets_gauge"].startswith("port_exhaustion")
+    assert r.roles["metric:go_threads"] == "runtime_stress"
+    assert r.verdict == ROOT_CAUSE
