@@ -362,13 +362,24 @@ def signal_frame(con: duckdb.DuckDBPyConnection, signals: Sequence[str]) -> pl.D
 
     Unknown signals are columns of NULL, so callers can rely on the shape.
     """
-    grid = con.sql("SELECT DISTINCT t FROM signals ORDER BY t").pl()
-    long = con.sql(
-        "SELECT t, signal, value FROM signals WHERE list_contains(?, signal)",
-        params=[list(signals)],
+    names = list(dict.fromkeys(signals))
+    # every signal holds the whole grid, in order: the first one's times are the grid,
+    # and each wanted signal's values, ordered by time, are its column
+    grid = con.sql(
+        "SELECT t FROM signals WHERE signal = (SELECT min(signal) FROM signal_catalog) ORDER BY t"
     ).pl()
-    out = grid
-    for name in dict.fromkeys(signals):
-        col = long.filter(pl.col("signal") == name).select("t", pl.col("value").alias(name))
-        out = out.join(col, on="t", how="left")
-    return out.sort("t")
+    long = con.sql(
+        "SELECT signal, value FROM signals WHERE signal IN (SELECT unnest(?::VARCHAR[]))"
+        " ORDER BY signal, t",
+        params=[names],
+    ).pl()
+    columns: dict[str, pl.Series] = {}
+    counts = long["signal"].unique_counts() if long.height else pl.Series([], dtype=pl.UInt32)
+    offset = 0
+    for n in counts.to_list():
+        part = long.slice(offset, n)
+        columns[str(part["signal"][0])] = part["value"]
+        offset += n
+    return grid.with_columns(
+        (columns[n] if n in columns else pl.lit(None, dtype=pl.Float64)).alias(n) for n in names
+    )
