@@ -373,12 +373,16 @@ def _random(seed: int, scale: float, *, quiet: bool) -> Scenario:
                             " and everything downstream do not move", (busy_spike[:2],)))
     if rng.random() < 0.8 or quiet:
         a = int(rng.integers(0, duration))
+        why = "an unrelated service's deploy; nothing in the chain starts there"
+        if culprit and rng.random() < 0.3:  # the hard case: just before the onset
+            a = max(0, onset - int(rng.integers(30, 300)))
+            why = (f"deployed {onset - a} s before the onset, but to an unrelated service in"
+                   " every DC: only the culprit's DC fails, and the chain starts with the"
+                   " culprit's batches")
         title = f"{str(rng.choice(_NORMAL_NAMES))} deploy v{int(rng.integers(100, 999))}"
         events.append(Event(t_of(timedelta(seconds=a)), "deploy", title, "deploys",
                             "unrelated service; no data-plane change"))
-        rivals.append(Rival(f"deploy:{title}", "deploy",
-                            "an unrelated service's deploy; nothing in the chain starts there",
-                            ((a, a),)))
+        rivals.append(Rival(f"deploy:{title}", "deploy", why, ((a, a),)))
     gap_host = hosts[int(rng.integers(0, len(hosts)))].name
     g = int(rng.integers(0, duration - 600))
     gaps = ((str(rng.choice(["go_threads", "node_sockstat_TCP_tw", "go_goroutines"])),
