@@ -50,6 +50,8 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from analysis.rollups import signal_parts
+
 MAD_TO_SD = 1.4826
 
 
@@ -592,21 +594,9 @@ def detect_all(
     """
     settings = settings or DetectorSettings()
     kinds = dict(con.execute("SELECT signal, kind FROM signal_catalog").fetchall())
-    wanted = list(kinds) if signals is None else [s for s in signals if s in kinds]
-    if signals is None:
-        data = con.sql("SELECT signal, t, value FROM signals ORDER BY signal, t").pl()
-    else:
-        data = con.sql(
-            "SELECT signal, t, value FROM signals"
-            " WHERE signal IN (SELECT unnest(?::VARCHAR[])) ORDER BY signal, t",
-            params=[wanted],
-        ).pl()
+    wanted = None if signals is None else [s for s in signals if s in kinds]
     windows: list[AnomalyWindow] = []
-    counts = data["signal"].unique_counts()  # runs of one signal each, in order
-    offsets = np.concatenate(([0], np.cumsum(counts.to_numpy())))
-    for i in range(len(counts)):
-        part = data.slice(int(offsets[i]), int(offsets[i + 1] - offsets[i]))
-        name = str(part["signal"][0])
+    for name, part in signal_parts(con, wanted):
         windows += detect(part, settings, signal=name, counts=kinds.get(name) == "count")
     frame = windows_frame(windows).sort("start", "signal")
     con.register("_anomalies_view", frame)

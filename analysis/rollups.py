@@ -35,7 +35,7 @@ Rules (the data dictionary of the rollups):
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -357,6 +357,28 @@ def signal_series(con: duckdb.DuckDBPyConnection, signal: str) -> pl.DataFrame:
     return con.sql("SELECT t, value FROM signals WHERE signal = ? ORDER BY t", params=[signal]).pl()
 
 
+def signal_parts(
+    con: duckdb.DuckDBPyConnection, signals: Sequence[str] | None = None
+) -> Iterator[tuple[str, pl.DataFrame]]:
+    """Each signal (all, or those named) as ``(name, frame[t, value])``, ordered by name and
+    time, from one query: cheaper than one query per signal."""
+    if signals is None:
+        long = con.sql("SELECT signal, t, value FROM signals ORDER BY signal, t").pl()
+    else:
+        long = con.sql(
+            "SELECT signal, t, value FROM signals WHERE signal IN (SELECT unnest(?::VARCHAR[]))"
+            " ORDER BY signal, t",
+            params=[list(signals)],
+        ).pl()
+    if long.height == 0:
+        return
+    offset = 0
+    for n in long["signal"].unique_counts().to_list():  # one run per signal, in order
+        part = long.slice(offset, n)
+        yield str(part["signal"][0]), part.select("t", "value")
+        offset += n
+
+
 def signal_frame(con: duckdb.DuckDBPyConnection, signals: Sequence[str]) -> pl.DataFrame:
     """Several signals side by side: ``t`` plus one column per signal, on the dense grid.
 
@@ -368,18 +390,7 @@ def signal_frame(con: duckdb.DuckDBPyConnection, signals: Sequence[str]) -> pl.D
     grid = con.sql(
         "SELECT t FROM signals WHERE signal = (SELECT min(signal) FROM signal_catalog) ORDER BY t"
     ).pl()
-    long = con.sql(
-        "SELECT signal, value FROM signals WHERE signal IN (SELECT unnest(?::VARCHAR[]))"
-        " ORDER BY signal, t",
-        params=[names],
-    ).pl()
-    columns: dict[str, pl.Series] = {}
-    counts = long["signal"].unique_counts() if long.height else pl.Series([], dtype=pl.UInt32)
-    offset = 0
-    for n in counts.to_list():
-        part = long.slice(offset, n)
-        columns[str(part["signal"][0])] = part["value"]
-        offset += n
+    columns = {name: part["value"] for name, part in signal_parts(con, names)}
     return grid.with_columns(
         (columns[n] if n in columns else pl.lit(None, dtype=pl.Float64)).alias(n) for n in names
     )
