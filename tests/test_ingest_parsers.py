@@ -186,3 +186,19 @@ def test_bad_manifest_is_a_user_error(tmp_path, body):
     (tmp_path / "incident.toml").write_text(body)
     with pytest.raises(UserError, match="incident.toml"):
         load_manifest(tmp_path / "incident.toml")
+
+
+def test_manifest_zone_applies_to_zone_less_logs_end_to_end(tmp_path):
+    from analysis.ingest import ingest_paths
+    from analysis.store import connect
+
+    (tmp_path / "incident.toml").write_text('timezone = "America/New_York"\n')
+    (tmp_path / "errors.log").write_text("2026/04/06 10:02:03 memcache: failed to get post"
+                                         " cache item: EOF\n")
+    (tmp_path / "errors.jsonl").write_text('{"time":"2026-04-06T10:02:03-04:00","msg":"x"}\n')
+    con = connect(None)
+    ingest_paths(con, [tmp_path])
+    times = {r[0] for r in con.execute("SELECT time FROM log_events").fetchall()}
+    assert times == {dt.datetime(2026, 4, 6, 14, 2, 3)}
+    assert con.execute("SELECT value FROM incident WHERE key = 'timezone'").fetchall() == [
+        ("America/New_York",)]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -220,7 +221,8 @@ def _ingest_one(con: duckdb.DuckDBPyConnection, path: Path, detected: Detected |
                 counts = load_file(con, job, expected) if detected.kind != "empty" else None
             except FastPathMiss as miss:
                 con.execute("ROLLBACK")
-                rep.note = f"read line by line: {miss}"[:200]
+                why = re.sub(r'\s*in file "[^"]*",?', "", str(miss)).strip()
+                rep.note = f"read line by line ({why[:120]})"
                 expected = None
                 continue
             except BaseException:
