@@ -217,7 +217,7 @@ def test_label_suffix_is_sorted_and_empty_for_no_labels():
     assert label_suffix("{}") == "" and label_suffix(None) == ""
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(
     st.lists(
         st.tuples(st.floats(0, 59.999), st.sampled_from(["a", "b"]), st.integers(1, 20000)),
@@ -241,7 +241,7 @@ def test_rollup_conserves_requests_and_uris(rows, grid_s):
             assert reqs.len() == 0
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(st.lists(st.integers(0, 1000), min_size=3, max_size=30))
 def test_counter_rate_integrates_to_increase_counting_resets(increments):
     """Integrating the rate gives the counter's total increase, resets included."""
