@@ -72,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
                     ("predicted (what-if)", res.predicted)):
         print(f"{name:<22}{s.dials:>14,.0f}{s.peak_dials_per_s:>14,.0f}{s.peak_time_wait:>16,.0f}"
               f"{s.errors:>14,.0f}{s.seconds_with_errors:>15,}")
+    for sec, _st, title in res.changes:
+        print(f"replay applies the timeline's change at +{sec:,} s: {title}")
+    print("errors: the replay counts failed lookups of logged requests only; observed errors"
+          " are every logged address error (weighted by sampling): compare timing, not level")
     if res.tw_agreement is not None:
         print(f"replay vs observed TIME_WAIT while batches run: {res.tw_agreement:.1%} apart")
     verdict = "port exhaustion" if res.predicted.exhausted else "no port exhaustion"
