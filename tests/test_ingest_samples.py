@@ -140,3 +140,11 @@ def test_progress_goes_to_stderr_only_when_asked(capsys):
     assert "requests.jsonl" in err and err.endswith("\r\033[K")  # the line is cleared
     ingest_paths(connect(None), [SAMPLES / "requests.jsonl"], progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_rate_tool_measures_one_file_alone():
+    from analysis.ingest.rate import measure
+
+    r = measure(SAMPLES / "requests.parquet")
+    assert (r.format, r.rows, r.rejected) == ("requests/parquet", 2, 0)
+    assert r.wall_s > 0 and "rows/s" in r.line()
