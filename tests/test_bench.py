@@ -254,5 +254,7 @@ def test_run_budget_repeats_what_targets_judge_and_trims_the_rest(tmp_path: Path
     assert b.runs_of("ours/jsonl", 50_000_000) == 1
     assert b.runs_of("ingest/errors/logfmt", 1_000_000) == 3
     assert b.runs_of("ingest/errors/logfmt", 10_000_000) == 1
-    assert b.runs_of("ours/csv", 10_000_000) == 1
-    assert b.runs_of("ours/csv", 50_000_000) == 0
+    assert b.runs_of("pipeline", 1_000_000) == 3
+    assert b.runs_of("pipeline", 10_000_000) == 1
+    assert b.runs_of("ours/csv", 1_000_000) == 3
+    assert b.runs_of("ours/csv", 10_000_000) == 0
