@@ -41,7 +41,7 @@ when the series starts is taken as its normal level.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timedelta
 
@@ -157,35 +157,46 @@ def _series_arrays(series: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, float]
     return t, x, max(step, 1e-6)
 
 
-def _rolling_median(x: np.ndarray, window: int, min_samples: int, *, stride: int = 1) -> np.ndarray:
-    """Trailing rolling median ignoring NaN, excluding the current point.
-
-    With ``stride > 1`` the median is taken over every ``stride``-th point and held
-    for ``stride`` buckets (still strictly trailing): for slowly varying scales."""
-    window = max(1, min(window, len(x)))  # a series shorter than the window (a short capture)
-    if stride <= 1:
-        med = bn.move_median(x, window, min_count=min(min_samples, window))
-        return np.concatenate(([np.nan], med[:-1]))
+def _trailing(
+    x: np.ndarray,
+    window: int,
+    min_samples: int,
+    stride: int,
+    stat: Callable[[np.ndarray, int, int], np.ndarray],
+) -> np.ndarray:
+    """A trailing rolling statistic ``stat(values, window, min_count)`` ignoring NaN and
+    excluding the current point. With ``stride > 1`` it is taken over every
+    ``stride``-th point and held for ``stride`` buckets (still strictly trailing): for
+    slowly varying scales. The window is clamped to the series (a short capture)."""
+    stride = max(1, stride)
     coarse = x[::stride]
-    w = max(1, min(max(3, window // stride), len(coarse)))
-    med = bn.move_median(coarse, w, min_count=min(max(1, min_samples // stride), w))
-    held = np.repeat(np.concatenate(([np.nan], med[:-1])), stride)[: len(x)]
-    return held
+    w = max(1, min(window // stride if stride > 1 else window, len(coarse)))
+    if stride > 1:
+        w = max(1, min(max(3, w), len(coarse)))
+    m = min(max(1, min_samples // stride), w)
+    out = np.concatenate(([np.nan], np.asarray(stat(coarse, w, m), dtype=np.float64)[:-1]))
+    return np.repeat(out, stride)[: len(x)] if stride > 1 else out
+
+
+def _median_stat(v: np.ndarray, w: int, m: int) -> np.ndarray:
+    return bn.move_median(v, w, min_count=m)
+
+
+def _rolling_median(x: np.ndarray, window: int, min_samples: int, *, stride: int = 1) -> np.ndarray:
+    """Trailing rolling median (see ``_trailing``), with bottleneck."""
+    return _trailing(x, window, min_samples, stride, _median_stat)
 
 
 def _rolling_quantile(
     x: np.ndarray, q: float, window: int, min_samples: int, *, stride: int = 1
 ) -> np.ndarray:
-    """Trailing rolling ``q`` quantile ignoring NaN, excluding the current point, over every
-    ``stride``-th point and held for ``stride`` buckets (see ``_rolling_median``)."""
-    coarse = x[::stride]
-    w = max(1, min(max(3, window // stride), len(coarse)))
-    m = min(max(1, min_samples // stride), w)
-    qs = pl.Series(coarse, nan_to_null=True).rolling_quantile(
-        q, interpolation="linear", window_size=w, min_samples=m
-    )
-    held = np.repeat(np.concatenate(([np.nan], qs.to_numpy()[:-1])), stride)[: len(x)]
-    return held.astype(np.float64)
+    """Trailing rolling ``q`` quantile (see ``_trailing``), with polars."""
+
+    def stat(v: np.ndarray, w: int, m: int) -> np.ndarray:
+        s = pl.Series(v, nan_to_null=True)
+        return s.rolling_quantile(q, interpolation="linear", window_size=w, min_samples=m)
+
+    return _trailing(x, window, min_samples, stride, stat)
 
 
 def _lagged(a: np.ndarray, k: int) -> np.ndarray:
