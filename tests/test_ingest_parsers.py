@@ -202,3 +202,14 @@ def test_manifest_zone_applies_to_zone_less_logs_end_to_end(tmp_path):
     assert times == {dt.datetime(2026, 4, 6, 14, 2, 3)}
     assert con.execute("SELECT value FROM incident WHERE key = 'timezone'").fetchall() == [
         ("America/New_York",)]
+
+
+def test_yaml_manifest_says_the_same_as_toml(tmp_path):
+    (tmp_path / "incident.yaml").write_text(
+        "name: x\ntimezone: Europe/Berlin\nwindow: {start: '2026-04-06T12:00:00Z'}\n"
+        "files:\n  - {glob: 'raw/*.txt', kind: errors, format: gotext, fields: {when: time}}\n")
+    m = load_manifest(tmp_path / "incident.yaml")
+    assert (m.timezone, m.facts["name"], m.facts["window_start"]) == (
+        "Europe/Berlin", "x", "2026-04-06T12:00:00Z")
+    assert (m.files[0].kind, m.files[0].fmt, m.files[0].fields) == (
+        "errors", "gotext", {"when": "time"})
