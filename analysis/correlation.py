@@ -20,13 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 import polars as pl
 
 TRANSFORMS = ("diff", "level", "prewhiten")
+_EPOCH = datetime(1970, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,7 @@ def lead_lag(
     np.add.at(counts, (np.repeat(np.arange(n_boot), n_blocks), picks.ravel()), 1.0)
     boot = np.argmax(sign * (counts @ products), axis=1) - max_lag
     tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(boot, [tail, 100 - tail]) if n_boot else (best, best)
+    lo, hi = np.percentile(boot, [tail, 100 - tail]) if n_boot else (best - max_lag,) * 2
     return LeadLag(
         lag_s=float((best - max_lag) * step_s),
         ci_low=float(np.floor(lo) * step_s),
@@ -174,7 +175,9 @@ def lead_lag(
 def _epoch_s(value: Any) -> float:
     """Seconds since the epoch of a datetime (naive = UTC) or a number."""
     if isinstance(value, datetime):
-        return pl.Series([value]).cast(pl.Datetime("us")).dt.epoch("us").item() / 1e6
+        if value.tzinfo is not None:
+            return value.timestamp()
+        return (value - _EPOCH) / timedelta(seconds=1)
     if isinstance(value, np.datetime64):
         return float(value.astype("datetime64[us]").astype(np.int64)) / 1e6
     return float(value)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -75,6 +75,12 @@ def test_deterministic_given_seed_and_tolerates_missing_values():
     assert a == b and a.lag_s == 10
 
 
+def test_without_bootstrap_the_interval_is_the_estimate():
+    cause, effect = shifted_pair(6)
+    r = lead_lag(cause, effect, max_lag=20, n_boot=0)
+    assert r.lag_s == r.ci_low == r.ci_high == 6
+
+
 def test_constant_series_has_no_lag_and_lengths_must_match():
     r = lead_lag(np.ones(500), np.arange(500.0), max_lag=10)
     assert np.isnan(r.lag_s) and r.corr == 0.0
@@ -145,7 +151,9 @@ def test_coincidence_accepts_windows_datetimes_and_frames():
     span = (T0, T0 + timedelta(hours=1))
     r = coincidence(causes, effects, max_lag_s=30, span=span)
     assert (r.share, r.n_cause, r.median_delay_s) == (1.0, 2, 7.5)
-    assert window_starts([(T0, T0)]) == pytest.approx([T0.timestamp()])
+    naive_utc = (T0 - datetime(1970, 1, 1)).total_seconds()
+    assert window_starts([(T0, T0)]) == pytest.approx([naive_utc])
+    assert window_starts([T0.replace(tzinfo=UTC)]) == pytest.approx([naive_utc])
     # an effect detected one second early counts only with a negative min_lag_s
     early = [T0 + timedelta(seconds=99)]
     assert coincidence([win(100)], early, max_lag_s=30, span=span).share == 0.0
