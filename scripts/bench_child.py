@@ -222,11 +222,19 @@ def ours(
     return out
 
 
-def generate(scale: int, root: str, seed: int, window_s: int) -> dict[str, Any]:
+def generate(
+    scale: int, root: str, seed: int, window_s: int, formats: list[str] | None = None
+) -> dict[str, Any]:
     """Write the incident's files at ``scale`` request rows (see ``bench_data``)."""
     import bench_data
 
-    files = bench_data.generate(scale, Path(root), seed=seed, window_s=window_s)
+    files = bench_data.generate(
+        scale,
+        Path(root),
+        seed=seed,
+        window_s=window_s,
+        formats=tuple(formats or bench_data.FORMATS),
+    )
     return {
         "stages": {"generate": files.total_s},
         "files": {k: str(p) for k, p in files.files.items()},
