@@ -3,7 +3,9 @@
 Every file follows ``/work/shared/formats.md`` and goes through the ordinary
 ingest: request logs (slog JSON lines, one host with aliased field names and
 Unix-millisecond times, CSV, Parquet), the service's own log (JSON lines,
-logfmt, Go ``log`` text; failed cache operations sampled at ``sample_rate``),
+logfmt, Go ``log`` text; floods of failed cache operations sampled at
+``sample_rate``, rare lines kept whole; Go text carries no rate, so only hosts
+outside the failing DC write it),
 metrics (Prometheus range-query JSON, CSV long, CSV wide), the humans'
 timeline (YAML, CSV alerts) and an ``incident.toml`` manifest.
 
@@ -331,14 +333,17 @@ def log_rows(w: World, h: int, rng: np.random.Generator) -> pl.DataFrame:
     starts = [s for s, hh in w.starts if hh == h]
     s_sec = np.array(starts, dtype=np.int64)
     skew = sc.hosts[h].skew_s
+    # Like zap's sampler, only floods are sampled: rare lines are kept whole (rate 1).
+    sampled = np.r_[np.full(sec_f.size + sec_t.size, rate), np.ones(sec_n.size)]
     errors = pl.DataFrame({
         "us": times_us(sc, sec, rng, skew), "level": "ERROR", "msg": msg,
         "uri": labels(_uri_pool(rng), rng.integers(0, 4096, sec.size)), "error": err,
+        "sample_rate": sampled,
     })
     infos = pl.DataFrame({
         "us": times_us(sc, s_sec, rng, skew), "level": "INFO",
         "msg": np.full(s_sec.size, "starting dataplane"), "uri": np.full(s_sec.size, None),
-        "error": np.full(s_sec.size, None),
+        "error": np.full(s_sec.size, None), "sample_rate": np.ones(s_sec.size),
     }, schema=errors.schema)
     return pl.concat([errors, infos]).sort("us")
 
@@ -355,7 +360,7 @@ def write_logs(out: Path, w: World, rng: np.random.Generator, acc: Written) -> i
         if fmt == "json":
             frame = df.select(iso(pl.col("us")).alias("time"), "level", "msg", "uri", "error",
                               pl.lit(host.name).alias("host"),
-                              pl.lit(sc.sample_rate).alias("sample_rate"))
+                              "sample_rate")
             body = lines_of(frame, "json")
         elif fmt == "logfmt":
             q = '"'
@@ -368,7 +373,8 @@ def write_logs(out: Path, w: World, rng: np.random.Generator, acc: Written) -> i
                     .otherwise(pl.lit("")),
                     pl.when(pl.col("error").is_not_null())
                     .then(pl.lit(' error="') + pl.col("error") + pl.lit(q)).otherwise(pl.lit("")),
-                    pl.lit(f" host={host.name} sample_rate={sc.sample_rate}"),
+                    pl.lit(f" host={host.name} sample_rate="),
+                    pl.col("sample_rate").cast(pl.String),
                 ]).alias("line"))
             body = lines_of(frame, "text")
         else:  # Go log text: second resolution, zone-less (the manifest says UTC)

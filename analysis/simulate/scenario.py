@@ -301,10 +301,11 @@ def _random(seed: int, scale: float, *, quiet: bool) -> Scenario:
     skews = rng.choice([0.0, 0.0, 0.0, 2.5, -1.8, 4.1], size=2 * n_hosts)
     req_formats = ("jsonl.gz", "jsonl.zst", "jsonl-alias.gz", "csv.gz", "parquet")
     log_formats = ("json", "logfmt", "json", "gotext")
+    # Go log text carries no sample rate: only hosts outside the failing DC write it
     hosts = tuple(
         Host(f"dp-{i + 1}", dcs[i // n_hosts], float(skews[i]),
              req_formats[int(rng.integers(0, len(req_formats)))],
-             log_formats[int(rng.integers(0, len(log_formats)))])
+             log_formats[int(rng.integers(0, len(log_formats) - (0 if i >= n_hosts else 1)))])
         for i in range(2 * n_hosts)
     )
     affected = dcs[0]
