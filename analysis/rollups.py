@@ -198,6 +198,11 @@ def build_rollups(
         )
         SELECT *, median(time - prev_t) OVER (PARTITION BY metric, labels) AS step FROM l
     """)
+    # a gauge holds until its next sample (the last one for its usual step), at most stale_s
+    held_until = (
+        f"least(coalesce(next_t, time + coalesce(step, INTERVAL 0 SECOND)), time + {stale})"
+    )
+    gauge_hi = _bucket(f"{held_until} - INTERVAL 1 MICROSECOND", g)
     con.execute(f"""
         CREATE OR REPLACE TABLE roll_metrics AS
         WITH c AS (
@@ -210,14 +215,7 @@ def build_rollups(
                    CASE WHEN is_counter
                         THEN greatest({_bucket("prev_t", g)},
                                       {_bucket("time - INTERVAL 1 MICROSECOND", g)})
-                        ELSE greatest({b}, {
-        _bucket(
-            f"least(coalesce(next_t, time + coalesce(step, INTERVAL 0 SECOND)), time + {stale})"
-            " - INTERVAL 1 MICROSECOND",
-            g,
-        )
-    })
-                        END AS hi
+                        ELSE greatest({b}, {gauge_hi}) END AS hi
             FROM _msamples
             WHERE NOT is_counter OR (prev_t IS NOT NULL AND time - prev_t <= {stale})
         ), e AS (
