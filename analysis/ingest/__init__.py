@@ -290,10 +290,22 @@ def ingest_paths(
     report = IngestReport()
     for manifest in {id(m): m for _, m in files if m is not None}.values():
         _store_manifest(con, manifest)
-    with _memory_cap(con), ThreadPoolExecutor(max_workers=1) as pool:
+    with _memory_cap(con), _quiet(con), ThreadPoolExecutor(max_workers=1) as pool:
         for path, det, manifest in detected:
             report.files.append(_ingest_one(con, path, det, manifest, replace, progress, pool))
     return report
+
+
+@contextlib.contextmanager
+def _quiet(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """DuckDB prints its own progress bar on queries over 2 s, terminal or not; ours
+    (stderr, terminals only) reads the same progress, so DuckDB's printing is off."""
+    was = con.execute("SELECT current_setting('enable_progress_bar_print')").fetchall()[0][0]
+    con.execute("SET enable_progress_bar_print = false")
+    try:
+        yield
+    finally:
+        con.execute(f"SET enable_progress_bar_print = {'true' if was else 'false'}")
 
 
 @contextlib.contextmanager
