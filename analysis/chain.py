@@ -53,7 +53,9 @@ SLOW_EFFECTS = frozenset({"runtime_stress", "user_impact"})
 
 # Within a role, which signal stands for it (first pattern that matches wins).
 _PREFERRED: dict[str, tuple[str, ...]] = {
-    "fan_out": ("connections_total", "dial", "current_connections", "open", "goroutines"),
+    # client-side dial attempts (failed ones too) first: memcached's accepted-connection
+    # counter stops rising once the ports are gone, while the fan-out goes on
+    "fan_out": ("dial", "connections_total", "current_connections", "open", "goroutines"),
     "port_exhaustion": ("errors:EADDR",),
     "cache_errors": ("errors:total", "errors:cache:"),
     "runtime_stress": ("go_threads", "threads", "gc_duration", "restarts"),
