@@ -3,10 +3,13 @@
 The chain takes seconds and each what-if replay tens of seconds on the bundled
 incident; six notebooks and the report would otherwise compute them again and
 again. Results are cached next to the store (``<db>.cache/``) under a key made
-of the store file's size and modification time, the source of the whole
-``analysis`` package and the call's parameters. So a re-ingested store or any
-edit of the analysis code (a changed constant included) computes afresh, and
-nbval still fails when the maths changes.
+of the store file's size and modification time, the source of the analysis
+modules (``analysis/*.py``: rollups, detection, correlation, roles, chain,
+mechanism, what-if ...; not the sub-packages that only make stores) and the
+call's parameters. So a re-ingested store or any edit of the analysis code (a
+changed constant included) computes afresh, and nbval still fails when the
+maths changes. Older entries of the same result are removed when a new one is
+written.
 """
 
 from __future__ import annotations
@@ -26,12 +29,11 @@ PACKAGE = Path(__file__).resolve().parent
 
 
 def source_fingerprint(package: Path = PACKAGE) -> str:
-    """SHA-256 over every ``.py`` / ``.sql`` file of the package, by relative path."""
+    """SHA-256 over the package's top-level modules (the analysis), by name."""
     h = hashlib.sha256()
-    for p in sorted(package.rglob("*")):
-        if p.suffix in (".py", ".sql") and p.is_file() and "__pycache__" not in p.parts:
-            h.update(p.relative_to(package).as_posix().encode())
-            h.update(p.read_bytes())
+    for p in sorted(package.glob("*.py")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
     return h.hexdigest()
 
 
@@ -76,4 +78,7 @@ def cached(con: duckdb.DuckDBPyConnection, name: str, params: dict,
     with open(tmp, "wb") as fh:
         pickle.dump(value, fh)
     os.replace(tmp, target)
+    for old in directory.glob(f"{name}-*.pickle"):
+        if old != target:
+            old.unlink(missing_ok=True)
     return value

@@ -1,0 +1,53 @@
+"""The cache of expensive results: hit for the same store and code, miss otherwise."""
+
+from __future__ import annotations
+
+import os
+
+import duckdb
+
+from analysis.report_cache import cached, store_path
+from analysis.report_store import open_analysis
+from analysis.store import connect
+
+
+def _counter():
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"n": len(calls)}
+
+    return calls, compute
+
+
+def test_same_store_same_params_computes_once(tmp_path) -> None:
+    db = tmp_path / "s.duckdb"
+    connect(db).close()
+    calls, compute = _counter()
+    con = open_analysis(db)
+    assert store_path(con) == db
+    assert cached(con, "x", {"a": 1}, compute) == {"n": 1}
+    assert cached(con, "x", {"a": 1}, compute) == {"n": 1}
+    assert cached(con, "x", {"a": 2}, compute) == {"n": 2}
+    assert len(calls) == 2
+    assert len(list((tmp_path / "s.duckdb.cache").glob("x-*.pickle"))) == 1  # old one pruned
+
+
+def test_a_changed_store_computes_afresh(tmp_path) -> None:
+    db = tmp_path / "s.duckdb"
+    connect(db).close()
+    calls, compute = _counter()
+    cached(open_analysis(db), "x", {}, compute)
+    st = db.stat()
+    os.utime(db, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    cached(open_analysis(db), "x", {}, compute)
+    assert len(calls) == 2
+
+
+def test_memory_stores_are_never_cached() -> None:
+    calls, compute = _counter()
+    con = duckdb.connect(":memory:")
+    cached(con, "x", {}, compute)
+    cached(con, "x", {}, compute)
+    assert len(calls) == 2
