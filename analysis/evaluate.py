@@ -224,10 +224,18 @@ def _run(args: tuple[str, int, float, float]) -> ScenarioOutcome:
 
 
 def scenario_seeds(n: int, n_quiet: int, seed: int) -> list[tuple[str, int]]:
-    """The (family, seed) pairs an evaluation runs: deterministic in ``seed``."""
+    """The (family, seed) pairs an evaluation runs: deterministic in ``seed``, the two
+    families interleaved so that a partial run holds both."""
     base = 1_000 * seed
-    return [("random", base + i) for i in range(n)] + [("quiet", base + i)
-                                                       for i in range(n_quiet)]
+    jobs = [("random", base + i) for i in range(n)]
+    quiet = [("quiet", base + i) for i in range(n_quiet)]
+    step = max(1, n // max(1, n_quiet)) if n_quiet else 0
+    out: list[tuple[str, int]] = []
+    for i, job in enumerate(jobs):
+        out.append(job)
+        if quiet and step and (i + 1) % step == 0:
+            out.append(quiet.pop(0))
+    return out + quiet
 
 
 def evaluate(
@@ -239,26 +247,37 @@ def evaluate(
     scale: float = 0.1,
     tie_s: float = 2.0,
     progress=None,
+    log: Path | None = None,
 ) -> EvaluationResult:
     """Run the chain on ``n`` random incidents and ``n_quiet`` quiet scenarios
-    (default ``n // 2``) in at most two processes; see the module docstring."""
-    n_quiet = n // 2 if n_quiet is None else n_quiet
+    (default ``n // 4``) in at most two processes; see the module docstring.
+    ``log`` receives each outcome as a JSON line as soon as it is known."""
+    n_quiet = n // 4 if n_quiet is None else n_quiet
     jobs = [(k, s, scale, tie_s) for k, s in scenario_seeds(n, n_quiet, seed)]
     res = EvaluationResult(n, n_quiet, seed, tie_s)
     workers = max(1, min(MAX_WORKERS, workers))
-    if workers == 1:
-        outcomes = []
-        for j in jobs:
-            outcomes.append(_run(j))
-            if progress:
-                progress(len(outcomes), len(jobs))
-    else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            outcomes = []
-            for o in pool.map(_run, jobs):
-                outcomes.append(o)
-                if progress:
-                    progress(len(outcomes), len(jobs))
+    outcomes: list[ScenarioOutcome] = []
+    sink = open(log, "w") if log else None  # noqa: SIM115 (closed below)
+
+    def done(o: ScenarioOutcome) -> None:
+        outcomes.append(o)
+        if sink:
+            sink.write(json.dumps(asdict(o)) + "\n")
+            sink.flush()
+        if progress:
+            progress(len(outcomes), len(jobs))
+
+    try:
+        if workers == 1:
+            for j in jobs:
+                done(_run(j))
+        else:
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                for o in pool.map(_run, jobs):
+                    done(o)
+    finally:
+        if sink:
+            sink.close()
     res.outcomes = sorted(outcomes, key=lambda o: (o.kind, o.seed))
     return res
 

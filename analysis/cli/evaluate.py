@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _count(text: str) -> int:
@@ -20,12 +21,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score the chain on random incidents and quiet scenarios")
     p.add_argument("--n", type=_count, default=20, help="random incidents (default 20)")
     p.add_argument("--quiet", type=_count, default=None, metavar="N",
-                   help="quiet scenarios (default n/2)")
+                   help="quiet scenarios (default n/4)")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (default 0)")
     p.add_argument("--workers", type=int, choices=(1, 2), default=2, help="processes (1 or 2)")
     p.add_argument("--scale", type=float, default=0.1,
                    help="request-log volume of ordinary callers (default 0.1)")
     p.add_argument("--json", action="store_true", help="print the summary and outcomes as JSON")
+    p.add_argument("--log", type=Path, metavar="FILE",
+                   help="write each scenario's outcome to FILE as a JSON line as it finishes")
     p.set_defaults(func=run)
 
 
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"\r{done}/{total} scenarios", end="", file=sys.stderr, flush=True)
 
     res = evaluate(args.n, args.seed, n_quiet=args.quiet, workers=args.workers,
-                   scale=args.scale, progress=progress)
+                   scale=args.scale, progress=progress, log=args.log)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     print(dumps(res) if args.json else res.table())
