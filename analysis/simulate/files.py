@@ -14,6 +14,18 @@ serialised by polars; compression is deterministic (gzip with ``mtime=0`` and
 no file name, zstd without a timestamp), so the same seed gives the same bytes.
 A few corrupt lines are injected into line-based files (never into the first
 ten lines, which format detection reads) and counted per file.
+
+Layout of an output directory::
+
+    incident.toml                      name, window, zone, environment facts
+    truth.json                         ground truth (ingest skips it)
+    requests/requests-<host>.<fmt>     jsonl.gz | jsonl.zst | csv.gz | parquet
+    logs/dataplane-<host>.log.<gz|zst> JSON lines | logfmt | Go log text
+    metrics/prom-<metric>.json         Prometheus query_range responses
+    metrics/metrics-memory.csv         CSV long: process_resident_memory_bytes
+    metrics/metrics-transit-loss.csv   CSV wide: transit_packet_loss_ratio{src,dst}
+    events/events.yaml                 the humans' timeline
+    events/events-alerts.csv           crash-loop alerts
 """
 
 from __future__ import annotations
