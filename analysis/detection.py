@@ -150,7 +150,7 @@ def windows_frame(windows: Sequence[AnomalyWindow]) -> pl.DataFrame:
 
 def _series_arrays(series: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, float]:
     """Times (epoch seconds), values (NaN for missing) and the grid step of a series."""
-    s = series.sort("t")
+    s = series if series["t"].is_sorted() else series.sort("t")
     t = s["t"].dt.epoch("us").to_numpy().astype(np.float64) / 1e6
     x = s["value"].cast(pl.Float64).fill_nan(None).to_numpy().astype(np.float64)
     step = float(np.median(np.diff(t))) if len(t) > 1 else 1.0

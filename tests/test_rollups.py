@@ -9,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analysis.errors import UserError
-from analysis.rollups import build_rollups, label_suffix, signal_frame, signal_series
+from analysis.rollups import (
+    build_rollups,
+    label_suffix,
+    signal_frame,
+    signal_parts,
+    signal_series,
+)
 from analysis.store import connect
 
 T0 = datetime(2026, 4, 6, 14, 0, 0)
@@ -210,6 +216,18 @@ def test_signal_frame_is_wide_with_null_columns_for_unknown_signals():
     assert frame.columns == ["t", "caller:idx:uris", "nope"]
     assert frame["caller:idx:uris"].to_list() == [0, 0, 9]
     assert frame["nope"].null_count() == 3
+
+
+def test_signal_parts_come_ordered_whatever_the_stored_order():
+    con = connect(None)
+    add_requests(con, [(0, "web", 1, "ok"), (3, "idx", 9, "ok")])
+    build_rollups(con)
+    con.execute("CREATE OR REPLACE TABLE signals AS SELECT * FROM signals ORDER BY random()")
+    parts = list(signal_parts(con))
+    assert [name for name, _ in parts] == sorted(name for name, _ in parts)
+    assert all(p["t"].is_sorted() for _, p in parts)
+    assert dict(parts)["caller:idx:uris"]["value"].to_list() == [0, 0, 0, 9]
+    assert signal_frame(con, ["caller:idx:uris"])["caller:idx:uris"].to_list() == [0, 0, 0, 9]
 
 
 def test_label_suffix_is_sorted_and_empty_for_no_labels():
