@@ -282,6 +282,16 @@ def evaluate(
     return res
 
 
+def from_log(path: Path, *, seed: int = 0, tie_s: float = 2.0) -> EvaluationResult:
+    """An evaluation rebuilt from a ``--log`` file (also from a run cut short)."""
+    outcomes = [ScenarioOutcome(**json.loads(line))
+                for line in Path(path).read_text().splitlines() if line.strip()]
+    res = EvaluationResult(sum(o.kind == "random" for o in outcomes),
+                           sum(o.kind == "quiet" for o in outcomes), seed, tie_s)
+    res.outcomes = sorted(outcomes, key=lambda o: (o.kind, o.seed))
+    return res
+
+
 def dumps(result: EvaluationResult) -> str:
     """The evaluation as JSON (NaN written as null)."""
     def clean(x):

@@ -87,3 +87,16 @@ def test_end_to_end_on_generated_incidents(tmp_path, kind, seed):
 def test_cli_rejects_a_bad_scale(capsys):
     assert main(["evaluate", "--n", "1", "--scale", "0"]) == 2
     assert "--scale must be positive" in capsys.readouterr().err
+
+
+def test_a_log_rebuilds_the_evaluation(tmp_path):
+    import json
+    from dataclasses import asdict
+
+    from analysis.evaluate import from_log
+
+    o = score("random", 3, _truth(TRUE), _result(TRUE), tie_s=2, seconds=1, seconds_chain=1)
+    log = tmp_path / "run.jsonl"
+    log.write_text(json.dumps(asdict(o)) + "\n")
+    res = from_log(log)
+    assert res.n == 1 and res.culprit_accuracy == 1.0 and res.order_share == 1.0
