@@ -206,8 +206,13 @@ def _ingest_one(con: duckdb.DuckDBPyConnection, path: Path, detected: Detected |
     with shower as show:
         # JSON lines and CSV first try DuckDB's own reader, exact if it reads one row a line
         fast = detected.fmt == "jsonl" or detected.fmt.startswith("csv")
-        stats = line_stats(path) if fast else None
-        expected = stats.lines if stats and stats.longest <= MAX_LINE else None
+        stats = pool.submit(line_stats, path) if fast else None  # counted while DuckDB reads
+
+        def lines() -> int | None:
+            s = stats.result()
+            return s.lines if s is not None and s.longest <= MAX_LINE else None
+
+        expected = lines if fast else None
         while True:
             con.execute("BEGIN TRANSACTION")
             try:
@@ -290,7 +295,7 @@ def ingest_paths(
     report = IngestReport()
     for manifest in {id(m): m for _, m in files if m is not None}.values():
         _store_manifest(con, manifest)
-    with _memory_cap(con), _quiet(con), ThreadPoolExecutor(max_workers=1) as pool:
+    with _memory_cap(con), _quiet(con), ThreadPoolExecutor(max_workers=2) as pool:
         for path, det, manifest in detected:
             report.files.append(_ingest_one(con, path, det, manifest, replace, progress, pool))
     return report
