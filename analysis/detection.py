@@ -151,8 +151,9 @@ def windows_frame(windows: Sequence[AnomalyWindow]) -> pl.DataFrame:
 def _series_arrays(series: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, float]:
     """Times (epoch seconds), values (NaN for missing) and the grid step of a series."""
     s = series if series["t"].is_sorted() else series.sort("t")
-    t = s["t"].dt.epoch("us").to_numpy().astype(np.float64) / 1e6
-    x = s["value"].cast(pl.Float64).fill_nan(None).to_numpy().astype(np.float64)
+    t = s["t"].cast(pl.Datetime("us")).to_numpy().astype("datetime64[us]").astype(np.int64) / 1e6
+    x = s["value"].cast(pl.Float64).to_numpy()  # nulls become NaN
+    x = np.array(x, dtype=np.float64)  # writable, own copy
     step = float(np.median(np.diff(t))) if len(t) > 1 else 1.0
     return t, x, max(step, 1e-6)
 
