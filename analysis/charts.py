@@ -293,6 +293,23 @@ def event_layers(events: pl.DataFrame | None, x, ds: Datasets) -> list[alt.Chart
     return [bands, rules]
 
 
+def clip_events(events: pl.DataFrame | None, frames: list[pl.DataFrame]) -> pl.DataFrame | None:
+    """Events that overlap the series' time span, with intervals cut to it.
+
+    A deploy a week before the data would otherwise stretch the shared time
+    axis until the incident is a sliver.
+    """
+    spans = [_to_utc(f.select("t")).drop_nulls() for f in frames if f.height]
+    if events is None or events.height == 0 or not spans:
+        return events
+    ts = pl.concat(spans)["t"]
+    lo, hi = ts.min(), ts.max()
+    ev = _to_utc(events, ("start", "end")).with_columns(pl.coalesce("end", "start").alias("end"))
+    return ev.filter((pl.col("end") >= lo) & (pl.col("start") <= hi)).with_columns(
+        pl.col("start").clip(lo, hi), pl.col("end").clip(lo, hi)
+    )
+
+
 def onset_layer(onsets: pl.DataFrame | None, x, ds: Datasets) -> list[alt.Chart]:
     """Detected onsets (``t``, ``role``/``label``) as dashed black rules with tooltips."""
     if onsets is None or onsets.height == 0:
@@ -364,6 +381,7 @@ def timeline(
     points (fewer draw faster as static SVG; more show detail when zooming).
     """
     ds: Datasets = {}
+    events = clip_events(events, [p.data for p in [*panels, *(side_by_side or ())]])
     brush = alt.selection_interval(encodings=["x"], name="zoom")
     x_detail = time_x(domain=brush, axis=True)
     rows: list = [

@@ -122,13 +122,15 @@ def summary_items(chain, imp: rd.Impact, events: pl.DataFrame, wi: rd.WhatIfs | 
     else:
         items.append(("Impact", "no user-facing signal in the store: impact not measured."))
     if imp.start is not None:
+        degraded = ("" if imp.minutes_degraded is None else
+                    f"; user-facing traffic under {rd.DEGRADED_BELOW:.0%} of its baseline for"
+                    f" {rd.fmt_duration(imp.minutes_degraded)} in all")
         items.append(("Duration", (
             f"{rd.fmt_time(imp.start)} to {rd.fmt_time(imp.end)}"
-            f" ({rd.fmt_duration(imp.end - imp.start)}), degraded for"
-            f" {rd.fmt_duration(imp.minutes_degraded)} in total."
+            f" ({rd.fmt_duration(imp.end - imp.start)}){degraded}."
         )))
     else:
-        items.append(("Duration", "no user-facing drop detected."))
+        items.append(("Duration", "no error or user-facing anomaly detected."))
     d = chain.to_dict()
     cul = d["culprit"]
     onsets = d["onsets"]

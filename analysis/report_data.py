@@ -494,33 +494,46 @@ class Impact:
     minutes_degraded: float | None
 
 
-def impact(con: duckdb.DuckDBPyConnection, chain) -> Impact:
-    """How far user-facing traffic fell and for how long, from its anomaly windows.
+DEGRADED_BELOW = 0.9
+"""A minute is degraded when user-facing traffic is under this share of its baseline."""
 
-    Baseline: the median before the first chain onset (or the whole series);
-    trough: the lowest one-minute mean; the outage spans the first to the last
-    downward window of the detector, ``minutes_degraded`` sums the windows.
+
+def impact(con: duckdb.DuckDBPyConnection, chain) -> Impact:
+    """How far user-facing traffic fell, and for how long the incident lasted.
+
+    Baseline: the median of the user-facing signal before the chain's first
+    onset (or over the whole series); trough: its lowest one-minute mean;
+    ``minutes_degraded``: minutes whose mean is under ``DEGRADED_BELOW`` x
+    baseline. The incident spans the earliest to the latest anomaly window of
+    the user-facing drop (down) and of the error rate (``errors:total``, up),
+    as the detector finds them.
     """
     from analysis.detection import detect
 
     names = _by_role(signal_names(con), "user_impact")
+    wins = []
+    if "errors:total" in signal_names(con):
+        errs = series(con, "errors:total").drop_nulls("value")
+        wins += [w for w in detect(errs, signal="errors:total") if w.direction == "up"]
     if not names:
-        return Impact(None, None, None, None, None, None, None)
+        return Impact(None, None, None, None, *_span(wins), None)
     sig = names[0]
     s = series(con, sig).drop_nulls("value")
     if s.height == 0:
-        return Impact(sig, None, None, None, None, None, None)
+        return Impact(sig, None, None, None, *_span(wins), None)
+    wins += [w for w in detect(s, signal=sig) if w.direction == "down"]
     first = min(chain.onsets.values()) if chain.onsets else None
     before = s.filter(pl.col("t") < first) if first is not None else s
     base = float((before if before.height else s)["value"].median())
     minute = s.group_by_dynamic("t", every="1m").agg(pl.col("value").mean())
     trough = float(minute["value"].min())
-    wins = [w for w in detect(s, signal=sig) if w.direction == "down"]
-    start = min((w.start for w in wins), default=None)
-    end = max((w.end for w in wins), default=None)
-    degraded = sum(((w.end - w.start).total_seconds() for w in wins), 0.0) / 60.0
+    degraded = float(minute.filter(pl.col("value") < DEGRADED_BELOW * base).height)
     drop = None if base == 0 else 100.0 * (base - trough) / base
-    return Impact(sig, base, trough, drop, start, end, degraded if wins else None)
+    return Impact(sig, base, trough, drop, *_span(wins), degraded)
+
+
+def _span(wins) -> tuple[datetime | None, datetime | None]:
+    return (min((w.start for w in wins), default=None), max((w.end for w in wins), default=None))
 
 
 def fmt_time(t: datetime | None) -> str:

@@ -132,3 +132,18 @@ def test_chain_diagram_and_lag_chart_have_tooltips() -> None:
         spec = chart.to_dict()
         json.dumps(spec, allow_nan=False)
         assert all("tooltip" in u.get("encoding", {}) for u in _units(spec))
+
+
+def test_events_outside_the_data_do_not_stretch_the_time_axis() -> None:
+    events = pl.DataFrame(
+        {
+            "start": [T0 - timedelta(days=6), T0 + timedelta(seconds=5), T0 - timedelta(hours=1)],
+            "end": [None, None, T0 + timedelta(seconds=3)],
+            "kind": ["deploy", "page", "mitigation"],
+            "title": ["a week before", "inside", "overlaps the start"],
+        },
+        schema_overrides={"end": pl.Datetime("us")},
+    )
+    clipped = charts.clip_events(events, [_series([1.0] * 10)])
+    assert clipped["title"].to_list() == ["inside", "overlaps the start"]
+    assert clipped["start"].min().replace(tzinfo=None) == T0
