@@ -7,6 +7,8 @@ lab --out DIR`` works the same way.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tempfile
 import tomllib
 from dataclasses import dataclass
@@ -71,20 +73,30 @@ def find_capture(data_dir: str | Path | None = None) -> Capture:
 
 
 def build_store(capture: Capture, db_path: str | Path | None = None) -> Path:
-    """Ingest the capture into a fresh store at ``db_path`` (a temporary file if None)."""
-    from analysis.ingest import ingest_paths
+    """Ingest the capture into a fresh store at ``db_path`` (a temporary file if None).
+
+    Runs ``postmortem ingest`` in a child process, exactly as a user would, so
+    that nothing of the caller's process (a Jupyter kernel, say) changes how
+    DuckDB behaves while loading.
+    """
     from analysis.store import connect
 
     if db_path is None:
         db_path = Path(tempfile.mkdtemp(prefix="postmortem-lab-")) / "lab.duckdb"
     db_path = Path(db_path)
     db_path.unlink(missing_ok=True)
-    con = connect(db_path)
+    res = subprocess.run(
+        [sys.executable, "-c", "import sys; from analysis.cli import main; sys.exit(main())",
+         "ingest", str(capture.path), "--db", str(db_path)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    if res.returncode != 0:
+        raise UserError(f"{capture.path}: ingest failed: {res.stderr.strip()[-500:]}")
+    con = connect(db_path, read_only=True)
     try:
-        report = ingest_paths(con, [capture.path])
+        rejected = con.execute("SELECT count(*) FROM rejects").fetchall()[0][0]
     finally:
         con.close()
-    rejected = sum(f.rejected for f in report.files)
     if rejected:
         raise UserError(f"{capture.path}: {rejected} lines rejected on ingest; expected none")
     return db_path
