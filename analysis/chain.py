@@ -244,6 +244,33 @@ def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return n > 0
 
 
+def _rollups_stale(con: duckdb.DuckDBPyConnection) -> bool:
+    """True when loaded data reach past the rolled-up grid (files ingested after the
+    rollups were built); data added inside the grid's span is not detected."""
+    lo, hi = con.execute("SELECT min(t), max(t) FROM signals").fetchall()[0]
+    if lo is None:
+        return True
+    d_lo, d_hi = con.execute(
+        """SELECT min(lo), max(hi) FROM (
+             SELECT min(time) lo, max(time) hi FROM requests
+             UNION ALL SELECT min(time), max(time) FROM log_events
+             UNION ALL SELECT min(time), max(time) FROM metrics)"""
+    ).fetchall()[0]
+    w = dict(con.execute(
+        "SELECT key, value FROM incident WHERE key IN ('window_start', 'window_end')"
+    ).fetchall())
+    try:
+        if w.get("window_start"):
+            d_lo = max(d_lo, datetime.fromisoformat(str(w["window_start"]).replace("Z", "")))
+        if w.get("window_end"):
+            d_hi = min(d_hi, datetime.fromisoformat(str(w["window_end"]).replace("Z", "")))
+    except (TypeError, ValueError):
+        pass
+    if d_lo is None or d_hi is None:
+        return False
+    return d_lo < lo - timedelta(seconds=2) or d_hi > hi + timedelta(seconds=2)
+
+
 def _pick(role: str, candidates: list[str]) -> list[str]:
     """Candidates of a role ordered by preference (aggregates before per-label series)."""
     prefs = _PREFERRED.get(role, ())
@@ -349,7 +376,7 @@ def find_chain(
     """Reconstruct the root-cause chain from the store (see the module docstring)."""
     settings = settings or ChainSettings()
     env = environment(con)
-    if not _has_table(con, "signals"):
+    if not _has_table(con, "signals") or _rollups_stale(con):
         build_rollups(con)
     names = [r[0] for r in con.execute("SELECT DISTINCT signal FROM signals").fetchall()]
     matches = {s: m for s in names if (m := role_of_signal(s)) is not None}

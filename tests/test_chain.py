@@ -129,3 +129,19 @@ def test_unrecognised_metric_gets_its_role_from_its_data():
     assert r.roles["metric:weird_sockets_gauge"].startswith("port_exhaustion")
     assert r.roles["metric:go_threads"] == "runtime_stress"
     assert r.verdict == ROOT_CAUSE
+
+
+def test_rollups_are_rebuilt_when_data_reach_past_them():
+    from datetime import timedelta
+
+    from chain_fixture import T0, N
+
+    from analysis.chain import _rollups_stale
+    from analysis.rollups import build_rollups
+
+    con = build(seed=3)
+    build_rollups(con)
+    assert not _rollups_stale(con)
+    con.execute("INSERT INTO metrics VALUES (?, 'go_threads', '{}', 1, 9, 1)",
+                [T0 + timedelta(seconds=N + 60)])
+    assert _rollups_stale(con)
