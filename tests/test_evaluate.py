@@ -100,3 +100,9 @@ def test_a_log_rebuilds_the_evaluation(tmp_path):
     log.write_text(json.dumps(asdict(o)) + "\n")
     res = from_log(log)
     assert res.n == 1 and res.culprit_accuracy == 1.0 and res.order_share == 1.0
+
+
+def test_cli_with_nothing_to_run_prints_an_empty_summary(capsys):
+    assert main(["evaluate", "--n", "0", "--quiet", "0", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "culprit accuracy at rank 1" in out and "0 random" in out
