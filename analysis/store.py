@@ -170,6 +170,9 @@ def connect(
         Path(target).parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(target, read_only=read_only)
     con.execute("SET TimeZone = 'UTC'")
+    # DuckDB draws a progress bar on stdout for queries over ~2 s, even when stdout is
+    # not a terminal: it would corrupt `chain --json` and notebook outputs
+    con.execute("SET enable_progress_bar = false")
     if not read_only:
         ensure_schema(con)
     return con
