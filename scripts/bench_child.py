@@ -159,7 +159,27 @@ def _write_profile(path: str, con: TimedConnection, prof: Any, stages: dict[str,
         out.write(f"{d:9.3f} s {100 * d / max(total, 1e-9):5.1f}%  {query[:220]}\n")
     out.write(f"{total:9.3f} s in {len(con.log)} statements\n\nPython (cProfile, cumulative):\n")
     pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(30)
+    out.write(_explain_top(con))
     Path(path).write_text(out.getvalue())
+
+
+def _explain_top(con: TimedConnection, n: int = 3) -> str:
+    """EXPLAIN ANALYZE of the ``n`` slowest statements that can run again: each is re-run
+    inside a transaction that is rolled back, so the store is left as it was. Statements
+    that read temporary tables since dropped are skipped."""
+    parts = []
+    writes = [(d, q) for d, q in con.log if q.upper().startswith(("INSERT", "CREATE", "SELECT"))]
+    for d, query in sorted(writes, reverse=True)[:n]:
+        try:
+            con._con.execute("BEGIN TRANSACTION")
+            plan = con._con.execute("EXPLAIN ANALYZE " + query).fetchall()
+            text = "\n".join(str(row[-1]) for row in plan)
+        except Exception as exc:  # noqa: BLE001 - a profile is best effort
+            text = f"(not re-runnable: {str(exc).splitlines()[0][:200]})"
+        finally:
+            con._con.execute("ROLLBACK")
+        parts.append(f"\nEXPLAIN ANALYZE of a {d:.3f} s statement: {query[:300]}\n{text}\n")
+    return "".join(parts)
 
 
 def ours(
