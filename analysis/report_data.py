@@ -10,6 +10,9 @@ from the data.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -17,7 +20,7 @@ import duckdb
 import polars as pl
 
 from analysis.charts import Panel
-from analysis.report_cache import cached
+from analysis.report_cache import cached, store_path
 from analysis.roles import role_of_signal
 from analysis.rollups import signal_series
 
@@ -382,10 +385,31 @@ def whatifs(con: duckdb.DuckDBPyConnection, scenarios: dict[str, dict] | None = 
     return cached(con, "whatifs", scenarios, lambda: _whatifs(con, scenarios))
 
 
+def _whatif_in_process(db: str, changes: dict):
+    """One what-if in a worker process, on its own read-only view of the store."""
+    from analysis.report_store import open_analysis
+    from analysis.whatif import whatif
+
+    con = open_analysis(db)
+    try:
+        return whatif(con, **changes)
+    finally:
+        con.close()
+
+
 def _whatifs(con: duckdb.DuckDBPyConnection, scenarios: dict[str, dict]) -> WhatIfs:
     from analysis.whatif import whatif
 
-    results = {name: whatif(con, **kw) for name, kw in scenarios.items()}
+    db = store_path(con)
+    workers = min(len(scenarios), os.cpu_count() or 1)
+    if db is not None and workers > 1:  # each replay is a CPU-bound Python loop
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = {name: pool.submit(_whatif_in_process, str(db), kw)
+                       for name, kw in scenarios.items()}
+            results = {name: f.result() for name, f in futures.items()}
+    else:
+        results = {name: whatif(con, **kw) for name, kw in scenarios.items()}
     rows = []
     longs = []
     first = next(iter(results.values()), None)
