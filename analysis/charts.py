@@ -257,7 +257,9 @@ def _series_layer(
     return alt.layer(band, line)
 
 
-def event_layers(events: pl.DataFrame | None, x, ds: Datasets) -> list[alt.Chart]:
+def event_layers(
+    events: pl.DataFrame | None, x, ds: Datasets, *, legend: bool = True
+) -> list[alt.Chart]:
     """Human events as layers: a rule per point event, a band per interval.
 
     ``events`` has ``start``, ``end`` (may equal start or be null), ``kind``, ``title``.
@@ -289,7 +291,8 @@ def event_layers(events: pl.DataFrame | None, x, ds: Datasets) -> list[alt.Chart
     rules = base.transform_filter("!datum.interval").mark_rule(strokeWidth=1.5, opacity=0.8)
     rules = rules.encode(x=x, color=color.legend(None), tooltip=tips)
     bands = base.transform_filter("datum.interval").mark_rect(opacity=0.12)
-    bands = bands.encode(x=x, x2="end:T", color=color, tooltip=tips)
+    bands = bands.encode(x=x, x2="end:T", color=color if legend else color.legend(None),
+                         tooltip=tips)
     return [bands, rules]
 
 
@@ -346,9 +349,10 @@ def _panel_chart(
     width: int,
     ds: Datasets,
     max_rows: int = MAX_ROWS,
+    legend: bool = True,
 ) -> alt.LayerChart:
     layers = [
-        *event_layers(events, x, ds),
+        *event_layers(events, x, ds, legend=legend),
         _series_layer(panel.data, ds=ds, unit=panel.unit, x=x, log=panel.log,
                       max_rows=max_rows),
         *_ceiling_layer(panel, x, ds),
@@ -386,8 +390,8 @@ def timeline(
     x_detail = time_x(domain=brush, axis=True)
     rows: list = [
         _panel_chart(p, x=x_detail, events=events, onsets=onsets, width=width, ds=ds,
-                     max_rows=max_rows)
-        for p in panels
+                     max_rows=max_rows, legend=i == 0)
+        for i, p in enumerate(panels)
     ]
     if side_by_side is not None:
         half = (width - 60) // 2
@@ -395,7 +399,7 @@ def timeline(
             alt.hconcat(
                 *[
                     _panel_chart(p, x=x_detail, events=events, onsets=onsets, width=half,
-                                 ds=ds, max_rows=max_rows)
+                                 ds=ds, max_rows=max_rows, legend=False)
                     for p in side_by_side
                 ],
                 resolve=_INDEPENDENT_COLOR,
