@@ -7,6 +7,7 @@ dictionary in the docs and the exploration notebook all come from one place.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,7 +173,9 @@ def connect(
     con.execute("SET TimeZone = 'UTC'")
     # DuckDB draws a progress bar on stdout for queries over ~2 s, even when stdout is
     # not a terminal: it would corrupt `chain --json` and notebook outputs
-    con.execute("SET enable_progress_bar = false")
+    # (a Jupyter kernel without ipywidgets refuses the setting; its bar is off there)
+    with contextlib.suppress(duckdb.InvalidInputException):
+        con.execute("SET enable_progress_bar = false")
     if not read_only:
         ensure_schema(con)
     return con
