@@ -28,7 +28,7 @@ import duckdb
 
 from analysis.errors import UserError
 from analysis.ingest.detect import Detected, detect
-from analysis.ingest.lines import MAX_LINE, line_stats, sha256_file
+from analysis.ingest.lines import MAX_LINE, LineStats, line_stats, sha256_file
 from analysis.ingest.load import FastPathMiss, Job, StderrProgress, load_file
 from analysis.ingest.manifest import MANIFEST_NAMES, Manifest, find_manifest, load_manifest
 from analysis.ingest.neterr import NetError, cache_from_msg, parse_net_error
@@ -208,9 +208,9 @@ def _ingest_one(con: duckdb.DuckDBPyConnection, path: Path, detected: Detected |
         fast = detected.fmt == "jsonl" or detected.fmt.startswith("csv")
         stats = pool.submit(line_stats, path) if fast else None  # counted while DuckDB reads
 
-        def lines() -> int | None:
+        def lines() -> LineStats | None:
             s = stats.result()
-            return s.lines if s is not None and s.longest <= MAX_LINE else None
+            return s if s is not None and s.longest <= MAX_LINE else None
 
         expected = lines if fast else None
         while True:

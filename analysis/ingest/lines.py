@@ -176,29 +176,57 @@ class LineReader:
 
 @dataclass(frozen=True)
 class LineStats:
-    """Physical lines of a file's content and its longest line; None if it is damaged."""
+    """Physical lines of a file's content, its longest line, and the 1-based numbers of
+    its whitespace-only lines (which DuckDB's ``read_json`` skips); None if damaged."""
 
     lines: int
     longest: int
+    blank: tuple[int, ...] = ()
+
+
+#: the bytes DuckDB's JSON reader skips as whitespace on a line of its own
+BLANK_BYTES = b" \t\r\x0b\x0c"
+_IS_BLANK_START = np.zeros(256, dtype=bool)
+_IS_BLANK_START[list(BLANK_BYTES + b"\n")] = True
+
+
+def _is_blank(data: bytes) -> bool:
+    return not data.translate(None, BLANK_BYTES)
 
 
 def line_stats(path: Path) -> LineStats | None:
-    """Count lines (a last line without newline counts) and find the longest, vectorised;
-    None when the compressed stream is damaged."""
+    """Count lines (a last line without newline counts), find the longest and the
+    whitespace-only ones, vectorised; None when the compressed stream is damaged.
+
+    Only lines that start with a blank byte (or are empty) are looked at one by one.
+    """
     n, last, run, longest = 0, b"\n", 0, 0
+    blank: list[int] = []
+    cur_blank = True  # the line being read so far is whitespace only
     for buf, broken in decompressed_chunks(path):
         if broken is not None:
             return None
-        ends = np.flatnonzero(np.frombuffer(buf, np.uint8) == 10)
+        arr = np.frombuffer(buf, np.uint8)
+        ends = np.flatnonzero(arr == 10)
         if len(ends):
             gaps = np.diff(ends)
             longest = max(longest, run + int(ends[0]), int(gaps.max()) - 1 if len(gaps) else 0)
+            if cur_blank and _is_blank(buf[: int(ends[0])]):
+                blank.append(n + 1)
+            starts = ends[:-1] + 1
+            for k in np.flatnonzero(_IS_BLANK_START[arr[starts]]):
+                if _is_blank(buf[int(starts[k]) : int(ends[k + 1])]):
+                    blank.append(n + int(k) + 2)
             run = len(buf) - int(ends[-1]) - 1
+            cur_blank = _is_blank(buf[int(ends[-1]) + 1 :])
         else:
             run += len(buf)
+            cur_blank = cur_blank and _is_blank(buf)
         n += len(ends)
         last = buf[-1:]
-    return LineStats(n + (last != b"\n"), max(longest, run))
+    if last != b"\n" and last and cur_blank:
+        blank.append(n + 1)
+    return LineStats(n + (last != b"\n"), max(longest, run), tuple(blank))
 
 
 def sha256_file(path: Path) -> str:

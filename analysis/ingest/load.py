@@ -9,6 +9,7 @@ Prometheus JSON are read by DuckDB's own readers; YAML events (small) by PyYAML.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import json
 import re
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 
 from analysis.errors import UserError
@@ -30,6 +32,7 @@ from analysis.ingest.lines import (
     MAX_LINE,
     RAW_KEEP,
     LineReader,
+    LineStats,
     compression_of,
     open_decompressed,
     text_head,
@@ -47,6 +50,8 @@ SNIFF_LINES, SNIFF_BYTES = 1000, 1 << 20
 NUMERIC_FIELDS = ("uris", "duration_ms", "sample_rate")
 TABLE_OF = {"requests": "requests", "errors": "log_events", "metrics": "metrics",
             "events": "events"}
+#: whitespace-only lines a fast path renumbers around; more, and the file goes line by line
+MAX_SKIPPED = 64
 
 
 class FastPathMiss(Exception):
@@ -104,14 +109,15 @@ class _NetCache:
 def _emit(con: duckdb.DuckDBPyConnection, job: Job, stage_sql: str, *,
           expected: int | None = None, wide: tuple[list[str], list[str]] | None = None,
           net: _NetCache | None = None, rejects_only: bool = False,
-          clean_only: bool = False) -> tuple[int, int]:
+          deferred: list[int] | None = None) -> tuple[int, int]:
     """Insert the rows of ``stage_sql``: reason NULL into the kind's table, the others
     into rejects. Returns (rows loaded, rows rejected), counted in stage rows.
 
     With ``expected`` (the number of stage rows, known beforehand) and a kind that
     needs no second look, rows go straight in, and the rejects query runs only if
     fewer than ``expected`` loaded; otherwise the rows are staged in a temporary table.
-    ``clean_only`` (staged only) raises ``FastPathMiss`` instead of writing any reject.
+    ``deferred`` (staged only) collects the line numbers of the rows not loadable instead
+    of writing them to rejects (the fast paths hand those lines to the line path).
     """
     kind, fid, path = job.detected.kind, job.file_id, sql_str(str(job.path))
     rejects = (f"INSERT INTO rejects (file_id, path, line, raw, reason)"
@@ -125,9 +131,6 @@ def _emit(con: duckdb.DuckDBPyConnection, job: Job, stage_sql: str, *,
     con.execute(f"CREATE TEMP TABLE _stage AS {stage_sql}")
     try:
         total = con.execute("SELECT count(*) FROM _stage").fetchall()[0][0]
-        if clean_only and con.execute(
-                "SELECT count(*) FROM _stage WHERE reason IS NOT NULL").fetchall()[0][0]:
-            raise FastPathMiss("some rows not loadable")
         if net is not None:
             errs, msgs = ([r[0] for r in con.execute(
                 f"SELECT DISTINCT {c} FROM _stage WHERE reason IS NULL AND {c} IS NOT NULL"
@@ -135,7 +138,13 @@ def _emit(con: duckdb.DuckDBPyConnection, job: Job, stage_sql: str, *,
             net_t, cache_t = net.tables(errs, msgs)
             con.register("_neterr", net_t)
             con.register("_cache", cache_t)
-        bad = con.execute(rejects.format("_stage")).fetchall()[0][0]
+        if deferred is not None:
+            found = [r[0] for r in con.execute(
+                "SELECT line FROM _stage WHERE reason IS NOT NULL").fetchall()]
+            deferred += found
+            bad = len(found)
+        else:
+            bad = con.execute(rejects.format("_stage")).fetchall()[0][0]
         if not rejects_only:
             con.execute(_insert_sql(kind, fid, "_stage", wide))
         if net is not None:
@@ -280,41 +289,48 @@ def _convert_sql(kind: str, source: str, fields: dict[str, Field], get: S.Getter
 
 
 def load_jsonl_fast(con: duckdb.DuckDBPyConnection, job: Job,
-                    lines: Callable[[], int | None]) -> Counts:
+                    lines: Callable[[], LineStats | None]) -> Counts:
     """JSON lines through DuckDB's ``read_json`` (parallel, no Python in the loop).
 
-    Exact only when DuckDB reads one row per physical line: any read error
-    (bad JSON, bad UTF-8, an over-long line, broken compression) or a row count
-    other than the file's line count (blank lines are skipped by read_json) raises
-    ``FastPathMiss``; the caller rolls back and loads through ``load_lines``.
-    Line numbers are ``row_number() OVER ()``, which DuckDB streams in file order.
+    With ``ignore_errors`` DuckDB gives one row per line that is not whitespace only
+    (those it skips; ``line_stats`` finds them), a line it cannot read giving a row of
+    NULLs: so row ``k`` is the ``k``-th such line, and the clean rows load at once.
+    The few rows that are not loadable (and the skipped lines) are read again by the
+    line path, which says why. A numeric field read as NULL may be a value of another
+    type (DuckDB nulls it under ``ignore_errors``): such rows go the line path too.
     """
     kind = job.detected.kind
     fields = fields_for(kind, job.renames)
     aliases = sniffed_aliases(job.path, fields, "jsonl")
-    # numbers read as DOUBLE by read_json itself (25 % less CPU than text then cast);
-    # a value that is not a number makes read_json fail: the line path then says why
+    # numbers read as DOUBLE by read_json itself (25 % less CPU than text then cast)
     numeric = {a for name in NUMERIC_FIELDS if name in fields
                for a in fields[name].aliases if a not in NUMBER_UNIT_MS}
     types = {a: "DOUBLE" if a in numeric else "VARCHAR" for a in aliases}
+    suspect = " OR ".join(
+        "(" + " AND ".join(f"{S.q(a)} IS NULL" for a in present) + ")"
+        for name in NUMERIC_FIELDS if name in fields
+        if (present := [a for a in fields[name].aliases if a in types])
+        and any(a in numeric for a in present))
     comp = {"gzip": "gzip", "zstd": "zstd"}.get(compression_of(job.path) or "", "none")
     columns = ", ".join(f"{sql_str(a)}: '{t}'" for a, t in types.items())
     src = (f"read_json({sql_str(str(job.path))}, format = 'newline_delimited',"
            f" records = true, compression = '{comp}', maximum_object_size = {MAX_LINE},"
-           f" columns = {{{columns}}})")
+           f" ignore_errors = true, columns = {{{columns}}})")
     picks = ", ".join(f"{S.q(a)} AS {S.q('a:' + a)}" for a in aliases)
+    pre = f"CASE WHEN {suspect} THEN 'check' END" if suspect else "CAST(NULL AS VARCHAR)"
     source = (f"SELECT row_number() OVER () AS line, CAST(NULL AS BLOB) AS raw,"
-              f" CAST(NULL AS VARCHAR) AS txt, CAST(NULL AS VARCHAR) AS preason, {picks}"
+              f" CAST(NULL AS VARCHAR) AS txt, {pre} AS preason, {picks}"
               f" FROM {src}")
     cols = {a: S.Col(S.q("a:" + a), t) for a, t in types.items()}
     stage = _convert_sql(kind, source, fields, cols.get, job.zone, {})
-    return _fast(con, job, stage, lines)
+    return _fast(con, job, stage, lines, skips_blank=True)
 
 
 def load_csv_fast(con: duckdb.DuckDBPyConnection, job: Job,
-                  lines: Callable[[], int | None]) -> Counts:
+                  lines: Callable[[], LineStats | None]) -> Counts:
     """CSV through DuckDB's ``read_csv`` (strict: a ragged row is an error), exact only
-    when it reads one row per physical line after the header; else ``FastPathMiss``."""
+    when it reads one row per physical line after the header; else ``FastPathMiss``.
+    Rows that do not convert (a bad time, a wrong type) go to the line path alone."""
     kind = job.detected.kind
     fields = fields_for(kind, job.renames)
     layout = csv_layout(job, fields)
@@ -331,51 +347,92 @@ def load_csv_fast(con: duckdb.DuckDBPyConnection, job: Job,
     return _fast(con, job, stage, lines, header=1, wide=layout.extra.get("wide"))
 
 
+def _line_of(skipped: tuple[int, ...]) -> Callable[[int], int]:
+    """Row number -> line number, when the reader skipped the lines ``skipped`` (sorted):
+    row ``k`` lies past skipped line ``i`` (1-based) when ``k > skipped[i] - i``."""
+    after = [b - i for i, b in enumerate(skipped, 1)]
+    return lambda k: k + bisect.bisect_left(after, k)
+
+
+def _renumber_sql(skipped: tuple[int, ...]) -> str:
+    """SQL of ``_line_of`` over the column ``line``."""
+    whens = " ".join(f"WHEN line > {b - i} THEN line + {i}"
+                     for i, b in reversed(list(enumerate(skipped, 1))))
+    return f"CASE {whens} ELSE line END"
+
+
 def _fast(con: duckdb.DuckDBPyConnection, job: Job, stage: str,
-          lines: Callable[[], int | None], header: int = 0,
-          wide: tuple[list[str], list[str]] | None = None) -> Counts:
-    """Run a fast-path stage; ``FastPathMiss`` unless every physical line (but the
-    ``header``) gave one loadable row. ``lines`` gives the file's physical line count
-    (None if unknown); it is asked only after DuckDB's work, so that the count can
-    run on another thread meanwhile."""
-    net = _NetCache() if job.detected.kind == "errors" else None
+          lines: Callable[[], LineStats | None], header: int = 0,
+          wide: tuple[list[str], list[str]] | None = None, skips_blank: bool = False) -> Counts:
+    """Run a fast-path stage: load its clean rows, then give the lines of the others
+    (and those the reader skipped) to the line path; ``FastPathMiss`` unless DuckDB gave
+    one row per physical line (but the ``header``, and the blank lines if
+    ``skips_blank``). ``lines`` gives the file's line statistics (None if unknown); it
+    is asked only after DuckDB's work, so that the count can run on another thread."""
+    kind = job.detected.kind
+    net = _NetCache() if kind == "errors" else None
+    bad: list[int] = []
     try:
         if net is None and wide is None:
             loaded = con.execute(
-                _insert_sql(job.detected.kind, job.file_id, f"({stage})")).fetchall()[0][0]
+                _insert_sql(kind, job.file_id, f"({stage})")).fetchall()[0][0]
         else:
-            loaded, _ = _emit(con, job, stage, net=net, wide=wide, clean_only=True)
+            loaded, _ = _emit(con, job, stage, net=net, wide=wide, deferred=bad)
+        stats = lines()
+        if stats is None:
+            raise FastPathMiss("line count unknown: damaged compression or a line over 1 MiB")
+        skipped = stats.blank if skips_blank else ()
+        if len(skipped) > MAX_SKIPPED or (stats.blank and not skips_blank):
+            raise FastPathMiss(f"{len(stats.blank)} blank lines")
+        rows = stats.lines - header - len(skipped)
+        if net is None and wide is None and loaded < rows:
+            bad = [r[0] for r in con.execute(
+                f"SELECT line FROM ({stage}) WHERE reason IS NOT NULL").fetchall()]
+        if loaded + len(bad) != rows:
+            raise FastPathMiss(f"DuckDB gave {loaded + len(bad)} rows for {rows} lines")
+        if skipped:
+            con.execute(f"UPDATE {TABLE_OF[kind]} SET line = {_renumber_sql(skipped)}"
+                        f" WHERE file_id = {job.file_id}")
+            bad = [_line_of(skipped)(k) for k in bad]
     except duckdb.Error as exc:
         raise FastPathMiss(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
-    n = lines()
-    if n is None:
-        raise FastPathMiss("line count unknown: damaged compression or a line over 1 MiB")
-    if loaded != n - header:
-        raise FastPathMiss(f"DuckDB gave {loaded} loadable rows for {n - header} lines")
+    again = sorted({*bad, *skipped})
+    rest = load_lines(con, job, only=again) if again else Counts()
+    if rest.read != len(again):
+        raise FastPathMiss(f"line path read {rest.read} of {len(again)} lines")
     if job.progress:
-        job.progress(n, 0)
-    return Counts(loaded, loaded, 0)
+        job.progress(stats.lines, 0)
+    return Counts(stats.lines - header, loaded + rest.loaded, rest.rejected)
 
 
-def load_lines(con: duckdb.DuckDBPyConnection, job: Job) -> Counts:
-    """A line-oriented file (JSON lines, logfmt, Go text, CSV), streamed in groups."""
+def load_lines(con: duckdb.DuckDBPyConnection, job: Job,
+               only: list[int] | None = None) -> Counts:
+    """A line-oriented file (JSON lines, logfmt, Go text, CSV), streamed in groups;
+    with ``only`` (sorted line numbers), just those lines."""
     kind = job.detected.kind
     fields = fields_for(kind, job.renames)
     source, get, extra = _line_source(job, fields)
     stage = _convert_sql(kind, source, fields, get, job.zone, extra)
-    header_lines = 1 if job.detected.fmt.startswith("csv") else 0
+    header_lines = 1 if job.detected.fmt.startswith("csv") and only is None else 0
     counts, net = Counts(), (_NetCache() if kind == "errors" else None)
     reader = LineReader(job.path)
+    wanted = None if only is None else pa.array(only, pa.int64())
     for table in reader:
+        if wanted is not None:
+            table = table.filter(pc.is_in(table.column("line"), value_set=wanted))
         expected = table.num_rows - (header_lines if counts.read == 0 else 0)
-        con.register("_lines", table)
-        loaded, bad = _emit(con, job, stage, expected=expected, wide=extra.get("wide"), net=net)
-        con.unregister("_lines")
-        counts.read += loaded + bad
-        counts.loaded += loaded
-        counts.rejected += bad
-        if job.progress:
+        if table.num_rows:
+            con.register("_lines", table)
+            loaded, bad = _emit(con, job, stage, expected=expected, wide=extra.get("wide"),
+                                net=net)
+            con.unregister("_lines")
+            counts.read += loaded + bad
+            counts.loaded += loaded
+            counts.rejected += bad
+        if job.progress and only is None:
             job.progress(reader.lines, reader.bytes_in)
+        if only is not None and reader.lines >= only[-1]:
+            break
     return counts
 
 
@@ -516,10 +573,10 @@ def load_yaml_events(con: duckdb.DuckDBPyConnection, job: Job) -> Counts:
 
 
 def load_file(con: duckdb.DuckDBPyConnection, job: Job,
-              lines: Callable[[], int | None] | None = None) -> Counts:
+              lines: Callable[[], LineStats | None] | None = None) -> Counts:
     """Load one detected file; the caller holds the transaction.
 
-    ``lines`` (the file's physical line count, when asked) enables the fast paths for
+    ``lines`` (the file's line statistics, when asked) enables the fast paths for
     JSON lines and CSV (DuckDB's own readers), which raise ``FastPathMiss`` when
     they cannot account for every line.
     """
