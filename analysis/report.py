@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -83,6 +84,7 @@ class ReportRun:
     pages: list[Path]
     seconds: float
     verdict: str
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 def _cell(v: object) -> str:
@@ -319,25 +321,40 @@ def build_report(
     notebook_dir: Path | None = None,
 ) -> ReportRun:
     """``postmortem report``: run the notebooks (optional) and write the report page."""
-    from analysis.report_notebooks import run_notebooks
+    from analysis.report_notebooks import notebook_paths, run_notebooks
     from analysis.report_store import open_analysis, prepare_rollups
 
     start = time.monotonic()
+    phases: dict[str, float] = {}
+
+    def lap(name: str, t0: float) -> float:
+        now = time.monotonic()
+        phases[name] = now - t0
+        return now
+
+    t = start
     prepare_rollups(db)
+    t = lap("rollups", t)
     con = open_analysis(db)
     try:  # compute the shared expensive results once; notebooks and report hit the cache
         if rd.root_cause_chain(con).culprit is not None:
             rd.whatifs(con)
     finally:
         con.close()
-    pages: list[Path] = []
-    if notebooks:
-        pages = run_notebooks(db=db, data_dir=data_dir, out=out, notebook_dir=notebook_dir)
-    con = open_analysis(db)
-    try:
-        path, verdict = write_report(
-            con, out, [(p.stem, p.relative_to(out).as_posix()) for p in pages]
-        )
-    finally:
-        con.close()
-    return ReportRun(path, path.stat().st_size, pages, time.monotonic() - start, verdict)
+    t = lap("chain and what-ifs", t)
+    planned = [out / "notebooks" / f"{p.stem}.html" for p in notebook_paths(notebook_dir)]
+    links = [(p.stem, p.relative_to(out).as_posix()) for p in planned] if notebooks else []
+    with ThreadPoolExecutor(max_workers=1) as bg:  # notebooks run while the page is written
+        job = bg.submit(run_notebooks, db=db, data_dir=data_dir, out=out,
+                        notebook_dir=notebook_dir) if notebooks else None
+        con = open_analysis(db)
+        try:
+            path, verdict = write_report(con, out, links)
+        finally:
+            con.close()
+        t_page = time.monotonic() - t
+        pages = job.result() if job is not None else []
+    lap("notebooks (parallel with the page)", t)
+    phases["report page"] = t_page
+    return ReportRun(path, path.stat().st_size, pages, time.monotonic() - start, verdict,
+                     phases)

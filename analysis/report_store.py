@@ -144,6 +144,8 @@ def open_analysis(db: str | Path) -> duckdb.DuckDBPyConnection:
         raise UserError(f"{db}: no such store (expected a DuckDB file from `postmortem ingest`)")
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
+    with contextlib.suppress(duckdb.InvalidInputException):  # refused in Jupyter; off there
+        con.execute("SET enable_progress_bar = false")  # a bar on stdout corrupts outputs
     path = str(db).replace("'", "''")
     con.execute(f"ATTACH '{path}' AS store (READ_ONLY)")
     con.execute("SET search_path = 'memory.main,store.main'")

@@ -37,4 +37,5 @@ def run(args: argparse.Namespace) -> int:
           f" and {len(run_.pages)} notebook page(s) in {run_.seconds:.0f} s")
     for p in run_.pages:
         print(f"  {p}")
+    print("  time: " + ", ".join(f"{k} {v:.0f} s" for k, v in run_.phases.items()))
     return 0
