@@ -503,7 +503,9 @@ def find_chain(
         rejected.append(Rejected(f"caller:{s.caller}", _caller_reason(s, best, pool)))
     rejected += _reject_packet_loss(rival_loss, col, t, series, span, settings)
     rejected += _reject_deploys(con, onsets, settings, best.caller)
-    rejected += _reject_daily_curve(series, grid_s)
+    others = [o[0] for o in options.get("user_impact", []) if o[0] != series["user_impact"].signal
+              and "{" in o[0]] if "user_impact" in series else []
+    rejected += _reject_daily_curve(series, grid_s, {o: col(o) for o in others}, t, settings)
     notes = [tw_note] if tw_note else []
     return ChainResult(ROOT_CAUSE, culprit, hops, rejected, onsets, env, callers=scores,
                        roles=roles, mechanism_passed=mech_pass, notes=notes)
@@ -955,14 +957,51 @@ def _ago(d: timedelta) -> str:
     return f"{sec:.0f} s"
 
 
-def _reject_daily_curve(series: dict[str, _RoleSeries], grid_s: float) -> list[Rejected]:
+def _reject_daily_curve(
+    series: dict[str, _RoleSeries],
+    grid_s: float,
+    others: dict[str, np.ndarray],
+    t: pl.Series,
+    settings: ChainSettings,
+) -> list[Rejected]:
+    """The daily curve is shared by every DC and moves over hours; the drops are short,
+    follow the errors and (when traffic is split by DC) hit one DC while others hold."""
     imp = series.get("user_impact")
     if imp is None:
         return []
     dur = [(w.end - w.start).total_seconds() + grid_s for w in imp.windows]
-    med = float(np.median(dur))
-    return [Rejected("daily curve", f"the drops last {med:.0f} s (median of {len(dur)}) and"
-                                    " follow the errors; a daily curve moves over hours")]
+    reason = (f"the drops last {float(np.median(dur)):.0f} s (median of {len(dur)}) and follow"
+              " the errors; a daily curve moves over hours")
+    if others:
+        here = _change_in_windows(-imp.values, imp.windows, t, grid_s)
+        parts = [f"{_label_text(o)} {_change_in_windows(v, imp.windows, t, grid_s):+.0%}"
+                 for o, v in others.items()]
+        reason += (f"; during the drops {_label_text(imp.signal)} changes by {here:+.0%},"
+                   f" {', '.join(parts)}")
+    return [Rejected("daily curve", reason)]
+
+
+def _change_in_windows(
+    v: np.ndarray, windows: list[AnomalyWindow], t: pl.Series, grid_s: float
+) -> float:
+    """Median relative change of ``v`` inside each window against the 5 minutes before it."""
+    t0 = t[0]
+    out = []
+    for w in windows:
+        a = int((w.start - t0).total_seconds() / grid_s)
+        b = int((w.end - t0).total_seconds() / grid_s) + 1
+        before = v[max(0, a - int(300 / grid_s)):a]
+        inside = v[a:b]
+        if np.isfinite(before).any() and np.isfinite(inside).any():
+            ref = float(np.nanmean(before))
+            if ref:
+                out.append(float(np.nanmean(inside)) / ref - 1.0)
+    return float(np.median(out)) if out else 0.0
+
+
+def _label_text(signal: str) -> str:
+    """``metric:x{dc=us-west,job=y}`` -> ``dc=us-west,job=y``."""
+    return signal[signal.find("{") + 1:-1] if "{" in signal else signal
 
 
 def format_chain(result: ChainResult) -> str:
