@@ -21,7 +21,6 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 import yaml
 
 from analysis.errors import UserError
@@ -35,6 +34,7 @@ from analysis.ingest.lines import (
     LineStats,
     compression_of,
     open_decompressed,
+    pick_lines,
     text_head,
 )
 from analysis.ingest.neterr import cache_from_msg, parse_net_error
@@ -416,10 +416,7 @@ def load_lines(con: duckdb.DuckDBPyConnection, job: Job,
     header_lines = 1 if job.detected.fmt.startswith("csv") and only is None else 0
     counts, net = Counts(), (_NetCache() if kind == "errors" else None)
     reader = LineReader(job.path)
-    wanted = None if only is None else pa.array(only, pa.int64())
-    for table in reader:
-        if wanted is not None:
-            table = table.filter(pc.is_in(table.column("line"), value_set=wanted))
+    for table in reader if only is None else [pick_lines(job.path, only)]:
         expected = table.num_rows - (header_lines if counts.read == 0 else 0)
         if table.num_rows:
             con.register("_lines", table)
@@ -431,8 +428,6 @@ def load_lines(con: duckdb.DuckDBPyConnection, job: Job,
             counts.rejected += bad
         if job.progress and only is None:
             job.progress(reader.lines, reader.bytes_in)
-        if only is not None and reader.lines >= only[-1]:
-            break
     return counts
 
 
