@@ -31,6 +31,8 @@ from analysis import charts
 from analysis import report_data as rd
 
 TEMPLATE = Path(__file__).with_name("report_template.html.j2")
+TIMELINE_ROWS = 3000
+"""Points per timeline panel in the page: enough detail to zoom with the brush."""
 
 
 @dataclass
@@ -231,7 +233,7 @@ def collect(con: duckdb.DuckDBPyConnection, *, whatif: bool = True) -> ReportCon
             " bands (intervals), dashed black rules are detected onsets. Drag on the"
             " overview at the bottom to zoom all panels.",
             charts.timeline(td.panels, events=td.events, onsets=td.onsets,
-                            side_by_side=td.callers).to_dict(),
+                            side_by_side=td.callers, max_rows=TIMELINE_ROWS).to_dict(),
         ))
     nodes, edges = rd.chain_graph(chain)
     if nodes.height:
