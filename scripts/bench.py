@@ -573,16 +573,19 @@ class Bench:
         # `make report` has no cache, so each timed run starts without it. Then one warm run.
         cache = Path(f"{db}.cache")
         n_report = min(self.opts.repeats, 2)
+        executed = self.opts.out / "report" / "notebooks"
         out["report"] = self.repeat(
             "bundled incident: report (cold)",
             report,
             n_report,
             before=lambda: shutil.rmtree(cache, ignore_errors=True),
         ).as_json()
+        out["report"]["detail"]["notebooks"] = notebook_cell_times(executed)
         if out["report"]["runs"]:
             out["report/warm"] = self.repeat(
                 "bundled incident: report (warm cache)", report, 1
             ).as_json()
+            out["report/warm"]["detail"]["notebooks"] = notebook_cell_times(executed)
         return skip_rest("not run: report failed")
 
     def run(self) -> dict[str, Any]:
@@ -608,6 +611,32 @@ class Bench:
         path = self.opts.out / "bench.json"
         path.write_text(json.dumps(self.result, indent=1, default=str) + "\n")
         return path
+
+
+def notebook_cell_times(directory: Path, top: int = 3) -> dict[str, Any]:
+    """Where a notebook run's time went: per executed notebook in ``directory``, the sum
+    of its cells' execution times (nbclient's timestamps) and its slowest cells."""
+    out: dict[str, Any] = {}
+    for path in sorted(directory.glob("*.ipynb")):
+        try:
+            cells = json.loads(path.read_text())["cells"]
+        except (OSError, ValueError, KeyError):
+            continue
+        times = []
+        for i, cell in enumerate(cells):
+            ex = cell.get("metadata", {}).get("execution", {})
+            start, end = ex.get("iopub.execute_input"), ex.get("shell.execute_reply")
+            if start and end:
+                s = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+                source = "".join(cell.get("source", "")).strip().splitlines()
+                times.append((round(s, 3), i, source[0][:80] if source else ""))
+        out[path.stem] = {
+            "cells_s": round(sum(t for t, _, _ in times), 3),
+            "slowest": [
+                {"cell": i, "s": t, "source": src} for t, i, src in sorted(times)[::-1][:top]
+            ],
+        }
+    return out
 
 
 def simulated_request_rows(out: Path) -> int | None:
@@ -770,6 +799,10 @@ def table(result: dict[str, Any]) -> str:
             f"{'bundled':>11}  {name:<28} {_fmt_s(st['median_s']):>9} "
             f"{st['runs']:>4} {rss:>9}  {note}"
         )
+        per_nb = st.get("detail", {}).get("notebooks")
+        if per_nb:
+            cells = ", ".join(f"{k.split('-')[0]} {v['cells_s']:.1f}" for k, v in per_nb.items())
+            lines.append(f"{'':>11}    cells per notebook (s): {cells}")
     if result.get("targets"):
         lines.append("")
         lines.append("targets:")
