@@ -296,8 +296,11 @@ class Bench:
         print(f"[{datetime.now(UTC):%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
 
     def repeats_at(self, scale: int) -> int:
-        """Repeats at ``scale``: fewer at the largest scales, where one run takes minutes."""
-        return 1 if scale >= LARGEST else self.opts.repeats
+        """Repeats at ``scale``: fewer as one run grows to minutes (at most 2 from 10 M
+        rows on, 1 from 50 M)."""
+        if scale >= LARGEST:
+            return 1
+        return min(self.opts.repeats, 2) if scale >= 10_000_000 else self.opts.repeats
 
     def repeat(
         self,

@@ -250,11 +250,12 @@ def test_run_budget_repeats_what_targets_judge_and_trims_the_rest(tmp_path: Path
         notebook=False, keep_data=False, profile=False, quick=False, parallel=1,
         window_s=3600, seed=1))
     assert b.runs_of("ours/jsonl", 1_000_000) == 3
-    assert b.runs_of("ours/jsonl", 10_000_000) == 3
+    assert b.runs_of("ours/jsonl", 10_000_000) == 2
     assert b.runs_of("ours/jsonl", 50_000_000) == 1
     assert b.runs_of("ingest/errors/logfmt", 1_000_000) == 3
     assert b.runs_of("ingest/errors/logfmt", 10_000_000) == 1
     assert b.runs_of("pipeline", 1_000_000) == 3
+    assert b.runs_of("pandas/jsonl", 10_000_000) == 2
     assert b.runs_of("pipeline", 10_000_000) == 1
     assert b.runs_of("ours/csv", 1_000_000) == 3
     assert b.runs_of("ours/csv", 10_000_000) == 0
