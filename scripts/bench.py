@@ -849,7 +849,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--repeats",
         type=int,
         default=3,
-        help="runs per job; medians are reported (one run at 50M rows and above)",
+        help="runs per job; medians are reported (at most 2 at 10M rows, 1 at 50M)",
     )
     p.add_argument(
         "--quick", action="store_true", help="tiny scales, one repeat: a smoke run of every stage"
