@@ -400,6 +400,8 @@ def _whatif_in_process(db: str, changes: dict):
 def _whatifs(con: duckdb.DuckDBPyConnection, scenarios: dict[str, dict]) -> WhatIfs:
     from analysis.whatif import whatif
 
+    if con.execute("SELECT count(*) FROM requests").fetchall()[0][0] == 0:
+        scenarios = {}  # nothing to replay: an empty answer, not an error
     db = store_path(con)
     workers = min(len(scenarios), os.cpu_count() or 1)
     if db is not None and workers > 1:  # each replay is a CPU-bound Python loop
