@@ -30,9 +30,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-#: Aggregates every contender computes per (second, caller).
-AGGREGATES = ("n", "errors", "uris", "p50_uris", "p99_uris", "max_uris", "p99_ms")
-
 
 def floor(path: str, fmt: str, explain: str | None = None) -> dict[str, Any]:
     """DuckDB reading the file itself, no store: the least work that gives the rollup.
