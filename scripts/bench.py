@@ -540,7 +540,11 @@ class Bench:
             str(data),
         ]
         pipeline = child_argv(
-            "ours", paths=[str(data)], db=str(db), steps=["rollups", "detection", "chain"]
+            "ours",
+            paths=[str(data)],
+            db=str(db),
+            steps=["rollups", "detection", "chain"],
+            keep=True,
         )
         report = [
             pm,

@@ -180,10 +180,15 @@ def _explain_top(con: TimedConnection, n: int = 3) -> str:
 
 
 def ours(
-    paths: list[str], db: str, steps: list[str] | None = None, profile: str | None = None
+    paths: list[str],
+    db: str,
+    steps: list[str] | None = None,
+    profile: str | None = None,
+    keep: bool = False,
 ) -> dict[str, Any]:
     """The suite itself: ingest ``paths`` into a fresh store at ``db``, then run ``steps``
-    (any of ``rollups``, ``detection``, ``chain``), timing each.
+    (any of ``rollups``, ``detection``, ``chain``), timing each. The store is deleted
+    afterwards unless ``keep``.
 
     With ``profile`` (a path), every DuckDB statement is timed and the run is under
     cProfile; both are written there, to show where the time goes.
@@ -236,6 +241,9 @@ def ours(
         for t in ("requests", "log_events", "metrics", "rejects")
     }
     con.close()
+    if not keep:
+        for suffix in ("", ".wal"):
+            Path(db + suffix).unlink(missing_ok=True)
     return out
 
 
