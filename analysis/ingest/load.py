@@ -10,6 +10,7 @@ Prometheus JSON are read by DuckDB's own readers; YAML events (small) by PyYAML.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import csv
 import json
 import re
@@ -328,9 +329,11 @@ def load_jsonl_fast(con: duckdb.DuckDBPyConnection, job: Job,
 
 def load_csv_fast(con: duckdb.DuckDBPyConnection, job: Job,
                   lines: Callable[[], LineStats | None]) -> Counts:
-    """CSV through DuckDB's ``read_csv`` (strict: a ragged row is an error), exact only
-    when it reads one row per physical line after the header; else ``FastPathMiss``.
-    Rows that do not convert (a bad time, a wrong type) go to the line path alone."""
+    """CSV through DuckDB's ``read_csv`` (strict), exact when it reads one row per
+    physical line after the header, but for the lines it rejects (ragged, not UTF-8),
+    whose numbers it stores. Those, the rows that do not convert (a bad time, a wrong
+    type) and the rows with a quote inside a value (which DuckDB keeps, the line path
+    rejects or unquotes) go to the line path alone; else ``FastPathMiss``."""
     kind = job.detected.kind
     fields = fields_for(kind, job.renames)
     layout = csv_layout(job, fields)
@@ -338,13 +341,27 @@ def load_csv_fast(con: duckdb.DuckDBPyConnection, job: Job,
     columns = ", ".join(f"'c:{i}': 'VARCHAR'" for i in range(1, len(layout.names) + 1))
     src = (f"read_csv({sql_str(str(job.path))}, header = true, auto_detect = false,"
            f" delim = ',', quote = '\"', escape = '\"', strict_mode = true,"
-           f" compression = '{comp}', max_line_size = {MAX_LINE}, columns = {{{columns}}})")
-    cells = ", ".join(S.q(f"c:{i}") for i in range(1, len(layout.names) + 1))
+           f" compression = '{comp}', max_line_size = {MAX_LINE}, columns = {{{columns}}},"
+           f" ignore_errors = true, store_rejects = true, rejects_table = '_csv_rejects',"
+           f" rejects_scan = '_csv_scans')")
+    cells = [S.q(f"c:{i}") for i in range(1, len(layout.names) + 1)]
+    quoted = " OR ".join(f"contains({c}, '\"')" for c in cells)
     source = (f"SELECT row_number() OVER () + 1 AS line, CAST(NULL AS BLOB) AS raw,"
-              f" CAST(NULL AS VARCHAR) AS txt, CAST(NULL AS VARCHAR) AS preason, {cells}"
-              f" FROM {src}")
+              f" CAST(NULL AS VARCHAR) AS txt, CASE WHEN {quoted} THEN 'check' END AS preason,"
+              f" {', '.join(cells)} FROM {src}")
     stage = _convert_sql(kind, source, fields, layout.get, job.zone, layout.extra)
-    return _fast(con, job, stage, lines, header=1, wide=layout.extra.get("wide"))
+
+    def rejected() -> tuple[int, ...]:
+        return tuple(r[0] for r in con.execute(
+            "SELECT DISTINCT line FROM _csv_rejects ORDER BY line").fetchall())
+
+    try:
+        return _fast(con, job, stage, lines, header=1, wide=layout.extra.get("wide"),
+                     skipped_by_reader=rejected)
+    finally:
+        for t in ("_csv_rejects", "_csv_scans"):
+            with contextlib.suppress(duckdb.Error):
+                con.execute(f"DROP TABLE IF EXISTS {t}")
 
 
 def _line_of(skipped: tuple[int, ...]) -> Callable[[int], int]:
@@ -363,12 +380,15 @@ def _renumber_sql(skipped: tuple[int, ...]) -> str:
 
 def _fast(con: duckdb.DuckDBPyConnection, job: Job, stage: str,
           lines: Callable[[], LineStats | None], header: int = 0,
-          wide: tuple[list[str], list[str]] | None = None, skips_blank: bool = False) -> Counts:
+          wide: tuple[list[str], list[str]] | None = None, skips_blank: bool = False,
+          skipped_by_reader: Callable[[], tuple[int, ...]] | None = None) -> Counts:
     """Run a fast-path stage: load its clean rows, then give the lines of the others
     (and those the reader skipped) to the line path; ``FastPathMiss`` unless DuckDB gave
-    one row per physical line (but the ``header``, and the blank lines if
-    ``skips_blank``). ``lines`` gives the file's line statistics (None if unknown); it
-    is asked only after DuckDB's work, so that the count can run on another thread."""
+    one row per physical line (but the ``header``, the blank lines if ``skips_blank``
+    and the lines ``skipped_by_reader`` names). ``lines`` gives the file's line
+    statistics (None if unknown); it is asked only after DuckDB's work, so that the
+    count can run on another thread. The stage numbers rows as if nothing was skipped;
+    loaded rows are renumbered afterwards (rarely needed: an UPDATE)."""
     kind = job.detected.kind
     net = _NetCache() if kind == "errors" else None
     bad: list[int] = []
@@ -381,9 +401,12 @@ def _fast(con: duckdb.DuckDBPyConnection, job: Job, stage: str,
         stats = lines()
         if stats is None:
             raise FastPathMiss("line count unknown: damaged compression or a line over 1 MiB")
-        skipped = stats.blank if skips_blank else ()
-        if len(skipped) > MAX_SKIPPED or (stats.blank and not skips_blank):
+        if stats.blank and not skips_blank:
             raise FastPathMiss(f"{len(stats.blank)} blank lines")
+        skipped = tuple(sorted({*stats.blank, *(skipped_by_reader() if skipped_by_reader
+                                                 else ())}))
+        if len(skipped) > MAX_SKIPPED:
+            raise FastPathMiss(f"{len(skipped)} lines skipped by DuckDB's reader")
         rows = stats.lines - header - len(skipped)
         if net is None and wide is None and loaded < rows:
             bad = [r[0] for r in con.execute(
