@@ -530,9 +530,11 @@ def impact(con: duckdb.DuckDBPyConnection, chain) -> Impact:
     Baseline: the median of the user-facing signal before the chain's first
     onset (or over the whole series); trough: its lowest one-minute mean;
     ``minutes_degraded``: minutes whose mean is under ``DEGRADED_BELOW`` x
-    baseline. The incident spans the earliest to the latest anomaly window of
-    the user-facing drop (down) and of the error rate (``errors:total``, up),
-    as the detector finds them.
+    baseline. The incident spans the earliest to the latest upward anomaly
+    window of the error rate (``errors:total``) as the detector finds them;
+    without error windows, those of the user-facing drop (downward). (Traffic
+    keeps moving after an incident, with the daily curve: its windows alone
+    would stretch the span.)
     """
     from analysis.detection import detect
 
@@ -547,7 +549,8 @@ def impact(con: duckdb.DuckDBPyConnection, chain) -> Impact:
     s = series(con, sig).drop_nulls("value")
     if s.height == 0:
         return Impact(sig, None, None, None, *_span(wins), None)
-    wins += [w for w in detect(s, signal=sig) if w.direction == "down"]
+    if not wins:
+        wins = [w for w in detect(s, signal=sig) if w.direction == "down"]
     first = min(chain.onsets.values()) if chain.onsets else None
     before = s.filter(pl.col("t") < first) if first is not None else s
     base = float((before if before.height else s)["value"].median())
