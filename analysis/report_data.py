@@ -31,6 +31,8 @@ WHATIF_SCENARIOS: dict[str, dict] = {
     "batch cap 1,000 URIs": {"max_batch": 1000},
 }
 """The what-ifs the report answers: the post-mortem's fix, its workaround, a batch cap."""
+PARALLEL_MIN_REQUESTS = 200_000
+"""Below this many requests a replay is quick: worker processes would cost more to start."""
 
 
 # --- loading and coverage ------------------------------------------------------------
@@ -400,11 +402,13 @@ def _whatif_in_process(db: str, changes: dict):
 def _whatifs(con: duckdb.DuckDBPyConnection, scenarios: dict[str, dict]) -> WhatIfs:
     from analysis.whatif import whatif
 
-    if con.execute("SELECT count(*) FROM requests").fetchall()[0][0] == 0:
+    n_requests = con.execute("SELECT count(*) FROM requests").fetchall()[0][0]
+    if n_requests == 0:
         scenarios = {}  # nothing to replay: an empty answer, not an error
     db = store_path(con)
     workers = min(len(scenarios), os.cpu_count() or 1)
-    if db is not None and workers > 1:  # each replay is a CPU-bound Python loop
+    if db is not None and workers > 1 and n_requests >= PARALLEL_MIN_REQUESTS:
+        # each replay is a CPU-bound Python loop; worker processes pay off on big logs
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             futures = {name: pool.submit(_whatif_in_process, str(db), kw)
