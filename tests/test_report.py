@@ -102,3 +102,11 @@ def test_report_without_a_culprit_still_renders(tmp_path: Path) -> None:
     assert content.whatif.rows == []
     assert "Collect per-caller request logs" in "\n".join(content.actions)
     assert "<html" in render_html(content)
+
+
+def test_cli_names_a_missing_store_in_one_line(tmp_path: Path, capsys) -> None:
+    from analysis.cli import main
+
+    assert main(["report", "--db", str(tmp_path / "none.duckdb"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "none.duckdb: no such store" in err
