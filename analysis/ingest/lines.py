@@ -97,11 +97,28 @@ def decompressed_chunks(path: Path, chunk: int = CHUNK) -> Iterator[tuple[bytes,
             yield b"", f"compressed stream truncated ({kind} ended before its end marker)"
 
 
+# Arrays are built from buffers: ``pa.array`` imports pandas (1.7 s of CPU, once a process).
+
+
+def int64_array(values: np.ndarray | list[int]) -> pa.Array:
+    """A pyarrow int64 array without nulls."""
+    data = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
+
+
+def bytes_array(items: list[bytes], typ: pa.DataType | None = None) -> pa.Array:
+    """A pyarrow binary (or ``typ``: string, for UTF-8 bytes) array without nulls."""
+    offsets = np.zeros(len(items) + 1, dtype=np.int32)
+    np.cumsum([len(b) for b in items], out=offsets[1:])
+    return pa.Array.from_buffers(typ or pa.binary(), len(items),
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(items))])
+
+
 def _batch(first: int, lines: pa.Array, pre: pa.Array | None = None) -> pa.RecordBatch:
     n = len(lines)
     if pre is None:
         pre = pa.nulls(n, pa.string())
-    numbers = pa.array(np.arange(first, first + n, dtype=np.int64))
+    numbers = int64_array(np.arange(first, first + n, dtype=np.int64))
     return pa.record_batch([numbers, lines, pre], schema=SCHEMA)
 
 
@@ -157,16 +174,18 @@ class LineReader:
         return f"line longer than {self.max_line} bytes (kept its first {RAW_KEEP})"
 
     def _one(self, raw: bytes, reason: str) -> pa.RecordBatch:
-        batch = _batch(self.lines + 1, pa.array([raw], pa.binary()), pa.array([reason]))
+        batch = _batch(self.lines + 1, bytes_array([raw]),
+                       bytes_array([reason.encode()], pa.string()))
         self.lines += 1
         return batch
 
     def _split(self, body: bytes) -> Iterator[pa.RecordBatch]:
-        lines = pc.split_pattern(pa.array([body], pa.binary()), b"\n").flatten()
+        lines = pc.split_pattern(bytes_array([body]), b"\n").flatten()
         lengths = pc.binary_length(lines)
         if pc.max(lengths).as_py() > self.max_line:
             long = pc.greater(lengths, self.max_line)
-            pre = pc.if_else(long, pa.scalar(self._too_long()), pa.scalar(None, pa.string()))
+            pre = pc.if_else(long, bytes_array([self._too_long().encode()], pa.string())[0],
+                             pa.nulls(1, pa.string())[0])
             lines = pc.if_else(long, pc.binary_slice(lines, 0, RAW_KEEP), lines)
             batch = _batch(self.lines + 1, lines, pre)
         else:
@@ -260,8 +279,7 @@ def pick_lines(path: Path, wanted: list[int]) -> pa.Table:
         numbers.append(n + 1)
         raws.append(partial)
     return pa.Table.from_batches(
-        [_batch(0, pa.array(raws, pa.binary())).set_column(
-            0, "line", pa.array(numbers, pa.int64()))], SCHEMA)
+        [_batch(0, bytes_array(raws)).set_column(0, "line", int64_array(numbers))], SCHEMA)
 
 
 def sha256_file(path: Path) -> str:
