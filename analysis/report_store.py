@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,8 +112,6 @@ def ensure_store(
     if db.exists():
         prepare_rollups(db)
         return db
-    from analysis.cli import main
-
     bundled = data_dir is None
     source = d_default if bundled else Path(data_dir)
     if not bundled and not source.is_dir():
@@ -119,17 +119,26 @@ def ensure_store(
     with _locked(db):
         if not db.exists():
             if bundled and not (source / "truth.json").exists():
-                _run(main, ["simulate", "--scenario", scenario, "--seed", str(seed),
-                            "--out", str(source)])
-            _run(main, ["ingest", str(source), "--db", str(db), "--replace"])
+                _run(["simulate", "--scenario", scenario, "--seed", str(seed),
+                      "--out", str(source)])
+            _run(["ingest", str(source), "--db", str(db), "--replace"])
     prepare_rollups(db)
     return db
 
 
-def _run(main, argv: list[str]) -> None:
-    code = main(argv)
-    if code:
-        raise UserError(f"`postmortem {' '.join(argv)}` failed with exit code {code}")
+def _run(argv: list[str]) -> None:
+    """``postmortem ARGV`` in a child process.
+
+    Not in-process: inside a Jupyter kernel DuckDB refuses some settings the
+    CLI makes (progress bars want ipywidgets), and the CLI's output belongs in
+    a log, not in a notebook cell. Its errors are raised with its last lines.
+    """
+    code = "import sys; from analysis.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True,
+                          text=True, check=False)
+    if proc.returncode:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        raise UserError(f"`postmortem {' '.join(argv)}` failed ({proc.returncode}): {tail}")
 
 
 def open_analysis(db: str | Path) -> duckdb.DuckDBPyConnection:
