@@ -333,9 +333,10 @@ class Bench:
                 stat.seconds.append(sum(stages.values()))
             else:
                 stat.seconds.append(stages[pick] if pick else m.wall_s)
+            runs = stat.detail.get("stage_runs", []) + [stages]
+            walls = stat.detail.get("wall_s", []) + [m.wall_s]
             stat.detail = {k2: v for k2, v in m.report.items() if k2 != "stages"}
-            stat.detail.setdefault("stage_runs", []).append(stages)
-            stat.detail["wall_s"] = stat.detail.get("wall_s", []) + [m.wall_s]
+            stat.detail.update(stage_runs=runs, wall_s=walls)
             if m.wall_s > 300:
                 break
         return stat
@@ -747,7 +748,8 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     ):
         if key in nb:
             v = nb[key]["median_s"]
-            add(name, v, None if v is None else v < limit, nb[key]["status"])
+            status = nb[key]["status"]
+            add(name, v, None if v is None else v < limit, "" if status == "ok" else status)
     return rows
 
 

@@ -79,6 +79,17 @@ def test_quick_run_baselines_finish_and_agree_on_the_groups(quick_run: dict) -> 
     assert len(groups) == 1
 
 
+def test_every_run_of_a_job_counts_in_its_stages(tmp_path: Path) -> None:
+    code = "import json; print(json.dumps({'stages': {'ingest:x': 0.5, 'rollups': 0.25}}))"
+    b = _bench(tmp_path)
+    whole = b.repeat("job", _py(code), 3, pick="*")
+    assert whole.seconds == [0.75, 0.75, 0.75]
+    assert len(whole.detail["wall_s"]) == 3
+    ingest = bench._sub_stat(whole, "ingest:x")
+    assert ingest.seconds == [0.5, 0.5, 0.5] and ingest.status == "ok"
+    assert bench._sub_stat(whole, "chain").status.startswith("failed: no stage")
+
+
 def test_quick_run_prints_the_table_and_deletes_its_data(quick_run: dict) -> None:
     out = Path(quick_run["_out"])
     assert "ratio ours_over_floor/jsonl" in quick_run["_stdout"]
@@ -140,6 +151,14 @@ def test_culprit_sends_under_three_requests_per_second_with_huge_batches(tmp_pat
     )
     assert 1 < rate < 3
     assert lo >= 15_000 and hi <= 20_000
+
+
+def _bench(out: Path, repeats: int = 3) -> bench.Bench:
+    """A benchmark with the defaults of ``make bench`` (3 repeats), writing under ``out``."""
+    return bench.Bench(bench.Options(
+        out=out, scales=(1,), repeats=repeats, timeout_s=60, mem_cap_mb=10_000,
+        notebook=False, keep_data=False, profile=False, quick=False, parallel=1,
+        window_s=3600, seed=1))
 
 
 def _py(code: str) -> list[str]:
@@ -244,11 +263,7 @@ def test_bad_scales_are_refused(bad: str) -> None:
 
 
 def test_run_budget_repeats_what_targets_judge_and_trims_the_rest(tmp_path: Path) -> None:
-    opts = bench.build_parser().parse_args(["--repeats", "3", "--out", str(tmp_path)])
-    b = bench.Bench(bench.Options(
-        out=tmp_path, scales=(1,), repeats=opts.repeats, timeout_s=1, mem_cap_mb=1,
-        notebook=False, keep_data=False, profile=False, quick=False, parallel=1,
-        window_s=3600, seed=1))
+    b = _bench(tmp_path)
     assert b.runs_of("ours/jsonl", 1_000_000) == 3
     assert b.runs_of("ours/jsonl", 10_000_000) == 2
     assert b.runs_of("ours/jsonl", 50_000_000) == 1
