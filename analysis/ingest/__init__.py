@@ -157,7 +157,7 @@ def _store_manifest(con: duckdb.DuckDBPyConnection, manifest: Manifest) -> None:
                             " expected an IANA name like Europe/Berlin") from exc
     for key in ("window_start", "window_end"):
         if key in facts:
-            t = parse_time(facts[key], manifest.timezone)
+            t = parse_time(facts[key], manifest.timezone, con)
             if t is None:
                 raise UserError(f"{manifest.path}: window {key[7:]} {facts[key]!r} is not a time;"
                                 " expected RFC 3339 like 2026-04-06T12:00:00Z")

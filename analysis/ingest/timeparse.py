@@ -114,15 +114,21 @@ def go_duration_ms_sql(expr: str, number_unit_ms: float = 1.0, sql_type: str = "
     )
 
 
-def parse_time(value: str | float | int | None, zone: str | None = None) -> dt.datetime | None:
-    """One value through ``time_sql``: a naive UTC datetime, or None if unreadable."""
+def parse_time(value: str | float | int | None, zone: str | None = None,
+               con: duckdb.DuckDBPyConnection | None = None) -> dt.datetime | None:
+    """One value through ``time_sql``: a naive UTC datetime, or None if unreadable.
+
+    ``con`` (its session zone UTC) saves opening a DuckDB of our own (~70 ms of CPU).
+    """
     if value is None:
         return None
     sql_type = "DOUBLE" if isinstance(value, int | float) else "VARCHAR"
-    with duckdb.connect() as con:
-        con.execute("SET TimeZone = 'UTC'")
-        sql = time_sql("$v", zone, sql_type)
-        return con.execute(f"SELECT {sql}", {"v": value}).fetchall()[0][0]
+    sql = f"SELECT {time_sql('$v', zone, sql_type)}"
+    if con is not None:
+        return con.execute(sql, {"v": value}).fetchall()[0][0]
+    with duckdb.connect() as own:
+        own.execute("SET TimeZone = 'UTC'")
+        return own.execute(sql, {"v": value}).fetchall()[0][0]
 
 
 def parse_duration_ms(value: str | float | None, number_unit_ms: float = 1.0) -> float | None:
