@@ -135,8 +135,6 @@ def test_hostile_names_render_as_text_and_run_nothing(hostile_report, tmp_path) 
     assert "&lt;img src=x onerror=alert(2)&gt;" in dom
     # the names also reach the charts' legends, as SVG text, never as elements
     assert "<script>alert(1)</script>" not in dom.split("<main>", 1)[1].split("</main>")[0]
-    BUILD.mkdir(exist_ok=True)
-    assert screenshot(hostile_report, BUILD / "report-hostile.png", tmp_path).stat().st_size > 0
 
 
 @needs_chromium
