@@ -224,3 +224,13 @@ def test_many_blank_lines_go_line_by_line_with_the_same_result(tmp_path, n_blank
     con, f = _load(path)
     assert ("line by line" in f.note) == (n_blank > load_module.MAX_SKIPPED)
     assert (f.loaded, f.rejected) == (100, n_blank + 1)
+
+
+def test_too_many_bad_rows_go_line_by_line_in_bounded_groups(tmp_path, monkeypatch):
+    body, where = _mixed(100, [b"not json"] * 5, 1, "json")
+    path = _write(tmp_path, "requests.jsonl", body, "")
+    monkeypatch.setattr(load_module, "MAX_AGAIN", 3)
+    con, f = _load(path)
+    assert "line by line" in f.note and (f.loaded, f.rejected) == (100, 5)
+    assert sorted(r[0] for r in con.execute("SELECT line FROM rejects").fetchall()) == sorted(
+        where)

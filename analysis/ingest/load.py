@@ -53,6 +53,9 @@ TABLE_OF = {"requests": "requests", "errors": "log_events", "metrics": "metrics"
             "events": "events"}
 #: whitespace-only lines a fast path renumbers around; more, and the file goes line by line
 MAX_SKIPPED = 64
+#: lines a fast path hands to the line path (in memory at once); more, and the file goes
+#: line by line (in bounded groups)
+MAX_AGAIN = 100_000
 
 
 class FastPathMiss(Exception):
@@ -428,7 +431,10 @@ def _fast(con: duckdb.DuckDBPyConnection, job: Job, stage: str,
         rows = stats.lines - header - len(skipped)
         if net is None and wide is None and loaded < rows:
             bad = [r[0] for r in con.execute(
-                f"SELECT line FROM ({stage}) WHERE reason IS NOT NULL").fetchall()]
+                f"SELECT line FROM ({stage}) WHERE reason IS NOT NULL LIMIT {MAX_AGAIN + 1}"
+            ).fetchall()]
+        if len(bad) > MAX_AGAIN:
+            raise FastPathMiss(f"over {MAX_AGAIN} rows to check line by line")
         if loaded + len(bad) != rows:
             raise FastPathMiss(f"DuckDB gave {loaded + len(bad)} rows for {rows} lines")
         if skipped:
