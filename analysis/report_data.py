@@ -479,6 +479,26 @@ class Mechanism:
     seconds_to_exhaust: float | None
     tw_plateau: float | None
 
+    def lines(self) -> list[str]:
+        """The arithmetic as aligned text lines (what is unknown is left out)."""
+        pool = self.idle_pool if self.idle_pool is not None else "unknown"
+        out = [
+            f"ports in the ephemeral range      {self.ports:>10,}",
+            f"TIME_WAIT                         {self.time_wait_s:>10} s",
+            f"sustainable dial rate             {self.sustainable_dials_per_s:>10,.0f} /s"
+            "  (ports / TIME_WAIT)",
+            f"idle pool                         {pool:>10}",
+        ]
+        optional = [
+            (self.max_batch, "culprit's largest batch           {:>10,.0f} URIs"),
+            (self.dials_per_batch, "dials forced per batch            {:>10,.0f}"
+                                   "  (batch - idle pool)"),
+            (self.peak_dial_rate, "observed peak dial rate           {:>10,.0f} /s"),
+            (self.seconds_to_exhaust, "time to fill the range at peak    {:>10,.0f} s"),
+            (self.tw_plateau, "observed TIME_WAIT peak           {:>10,.0f}"),
+        ]
+        return out + [fmt.format(v) for v, fmt in optional if v is not None]
+
 
 def mechanism(con: duckdb.DuckDBPyConnection, chain) -> Mechanism:
     """The arithmetic of the chain's mechanism, from the environment and the data."""
