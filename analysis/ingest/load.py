@@ -5,6 +5,13 @@ each group is parsed and checked by one SQL statement into a temporary
 ``_stage`` table whose ``reason`` column says reject or load; two INSERTs then
 move the rows into the canonical table and into ``rejects``. Parquet and
 Prometheus JSON are read by DuckDB's own readers; YAML events (small) by PyYAML.
+
+JSON lines and CSV first go through DuckDB's own readers (``read_json`` /
+``read_csv``, parallel, no Python in the loop), which keep going past bad lines;
+their clean rows load in one INSERT, and only the bad lines (found by number)
+are read again by the line path, which says why each is rejected. The line
+path takes a whole file only when the reader cannot account for every line
+(damaged compression, a line over 1 MiB, many blank or bad lines).
 """
 
 from __future__ import annotations
