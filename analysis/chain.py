@@ -26,7 +26,7 @@ whose batches explain it, the verdict is ``no_supported_cause``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 
 import duckdb
@@ -46,7 +46,7 @@ KERNEL_TIME_WAIT_S = 60
 UNKNOWN_POOL_CAP = 200
 STRESS_FACTOR = 2.0  # runtime stress: OS threads at twice their level
 IMPACT_SHARE = 0.9  # user impact: a minute below 90 % of the usual traffic
-IMPACT_BIN_S = 60
+IMPACT_BIN_S = 60  # the longest user-impact bin (``scale_to_span`` shortens it)
 # Effects that build up over minutes (threads ratchet, pods run out of memory):
 # their hops are measured over ``slow_lag_s`` instead of ``max_lag_s``.
 SLOW_EFFECTS = frozenset({"runtime_stress", "user_impact"})
@@ -74,7 +74,9 @@ class ChainSettings:
     ``exhaustion_tolerance_s``: how close the predicted and observed moments of
     exhaustion must be for the mechanism check; ``min_corr``: correlation the
     culprit's forced dials need with the fan-out; ``smooth_s``: moving average
-    applied before that correlation.
+    applied before that correlation; ``impact_bin_s``: bins in which user traffic is
+    compared with its level before the drop. ``find_chain`` shortens the time
+    knobs on short captures (``scale_to_span``).
     """
 
     detector: DetectorSettings = field(default_factory=DetectorSettings)
@@ -90,6 +92,48 @@ class ChainSettings:
     slack_s: float = 15.0
     slow_lag_s: int = 1800
     lag_how: str = "diff"
+    impact_bin_s: int = IMPACT_BIN_S
+
+
+def scale_to_span(settings: ChainSettings, span_s: float, grid_s: float) -> ChainSettings:
+    """The settings with their time knobs shrunk to fit a capture of ``span_s`` seconds.
+
+    Lags and coincidence are only meaningful when the lag window is short against
+    the data: with a 120 s lag on a 2-minute capture every shifted window still
+    "coincides" (p near 1) and the cross-correlation has almost no common range
+    left. So the lag window is at most a tenth of the span (slow effects a
+    quarter), the early-detection slack a quarter of the lag window, the
+    smoothing an eighth of the span, the user-impact bins a sixtieth (whole grid
+    steps, at least one), and the shuffles no more than the span has grid steps
+    (each distinct shift once, about). Every knob only ever shrinks: an
+    incident of two hours or more keeps the settings as given, one of 20
+    minutes or more keeps the lag window (only slow effects look less far).
+    """
+    g = max(grid_s, 1e-9)
+    span = max(span_s, g)
+    max_lag = min(settings.max_lag_s, max(int(3 * g), int(span / 10)))
+    return replace(
+        settings,
+        max_lag_s=max_lag,
+        slow_lag_s=min(settings.slow_lag_s, max(max_lag, int(span / 4))),
+        slack_s=min(settings.slack_s, max(g, max_lag / 4)),
+        smooth_s=min(settings.smooth_s, max(int(g), int(span / 8))),
+        impact_bin_s=min(settings.impact_bin_s, max(1, int(span / 60 / g)) * int(max(g, 1))),
+        n_shuffle=min(settings.n_shuffle, max(99, int(span / g))),
+        exhaustion_tolerance_s=min(settings.exhaustion_tolerance_s, max(g, float(max_lag))),
+    )
+
+
+def _scale_note(given: ChainSettings, used: ChainSettings, span_s: float) -> str | None:
+    """Says which knobs a short capture shrank and the smallest p-value one pair of
+    windows can reach (the lag window's share of the span)."""
+    if used == given:
+        return None
+    width = used.max_lag_s + used.slack_s
+    return (f"short capture ({span_s:.0f} s): lag window {used.max_lag_s} s (slow effects"
+            f" {used.slow_lag_s} s), slack {used.slack_s:.0f} s, user-impact bins"
+            f" {used.impact_bin_s} s; one cause window and one effect window cannot reach a"
+            f" coincidence p below about {min(1.0, width / max(span_s, 1e-9)):.2f}")
 
 
 @dataclass(frozen=True)
@@ -387,9 +431,11 @@ def find_chain(
     chosen: dict[str, list[str]] = {}
     for role, cands in by_role.items():
         ordered = _pick(role, cands)
+        if not ordered:
+            continue  # a store without this role (metrics only, logs only ...)
         if role == "port_exhaustion":
             chosen[role] = [s for s in ordered if s.startswith("errors:EADDR")] or ordered[:1]
-        elif ordered:
+        else:
             chosen[role] = ordered[:1]
     tw_signals = [s for s in by_role["port_exhaustion"] if s.startswith("metric:")]
     tw_signal = _pick("port_exhaustion", [s for s in tw_signals if "{" not in s] or tw_signals)
@@ -419,6 +465,10 @@ def find_chain(
     t0: datetime = t[0]
     grid_s = (t[1] - t[0]).total_seconds() if frame.height > 1 else 1.0
     span = (t0, t[-1])
+    span_s = (t[-1] - t0).total_seconds() + grid_s
+    given = settings
+    settings = scale_to_span(settings, span_s, grid_s)
+    scale_note = _scale_note(given, settings, span_s)
 
     def col(s: str) -> np.ndarray:
         return frame[s].cast(pl.Float64).fill_null(float("nan")).to_numpy()
@@ -506,7 +556,7 @@ def find_chain(
     others = [o[0] for o in options.get("user_impact", []) if o[0] != series["user_impact"].signal
               and "{" in o[0]] if "user_impact" in series else []
     rejected += _reject_daily_curve(series, grid_s, {o: col(o) for o in others}, t, settings)
-    notes = [tw_note] if tw_note else []
+    notes = [n for n in (tw_note, scale_note) if n]
     return ChainResult(ROOT_CAUSE, culprit, hops, rejected, onsets, env, callers=scores,
                        roles=roles, mechanism_passed=mech_pass, notes=notes)
 
@@ -538,7 +588,9 @@ def _onsets(
     * runtime_stress (OS threads): the first time threads reach
       ``STRESS_FACTOR`` times their level before the window;
     * user_impact: the first minute whose mean traffic is below ``IMPACT_SHARE``
-      of the level before the window (minutes counted from the grid's start);
+      of the level before the window, in ``impact_bin_s`` bins counted from the grid's
+      start (a minute on long incidents, a few seconds on short captures; never a bin
+      that starts before the trigger);
     * otherwise the start of the role's first anomaly window.
 
     Windows that end before the trigger (noise before the story starts) are skipped.
@@ -579,18 +631,21 @@ def _onsets(
                     if hit.size:
                         onset = t[i0 + int(hit[0])]
                 elif role == "user_impact":
-                    onset = _first_low_bin(v, base, i0, t, grid_s) or onset
+                    onset = _first_low_bin(v, base, i0, i_earliest, t, grid_s,
+                                           settings.impact_bin_s) or onset
         out[role] = onset
     return out
 
 
 def _first_low_bin(
-    v: np.ndarray, base: float, i0: int, t: pl.Series, grid_s: float
+    v: np.ndarray, base: float, i0: int, i_earliest: int, t: pl.Series, grid_s: float,
+    bin_s: float = IMPACT_BIN_S,
 ) -> datetime | None:
-    """Start of the first ``IMPACT_BIN_S`` bin (from the grid start) around or after ``i0``
-    whose mean is below ``IMPACT_SHARE`` of ``base``."""
-    k = max(1, int(IMPACT_BIN_S / grid_s))
-    first_bin = max(0, i0 // k - 1)
+    """Start of the first ``bin_s`` bin (from the grid start) around or after ``i0``
+    whose mean is below ``IMPACT_SHARE`` of ``base``; bins starting before
+    ``i_earliest`` (the trigger, less the slack) are not the story's impact."""
+    k = max(1, int(bin_s / grid_s))
+    first_bin = max(0, i0 // k - 1, -(-i_earliest // k))
     n_bins = v.size // k
     for b in range(first_bin, n_bins):
         chunk = v[b * k:(b + 1) * k]
