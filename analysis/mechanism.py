@@ -210,8 +210,12 @@ def demand_from_requests(
 def _schedule(
     settings: PoolSettings, changes: Sequence[tuple[int, PoolSettings]], n: int
 ) -> list[tuple[int, int, PoolSettings]]:
-    """Segments ``(start, end, settings)`` covering ``[0, n)``."""
-    points = sorted((max(0, int(s)), c) for s, c in changes if int(s) < n)
+    """Segments ``(start, end, settings)`` covering ``[0, n)``.
+
+    Changes at the same second apply in the order given (the last one wins).
+    """
+    points = sorted(((max(0, int(s)), c) for s, c in changes if int(s) < n),
+                    key=lambda p: p[0])
     segs: list[tuple[int, int, PoolSettings]] = []
     start, cur = 0, settings
     for s, c in points:
@@ -280,63 +284,122 @@ class PoolState:
         """
         cum = self.cum
         tw = cum[t] - cum[max(0, t - st.time_wait_s + 1)]
-        idle = self.idle
-        dropped: np.ndarray | float = 0.0
-        if restart is not None and restart.any():
-            dropped = idle * restart
-            tw = tw + dropped
-            idle = idle - dropped
-        lookup_ms = st.lookup_ms * np.asarray(stall, dtype=np.float64)
-        want = np.ceil(steady * lookup_ms * 0.001) + batch_conc
-        need = np.maximum(want - idle, 0.0)
-        ok = np.minimum(need, np.maximum(st.port_ceiling - tw - idle, 0.0))
-        failed = need - ok
-        frac = failed / np.maximum(want, 1.0)
-        failed_steady = np.rint(steady * frac)
-        failed_batch = np.rint(batch_lookups * frac)
-        opened = idle + ok  # connections open at the peak
-        new_idle = np.minimum(opened, st.idle_pool)
-        close_now = np.minimum(opened - new_idle, np.maximum(st.max_tw_buckets - tw, 0.0))
-        closed = close_now + dropped
-        cum[t + 1] = cum[t] + closed
-        self.idle = new_idle
-
-        total = steady + batch_lookups
-        failed_all = failed_steady + failed_batch
-        out = {
-            "lookups": total,
-            "concurrency": want,
-            "dials": need,
-            "failed_dials": failed,
-            "failed_lookups": failed_all,
-            "failed_user_lookups": failed_steady,
-            "open_conns": opened,
-            "idle": new_idle,
-            "closed": closed,
-            "time_wait": tw + close_now,
-        }
-        if not latency:
-            return out
-        lat_sum = (
-            (total - failed_all) * (lookup_ms + ok / np.maximum(want, 1.0) * st.dial_ms)
-            + batch_wait_ms * (batch_lookups - failed_batch) / np.maximum(batch_lookups, 1.0)
-            + failed_all * st.fallback_ms
+        if restart is not None and not restart.any():
+            restart = None
+        out = pool_second(
+            tw, self.idle, restart, st.lookup_ms * np.asarray(stall, dtype=np.float64),
+            steady, batch_lookups, batch_conc, batch_wait_ms, _limits(st), latency=latency,
         )
-        out["lookup_ms_mean"] = np.where(total > 0, lat_sum / np.maximum(total, 1.0), lookup_ms)
+        cum[t + 1] = cum[t] + out["closed"]
+        self.idle = out["idle"]
         return out
 
 
-def simulate_pool(
+@dataclass(frozen=True)
+class _Limits:
+    """The settings one second of the pool needs: scalars, or columns of shape
+    ``(seconds, 1)`` when many seconds are evaluated at once."""
+
+    port_ceiling: np.ndarray | float
+    idle_pool: np.ndarray | float
+    max_tw_buckets: np.ndarray | float
+    dial_ms: np.ndarray | float
+    fallback_ms: np.ndarray | float
+
+
+def _limits(st: PoolSettings) -> _Limits:
+    return _Limits(st.port_ceiling, st.idle_pool, st.max_tw_buckets, st.dial_ms, st.fallback_ms)
+
+
+def pool_second(
+    tw: np.ndarray,
+    idle: np.ndarray,
+    restart: np.ndarray | None,
+    lookup_ms: np.ndarray,
+    steady: np.ndarray,
+    batch_lookups: np.ndarray,
+    batch_conc: np.ndarray,
+    batch_wait_ms: np.ndarray,
+    lim: _Limits,
+    latency: bool = True,
+) -> dict[str, np.ndarray]:
+    """One second of the pool model (steps 1-5 of the module docstring), elementwise.
+
+    ``tw`` and ``idle`` are the TIME_WAIT sockets and idle connections at the
+    start of the second. The arrays broadcast: one row of hosts (``PoolState.step``)
+    or a whole ``(seconds, hosts)`` grid whose ``tw``/``idle`` are already known
+    (``simulate_pool``'s fast path), with the same arithmetic either way, so the
+    two agree to the bit. ``out["closed"]`` and ``out["idle"]`` are the new state.
+    """
+    dropped: np.ndarray | float = 0.0
+    if restart is not None:
+        dropped = idle * restart
+        tw = tw + dropped
+        idle = idle - dropped
+    want = np.ceil(steady * lookup_ms * 0.001) + batch_conc
+    need = np.maximum(want - idle, 0.0)
+    ok = np.minimum(need, np.maximum(lim.port_ceiling - tw - idle, 0.0))
+    failed = need - ok
+    frac = failed / np.maximum(want, 1.0)
+    failed_steady = np.rint(steady * frac)
+    failed_batch = np.rint(batch_lookups * frac)
+    opened = idle + ok  # connections open at the peak
+    new_idle = np.minimum(opened, lim.idle_pool)
+    close_now = np.minimum(opened - new_idle, np.maximum(lim.max_tw_buckets - tw, 0.0))
+    closed = close_now + dropped
+
+    total = steady + batch_lookups
+    failed_all = failed_steady + failed_batch
+    out = {
+        "lookups": total,
+        "concurrency": want,
+        "dials": need,
+        "failed_dials": failed,
+        "failed_lookups": failed_all,
+        "failed_user_lookups": failed_steady,
+        "open_conns": opened,
+        "idle": new_idle,
+        "closed": closed,
+        "time_wait": tw + close_now,
+    }
+    if not latency:
+        return out
+    lat_sum = (
+        (total - failed_all) * (lookup_ms + ok / np.maximum(want, 1.0) * lim.dial_ms)
+        + batch_wait_ms * (batch_lookups - failed_batch) / np.maximum(batch_lookups, 1.0)
+        + failed_all * lim.fallback_ms
+    )
+    out["lookup_ms_mean"] = np.where(total > 0, lat_sum / np.maximum(total, 1.0), lookup_ms)
+    return out
+
+
+@dataclass(frozen=True)
+class PreparedDemand:
+    """Demand laid out per second and host for the settings in force each second.
+
+    ``segments`` are ``(start, end, settings)``; ``seg_of[t]`` indexes the one
+    in force at second ``t``. ``steady``, ``batch_lookups``, ``batch_conc``,
+    ``batch_wait`` and ``rejected`` have shape ``(seconds, hosts)``.
+    """
+
+    segments: list[tuple[int, int, PoolSettings]]
+    seg_of: np.ndarray
+    restarts: np.ndarray
+    steady: np.ndarray
+    batch_lookups: np.ndarray
+    batch_conc: np.ndarray
+    batch_wait: np.ndarray
+    rejected: np.ndarray
+    errno: np.ndarray
+    ceiling: np.ndarray
+
+
+def prepare_demand(
     demand: PoolDemand,
     settings: PoolSettings,
     changes: Sequence[tuple[int, PoolSettings]] = (),
-) -> PoolSeries:
-    """Run the connection-pool model second by second over every host at once.
-
-    ``changes`` switches to other settings from a given second on (the
-    mitigation, the fix); the pool and TIME_WAIT state carry over. See the
-    module docstring for the model and its assumptions.
-    """
+) -> PreparedDemand:
+    """Apply the settings schedule to the demand: batch limits, rejections, steady load."""
     lookups_in = np.asarray(demand.lookups, dtype=np.float64)
     if lookups_in.ndim != 2:
         raise ValueError("demand.lookups must have shape (seconds, hosts)")
@@ -371,24 +434,105 @@ def simulate_pool(
     batch_lookups, rejected, batch_conc, batch_wait = (
         g.reshape(n_t, n_h) for g in grids.values()
     )
+    total = np.maximum(lookups_in - rejected, 0.0)
+    bl = np.minimum(batch_lookups, total)
+    return PreparedDemand(segments, seg_of, restarts, total - bl, bl, batch_conc, batch_wait,
+                          rejected, errno, ceiling)
 
-    state = PoolState(n_t, n_h)
-    keys = ("lookups", "concurrency", "dials", "failed_dials", "failed_lookups",
-            "failed_user_lookups", "open_conns", "idle", "closed", "time_wait", "lookup_ms_mean")
-    out = {k: np.zeros((n_t, n_h)) for k in keys}
-    for t in range(n_t):
-        st = segments[seg_of[t]][2]
-        total = np.maximum(lookups_in[t] - rejected[t], 0.0)
-        bl = np.minimum(batch_lookups[t], total)
-        res = state.step(t, st, total - bl, bl, batch_conc[t], batch_wait[t], restarts[t])
-        for k in keys:
-            out[k][t] = res[k]
 
-    ints = {k: v.round().astype(np.int64) for k, v in out.items() if k != "lookup_ms_mean"}
+#: ``pool_second`` outputs, in ``PoolSeries`` order.
+POOL_KEYS = ("lookups", "concurrency", "dials", "failed_dials", "failed_lookups",
+             "failed_user_lookups", "open_conns", "idle", "closed", "time_wait", "lookup_ms_mean")
+
+
+def pool_series(prep: PreparedDemand, out: dict[str, np.ndarray]) -> PoolSeries:
+    """Wrap ``(seconds, hosts)`` grids of ``pool_second`` outputs as a ``PoolSeries``."""
+    ints = {k: out[k].round().astype(np.int64) for k in POOL_KEYS if k != "lookup_ms_mean"}
     return PoolSeries(
         **ints,
-        rejected_lookups=rejected.round().astype(np.int64),
+        rejected_lookups=prep.rejected.round().astype(np.int64),
         lookup_ms_mean=out["lookup_ms_mean"],
-        errno_class=errno,
-        port_ceiling=ceiling,
+        errno_class=prep.errno,
+        port_ceiling=prep.ceiling,
     )
+
+
+def _column(prep: PreparedDemand, name: str) -> np.ndarray:
+    """One setting per second, shape ``(seconds, 1)``."""
+    values = np.array([float(getattr(st, name)) for _, _, st in prep.segments])
+    return values[prep.seg_of][:, None]
+
+
+def _pool_state(
+    prep: PreparedDemand, want: np.ndarray, lim: _Limits, tws: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Idle connections at the start of every second and cumulative closes (``PoolState.cum``).
+
+    Each host is walked on its own (hosts are independent), in plain floats: the
+    state only changes in a second that dials (``want > idle``), restarts or
+    starts a settings segment; every other second carries it over unchanged,
+    which costs one comparison. The arithmetic is ``pool_second``'s, in the same order.
+    """
+    n_t, n_h = want.shape
+    forced = prep.restarts.copy()
+    forced[[start for start, _, _ in prep.segments]] = True
+    trigger = np.where(forced, np.inf, want)
+    ceil_l, pool_l, mtb_l = (np.broadcast_to(np.asarray(x, dtype=np.float64), (n_t, 1))[:, 0]
+                             .tolist() for x in (lim.port_ceiling, lim.idle_pool,
+                                                 lim.max_tw_buckets))
+    back = np.maximum(np.arange(n_t) - tws + 1, 0).tolist()
+    idle_start = np.empty((n_t, n_h))
+    cum = np.empty((n_t + 1, n_h))
+    for h in range(n_h):
+        want_h = want[:, h].tolist()
+        rs = prep.restarts[:, h].tolist()
+        c = [0.0] * (n_t + 1)
+        idles = [0.0] * n_t
+        idle = total = 0.0
+        for t, w in enumerate(trigger[:, h].tolist()):
+            idles[t] = idle
+            if w > idle:
+                tw = total - c[back[t]]
+                dropped = 0.0
+                if rs[t]:
+                    dropped = idle
+                    tw = tw + dropped
+                    idle = idle - dropped
+                ok = min(max(want_h[t] - idle, 0.0), max(ceil_l[t] - tw - idle, 0.0))
+                opened = idle + ok
+                idle = min(opened, pool_l[t])
+                total = total + (min(opened - idle, max(mtb_l[t] - tw, 0.0)) + dropped)
+            c[t + 1] = total
+        idle_start[:, h] = idles
+        cum[:, h] = c
+    return idle_start, cum
+
+
+def simulate_pool(
+    demand: PoolDemand,
+    settings: PoolSettings,
+    changes: Sequence[tuple[int, PoolSettings]] = (),
+) -> PoolSeries:
+    """Run the connection-pool model second by second over every host at once.
+
+    ``changes`` switches to other settings from a given second on (the
+    mitigation, the fix); the pool and TIME_WAIT state carry over. See the
+    module docstring for the model and its assumptions.
+
+    Fast path, same result as calling ``PoolState.step`` for every second: a
+    plain-float walk finds the state (idle pool, cumulative closes) at the start
+    of every second, then ``pool_second`` evaluates all seconds at once.
+    """
+    prep = prepare_demand(demand, settings, changes)
+    n_t = prep.steady.shape[0]
+    lim = _Limits(*(_column(prep, k) for k in ("port_ceiling", "idle_pool", "max_tw_buckets",
+                                              "dial_ms", "fallback_ms")))
+    lookup_ms = _column(prep, "lookup_ms") * np.asarray(1.0)
+    tws = _column(prep, "time_wait_s")[:, 0].astype(np.int64)
+    want = np.ceil(prep.steady * lookup_ms * 0.001) + prep.batch_conc
+    idle, cum = _pool_state(prep, want, lim, tws)
+    t = np.arange(n_t)
+    tw = cum[:-1] - cum[np.maximum(0, t - tws + 1)]
+    out = pool_second(tw, idle, prep.restarts if prep.restarts.any() else None, lookup_ms,
+                      prep.steady, prep.batch_lookups, prep.batch_conc, prep.batch_wait, lim)
+    return pool_series(prep, out)
