@@ -53,6 +53,7 @@ hosts is a few hundred thousand vectorised steps over hosts.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -468,10 +469,13 @@ def _pool_state(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Idle connections at the start of every second and cumulative closes (``PoolState.cum``).
 
-    Each host is walked on its own (hosts are independent), in plain floats: the
-    state only changes in a second that dials (``want > idle``), restarts or
-    starts a settings segment; every other second carries it over unchanged,
-    which costs one comparison. The arithmetic is ``pool_second``'s, in the same order.
+    The state only changes in a second that dials (``want > idle``), restarts or
+    starts a settings segment (*forced* seconds); any other second carries it
+    over unchanged. Between forced seconds the idle pool never shrinks, so
+    seconds whose ``want`` does not exceed the idle pool at the start of a
+    window of them cannot dial: each host walks (in plain floats, with
+    ``pool_second``'s arithmetic in the same order) only the other seconds.
+    The state between changes is filled in afterwards.
     """
     n_t, n_h = want.shape
     forced = prep.restarts.copy()
@@ -481,31 +485,63 @@ def _pool_state(
                              .tolist() for x in (lim.port_ceiling, lim.idle_pool,
                                                  lim.max_tw_buckets))
     back = np.maximum(np.arange(n_t) - tws + 1, 0).tolist()
+    before = np.arange(n_t + 1) - 1  # a state change in second t shows from t + 1
     idle_start = np.empty((n_t, n_h))
     cum = np.empty((n_t + 1, n_h))
     for h in range(n_h):
-        want_h = want[:, h].tolist()
-        rs = prep.restarts[:, h].tolist()
-        c = [0.0] * (n_t + 1)
-        idles = [0.0] * n_t
-        idle = total = 0.0
-        for t, w in enumerate(trigger[:, h].tolist()):
-            idles[t] = idle
-            if w > idle:
-                tw = total - c[back[t]]
-                dropped = 0.0
-                if rs[t]:
-                    dropped = idle
-                    tw = tw + dropped
-                    idle = idle - dropped
-                ok = min(max(want_h[t] - idle, 0.0), max(ceil_l[t] - tw - idle, 0.0))
-                opened = idle + ok
-                idle = min(opened, pool_l[t])
-                total = total + (min(opened - idle, max(mtb_l[t] - tw, 0.0)) + dropped)
-            c[t + 1] = total
-        idle_start[:, h] = idles
-        cum[:, h] = c
+        trig = np.ascontiguousarray(trigger[:, h])
+        ev_t, ev_c, ev_i = _walk_host(trig, want[:, h].tolist(), forced[:, h].tolist(),
+                                      prep.restarts[:, h].tolist(), back, ceil_l, pool_l, mtb_l)
+        i = np.searchsorted(np.asarray(ev_t, dtype=np.int64), before, side="right")
+        last = np.maximum(i - 1, 0)
+        cum[:, h] = np.where(i > 0, np.asarray(ev_c + [0.0])[last], 0.0)
+        idle_start[:, h] = np.where(i > 0, np.asarray(ev_i + [0.0])[last], 0.0)[:n_t]
     return idle_start, cum
+
+
+def _walk_host(
+    trig: np.ndarray,
+    want: list[float],
+    forced: list[bool],
+    restart: list[bool],
+    back: list[int],
+    ceil_l: list[float],
+    pool_l: list[float],
+    mtb_l: list[float],
+    window: int = 256,
+) -> tuple[list[int], list[float], list[float]]:
+    """One host's state changes: (second, cumulative closes after it, idle after it)."""
+    n = trig.size
+    ev_t: list[int] = []
+    ev_c: list[float] = []
+    ev_i: list[float] = []
+    idle = total = 0.0
+    a = 0
+    while a < n:
+        b = min(a + window, n)
+        nxt = b
+        for t in (np.flatnonzero(trig[a:b] > idle) + a).tolist():
+            if not (forced[t] or want[t] > idle):
+                continue
+            k = bisect_right(ev_t, back[t] - 1)
+            tw = total - (ev_c[k - 1] if k else 0.0)
+            dropped = 0.0
+            if restart[t]:
+                dropped = idle
+                tw = tw + dropped
+                idle = idle - dropped
+            ok = min(max(want[t] - idle, 0.0), max(ceil_l[t] - tw - idle, 0.0))
+            opened = idle + ok
+            idle = min(opened, pool_l[t])
+            total = total + (min(opened - idle, max(mtb_l[t] - tw, 0.0)) + dropped)
+            ev_t.append(t)
+            ev_c.append(total)
+            ev_i.append(idle)
+            if forced[t]:  # the idle pool may have shrunk: look again from the next second
+                nxt = t + 1
+                break
+        a = nxt
+    return ev_t, ev_c, ev_i
 
 
 def simulate_pool(

@@ -216,6 +216,9 @@ def _summary(dials: np.ndarray, tw: np.ndarray, errors: np.ndarray) -> WhatIfSum
     )
 
 
+_LEVERS = ("concurrency_limit", "max_batch", "source_addresses", "port_range", "idle_pool")
+
+
 def whatif(
     con: duckdb.DuckDBPyConnection,
     *,
@@ -227,25 +230,33 @@ def whatif(
     batch_min: int = 1000,
 ) -> WhatIfResult:
     """Replay the request log under changed settings (``None`` keeps the observed one)."""
+    kw = dict(concurrency_limit=concurrency_limit, max_batch=max_batch,
+              source_addresses=source_addresses, port_range=port_range, idle_pool=idle_pool)
+    return whatifs(con, {"": kw}, batch_min=batch_min)[""]
+
+
+def whatifs(
+    con: duckdb.DuckDBPyConnection, scenarios: dict[str, dict], *, batch_min: int = 1000
+) -> dict[str, WhatIfResult]:
+    """``whatif`` for several scenarios (name -> keyword arguments of ``whatif``).
+
+    The request log, the observed series and the as-it-was replay are the same
+    for every scenario, so they are loaded and run once; each scenario adds one
+    replay under its settings. Results equal separate ``whatif`` calls.
+    """
     n_req = con.execute("SELECT count(*) FROM requests").fetchall()[0][0]
     if n_req == 0:
         raise UserError("the store has no requests to replay: ingest a request log first")
     base = baseline_settings(con)
-    changes = {
-        k: v
-        for k, v in dict(
-            concurrency_limit=concurrency_limit,
-            max_batch=max_batch,
-            source_addresses=source_addresses,
-            port_range=port_range,
-            idle_pool=idle_pool,
-        ).items()
-        if v is not None
-    }
-    try:
-        changed = replace(base, **changes)
-    except ValueError as exc:
-        raise UserError(f"what-if settings: {exc}") from exc
+    targets: dict[str, PoolSettings] = {}
+    for name, kw in scenarios.items():
+        unknown = set(kw) - set(_LEVERS)
+        if unknown:
+            raise UserError(f"what-if settings: unknown {', '.join(sorted(unknown))}")
+        try:
+            targets[name] = replace(base, **{k: v for k, v in kw.items() if v is not None})
+        except ValueError as exc:
+            raise UserError(f"what-if settings: {exc}") from exc
     t0, t1 = con.execute(
         "SELECT date_trunc('second', min(time)), max(time) FROM requests"
     ).fetchall()[0]
@@ -264,11 +275,10 @@ def whatif(
     )
     changes = observed_changes(con, t0, base)
     replay = simulate_pool(demand, base, [(s, st) for s, st, _ in changes])
-    pred = simulate_pool(demand, changed)
     obs = _observed(con, t0, n)
     batches = np.bincount(demand.batches.second, minlength=n)[:n]
     t = pl.datetime_range(t0, t0 + timedelta(seconds=n - 1), "1s", eager=True)
-    frame = pl.DataFrame(
+    common = pl.DataFrame(
         {
             "t": t[:n],
             "observed_dials": obs["dials"],
@@ -277,25 +287,28 @@ def whatif(
             "replay_dials": _connected(replay),
             "replay_time_wait": replay.time_wait.sum(axis=1).astype(float),
             "replay_errors": replay.failed_lookups.sum(axis=1).astype(float),
-            "predicted_dials": _connected(pred),
-            "predicted_time_wait": pred.time_wait.sum(axis=1).astype(float),
-            "predicted_errors": pred.failed_lookups.sum(axis=1).astype(float),
-            "batches": batches.astype(np.int64),
         }
     )
-    return WhatIfResult(
-        base,
-        changed,
-        frame,
-        _summary(obs["dials"], obs["time_wait"], obs["errors"]),
-        _summary(frame["replay_dials"].to_numpy(), frame["replay_time_wait"].to_numpy(),
-                 frame["replay_errors"].to_numpy()),
-        _summary(frame["predicted_dials"].to_numpy(), frame["predicted_time_wait"].to_numpy(),
-                 frame["predicted_errors"].to_numpy()),
-        _tw_agreement(obs["time_wait"], frame["replay_time_wait"].to_numpy(), batches,
-                      base.time_wait_s),
-        changes,
-    )
+    observed = _summary(obs["dials"], obs["time_wait"], obs["errors"])
+    replayed = _summary(common["replay_dials"].to_numpy(), common["replay_time_wait"].to_numpy(),
+                        common["replay_errors"].to_numpy())
+    agreement = _tw_agreement(obs["time_wait"], common["replay_time_wait"].to_numpy(), batches,
+                              base.time_wait_s)
+    out: dict[str, WhatIfResult] = {}
+    for name, changed in targets.items():
+        pred = simulate_pool(demand, changed)
+        frame = common.with_columns(
+            predicted_dials=_connected(pred),
+            predicted_time_wait=pred.time_wait.sum(axis=1).astype(float),
+            predicted_errors=pred.failed_lookups.sum(axis=1).astype(float),
+            batches=batches.astype(np.int64),
+        )
+        predicted = _summary(frame["predicted_dials"].to_numpy(),
+                             frame["predicted_time_wait"].to_numpy(),
+                             frame["predicted_errors"].to_numpy())
+        out[name] = WhatIfResult(base, changed, frame, observed, replayed, predicted, agreement,
+                                 list(changes))
+    return out
 
 
 def _connected(series: PoolSeries) -> np.ndarray:
