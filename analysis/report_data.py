@@ -10,9 +10,6 @@ from the data.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -20,7 +17,7 @@ import duckdb
 import polars as pl
 
 from analysis.charts import Panel
-from analysis.report_cache import cached, store_path
+from analysis.report_cache import cached
 from analysis.roles import role_of_signal
 from analysis.rollups import signal_series
 
@@ -31,9 +28,6 @@ WHATIF_SCENARIOS: dict[str, dict] = {
     "batch cap 1,000 URIs": {"max_batch": 1000},
 }
 """The what-ifs the report answers: the post-mortem's fix, its workaround, a batch cap."""
-PARALLEL_MIN_REQUESTS = 200_000
-"""Below this many requests a replay is quick: worker processes would cost more to start."""
-
 
 # --- loading and coverage ------------------------------------------------------------
 
@@ -387,35 +381,14 @@ def whatifs(con: duckdb.DuckDBPyConnection, scenarios: dict[str, dict] | None = 
     return cached(con, "whatifs", scenarios, lambda: _whatifs(con, scenarios))
 
 
-def _whatif_in_process(db: str, changes: dict):
-    """One what-if in a worker process, on its own read-only view of the store."""
-    from analysis.report_store import open_analysis
-    from analysis.whatif import whatif
-
-    con = open_analysis(db)
-    try:
-        return whatif(con, **changes)
-    finally:
-        con.close()
-
-
 def _whatifs(con: duckdb.DuckDBPyConnection, scenarios: dict[str, dict]) -> WhatIfs:
-    from analysis.whatif import whatif
+    from analysis.whatif import whatifs as replay_scenarios
 
     n_requests = con.execute("SELECT count(*) FROM requests").fetchall()[0][0]
     if n_requests == 0:
         scenarios = {}  # nothing to replay: an empty answer, not an error
-    db = store_path(con)
-    workers = min(len(scenarios), os.cpu_count() or 1)
-    if db is not None and workers > 1 and n_requests >= PARALLEL_MIN_REQUESTS:
-        # each replay is a CPU-bound Python loop; worker processes pay off on big logs
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {name: pool.submit(_whatif_in_process, str(db), kw)
-                       for name, kw in scenarios.items()}
-            results = {name: f.result() for name, f in futures.items()}
-    else:
-        results = {name: whatif(con, **kw) for name, kw in scenarios.items()}
+    # one load and one as-it-was replay for every scenario (a replay takes well under a second)
+    results = replay_scenarios(con, scenarios) if scenarios else {}
     rows = []
     longs = []
     first = next(iter(results.values()), None)
