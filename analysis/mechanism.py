@@ -490,8 +490,8 @@ def _pool_state(
     cum = np.empty((n_t + 1, n_h))
     for h in range(n_h):
         trig = np.ascontiguousarray(trigger[:, h])
-        ev_t, ev_c, ev_i = _walk_host(trig, want[:, h].tolist(), forced[:, h].tolist(),
-                                      prep.restarts[:, h].tolist(), back, ceil_l, pool_l, mtb_l)
+        ev_t, ev_c, ev_i = _walk_host(trig, want[:, h], forced[:, h], prep.restarts[:, h],
+                                      back, ceil_l, pool_l, mtb_l)
         i = np.searchsorted(np.asarray(ev_t, dtype=np.int64), before, side="right")
         last = np.maximum(i - 1, 0)
         cum[:, h] = np.where(i > 0, np.asarray(ev_c + [0.0])[last], 0.0)
@@ -501,9 +501,9 @@ def _pool_state(
 
 def _walk_host(
     trig: np.ndarray,
-    want: list[float],
-    forced: list[bool],
-    restart: list[bool],
+    want: np.ndarray,
+    forced: np.ndarray,
+    restart: np.ndarray,
     back: list[int],
     ceil_l: list[float],
     pool_l: list[float],
@@ -520,24 +520,26 @@ def _walk_host(
     while a < n:
         b = min(a + window, n)
         nxt = b
-        for t in (np.flatnonzero(trig[a:b] > idle) + a).tolist():
-            if not (forced[t] or want[t] > idle):
+        idx = np.flatnonzero(trig[a:b] > idle) + a
+        for t, w, f, r in zip(idx.tolist(), want[idx].tolist(), forced[idx].tolist(),
+                              restart[idx].tolist(), strict=True):
+            if not (f or w > idle):
                 continue
             k = bisect_right(ev_t, back[t] - 1)
             tw = total - (ev_c[k - 1] if k else 0.0)
             dropped = 0.0
-            if restart[t]:
+            if r:
                 dropped = idle
                 tw = tw + dropped
                 idle = idle - dropped
-            ok = min(max(want[t] - idle, 0.0), max(ceil_l[t] - tw - idle, 0.0))
+            ok = min(max(w - idle, 0.0), max(ceil_l[t] - tw - idle, 0.0))
             opened = idle + ok
             idle = min(opened, pool_l[t])
             total = total + (min(opened - idle, max(mtb_l[t] - tw, 0.0)) + dropped)
             ev_t.append(t)
             ev_c.append(total)
             ev_i.append(idle)
-            if forced[t]:  # the idle pool may have shrunk: look again from the next second
+            if f:  # the idle pool may have shrunk: look again from the next second
                 nxt = t + 1
                 break
         a = nxt
