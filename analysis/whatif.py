@@ -2,10 +2,11 @@
 
 The loaded ``requests`` are turned into per-second, per-host demand (one lookup
 per URI; requests of at least ``batch_min`` URIs fan out at once) and run
-through ``analysis.mechanism.simulate_pool`` twice: once with the settings the
+through ``analysis.mechanism.simulate_pool``: once with the settings the
 incident had (from the ``incident`` table, else kernel defaults; the source
-address policy from the errno class of the address errors seen) and once with
-the changed settings. Predicted dials, TIME_WAIT sockets and failed lookups sit
+address policy from the errno class of the address errors seen) and once per
+scenario with the changed settings (``whatifs`` shares the load and the
+as-it-was replay between scenarios). Predicted dials, TIME_WAIT sockets and failed lookups sit
 beside the observed ones (dial rate, ``node_sockstat_TCP_tw``, address errors),
 so the replay can be checked against what happened before its prediction is
 believed.
