@@ -36,7 +36,7 @@ import polars as pl
 from analysis.correlation import Coincidence, coincidence, lead_lag
 from analysis.detection import AnomalyWindow, DetectorSettings, detect
 from analysis.roles import ROLES, role_by_data, role_of_signal, role_order
-from analysis.rollups import build_rollups, signal_frame
+from analysis.rollups import ensure_rollups, signal_frame
 
 ROOT_CAUSE = "root_cause_found"
 NO_CAUSE = "no_supported_cause"
@@ -281,40 +281,6 @@ def environment(con: duckdb.DuckDBPyConnection) -> Environment:
     return Environment(port_range, tw, pool, tuple(found))
 
 
-def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    n = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
-    ).fetchall()[0][0]
-    return n > 0
-
-
-def _rollups_stale(con: duckdb.DuckDBPyConnection) -> bool:
-    """True when loaded data reach past the rolled-up grid (files ingested after the
-    rollups were built); data added inside the grid's span is not detected."""
-    lo, hi = con.execute("SELECT min(t), max(t) FROM signals").fetchall()[0]
-    if lo is None:
-        return True
-    d_lo, d_hi = con.execute(
-        """SELECT min(lo), max(hi) FROM (
-             SELECT min(time) lo, max(time) hi FROM requests
-             UNION ALL SELECT min(time), max(time) FROM log_events
-             UNION ALL SELECT min(time), max(time) FROM metrics)"""
-    ).fetchall()[0]
-    w = dict(con.execute(
-        "SELECT key, value FROM incident WHERE key IN ('window_start', 'window_end')"
-    ).fetchall())
-    try:
-        if w.get("window_start"):
-            d_lo = max(d_lo, datetime.fromisoformat(str(w["window_start"]).replace("Z", "")))
-        if w.get("window_end"):
-            d_hi = min(d_hi, datetime.fromisoformat(str(w["window_end"]).replace("Z", "")))
-    except (TypeError, ValueError):
-        pass
-    if d_lo is None or d_hi is None:
-        return False
-    return d_lo < lo - timedelta(seconds=2) or d_hi > hi + timedelta(seconds=2)
-
-
 def _pick(role: str, candidates: list[str]) -> list[str]:
     """Candidates of a role ordered by preference (aggregates before per-label series)."""
     prefs = _PREFERRED.get(role, ())
@@ -420,8 +386,7 @@ def find_chain(
     """Reconstruct the root-cause chain from the store (see the module docstring)."""
     settings = settings or ChainSettings()
     env = environment(con)
-    if not _has_table(con, "signals") or _rollups_stale(con):
-        build_rollups(con)
+    ensure_rollups(con)
     names = [r[0] for r in con.execute("SELECT DISTINCT signal FROM signals").fetchall()]
     matches = {s: m for s in names if (m := role_of_signal(s)) is not None}
     by_role: dict[str, list[str]] = {r: [] for r in ROLES}

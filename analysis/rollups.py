@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import duckdb
 import polars as pl
@@ -399,3 +399,49 @@ def signal_frame(con: duckdb.DuckDBPyConnection, signals: Sequence[str]) -> pl.D
     return grid.with_columns(
         (columns[n] if n in columns else pl.lit(None, dtype=pl.Float64)).alias(n) for n in names
     )
+
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    n = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
+    ).fetchall()[0][0]
+    return n > 0
+
+
+def _rollups_stale(con: duckdb.DuckDBPyConnection) -> bool:
+    """True when loaded data reach past the rolled-up grid (files ingested after the
+    rollups were built); data added inside the grid's span is not detected."""
+    lo, hi = con.execute("SELECT min(t), max(t) FROM signals").fetchall()[0]
+    if lo is None:
+        return True
+    d_lo, d_hi = con.execute(
+        """SELECT min(lo), max(hi) FROM (
+             SELECT min(time) lo, max(time) hi FROM requests
+             UNION ALL SELECT min(time), max(time) FROM log_events
+             UNION ALL SELECT min(time), max(time) FROM metrics)"""
+    ).fetchall()[0]
+    w = dict(con.execute(
+        "SELECT key, value FROM incident WHERE key IN ('window_start', 'window_end')"
+    ).fetchall())
+    try:
+        if w.get("window_start"):
+            d_lo = max(d_lo, datetime.fromisoformat(str(w["window_start"]).replace("Z", "")))
+        if w.get("window_end"):
+            d_hi = min(d_hi, datetime.fromisoformat(str(w["window_end"]).replace("Z", "")))
+    except (TypeError, ValueError):
+        pass
+    if d_lo is None or d_hi is None:
+        return False
+    return d_lo < lo - timedelta(seconds=2) or d_hi > hi + timedelta(seconds=2)
+
+
+def ensure_rollups(con: duckdb.DuckDBPyConnection, grid_s: int = 1) -> bool:
+    """Build the rollups unless current ones exist; True when they were (re)built.
+
+    Lets every consumer (chain, what-if, notebooks) start from a bare store
+    without rolling up twice.
+    """
+    if _has_table(con, "signals") and not _rollups_stale(con):
+        return False
+    build_rollups(con, grid_s)
+    return True
+

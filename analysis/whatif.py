@@ -26,6 +26,7 @@ from analysis.chain import environment
 from analysis.errors import UserError
 from analysis.mechanism import PoolSeries, PoolSettings, demand_from_requests, simulate_pool
 from analysis.roles import PORT_EXHAUSTION_ERRNOS, role_of_signal
+from analysis.rollups import ensure_rollups
 
 
 @dataclass(frozen=True)
@@ -182,8 +183,9 @@ def _observed(con: duckdb.DuckDBPyConnection, t0, n: int) -> dict[str, np.ndarra
             e[s] += v
     out["errors"] = e
     try:
+        ensure_rollups(con)
         names = [r[0] for r in con.execute("SELECT DISTINCT signal FROM signals").fetchall()]
-    except duckdb.Error:
+    except duckdb.Error:  # a read-only store without rollups: observed series stay NaN
         return out
     roles = {s: role_of_signal(s) for s in names}
     dial = sorted(s for s, m in roles.items() if m and m.role == "fan_out" and "{" not in s

@@ -136,8 +136,7 @@ def test_rollups_are_rebuilt_when_data_reach_past_them():
 
     from chain_fixture import T0, N
 
-    from analysis.chain import _rollups_stale
-    from analysis.rollups import build_rollups
+    from analysis.rollups import _rollups_stale, build_rollups
 
     con = build(seed=3)
     build_rollups(con)
