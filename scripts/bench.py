@@ -210,13 +210,15 @@ def run_measured(
             start_new_session=True,
         )
         reason: list[str] = []
+        seen = [0.0]  # the largest resident memory the watcher saw
         done = threading.Event()
 
         def watch() -> None:
             while not done.wait(0.1):
+                seen[0] = max(seen[0], _rss_mb(proc.pid))
                 if time.perf_counter() - t0 > timeout_s:
                     reason.append(f"did not finish: over the {timeout_s:.0f} s time cap")
-                elif _rss_mb(proc.pid) > rss_cap_mb:
+                elif seen[0] > rss_cap_mb:
                     cap = rss_cap_mb / 1024
                     reason.append(f"did not finish: over the {cap:.1f} GiB memory cap")
                 if reason:
@@ -229,14 +231,14 @@ def run_measured(
         wall = time.perf_counter() - t0
         done.set()
         watcher.join()
-        _, wstatus, usage = os.wait4(proc.pid, 0)
+        _, wstatus, _ = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(wstatus)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
         measured = rss_file.read().strip()
-    # Killed before the launcher could write: the launcher's own figure is the bound we have.
-    peak = (int(measured) if measured else usage.ru_maxrss) / 1024
+    # Killed before the launcher could write: what the watcher saw is the bound we have.
+    peak = int(measured) / 1024 if measured else seen[0]
     if reason:
         return Measured(wall, peak, reason[0])
     if proc.returncode != 0:

@@ -183,6 +183,7 @@ def test_a_job_over_the_memory_cap_did_not_finish() -> None:
     m = bench.run_measured(_py(code), timeout_s=60, rss_cap_mb=150)
     assert m.status == "did not finish: over the 0.1 GiB memory cap"
     assert not m.ok
+    assert m.peak_rss_mb > 150  # what it had reached when killed
 
 
 def test_a_job_over_the_time_cap_did_not_finish() -> None:
