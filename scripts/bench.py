@@ -463,28 +463,14 @@ class Bench:
         """One more run of our jobs under the profiler, and EXPLAIN ANALYZE of the floor,
         written to ``profile-<scale>-<job>.txt`` next to bench.json."""
         out = self.opts.out
+
+        def ours(paths: list[str], steps: list[str]) -> list[str]:
+            return child_argv("ours", paths=paths, db=db, steps=steps, profile=str(out / "{name}"))
+
         jobs = {
-            "ours-jsonl": child_argv(
-                "ours",
-                paths=[f["requests/jsonl"]],
-                db=db,
-                steps=["rollups"],
-                profile=str(out / "{name}"),
-            ),
-            "ours-parquet": child_argv(
-                "ours",
-                paths=[f["requests/parquet"]],
-                db=db,
-                steps=["rollups"],
-                profile=str(out / "{name}"),
-            ),
-            "ours-pipeline": child_argv(
-                "ours",
-                paths=full,
-                db=db,
-                steps=["rollups", "detection", "chain"],
-                profile=str(out / "{name}"),
-            ),
+            "ours-jsonl": ours([f["requests/jsonl"]], ["rollups"]),
+            "ours-parquet": ours([f["requests/parquet"]], ["rollups"]),
+            "ours-pipeline": ours(full, ["rollups", "detection", "chain"]),
             "floor-jsonl": child_argv(
                 "floor", path=f["requests/jsonl"], fmt="jsonl", explain=str(out / "{name}")
             ),
