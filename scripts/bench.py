@@ -492,25 +492,19 @@ class Bench:
             return Stat(status="skipped (--quick)")
         if scale > SIMULATOR_MAX_ROWS:
             return Stat(status=f"skipped above {SIMULATOR_MAX_ROWS:,} rows (memory and time)")
-        pm = str(Path(sys.executable).parent / "postmortem")
         out = self.data_root / f"simulated-{scale}"
         factor = f"{scale / self.rows_at_scale_1:.4g}"
-        argv = [
-            pm,
-            "simulate",
-            "--scenario",
-            "april-2026",
-            "--seed",
-            str(self.opts.seed),
-            "--scale",
-            factor,
-            "--out",
-            str(out),
-        ]
+        argv = [*self.simulate_argv(out), "--scale", factor]
         stat = self.repeat(f"simulator --scale {factor}", argv, 1)
         stat.detail.update(scale_factor=float(factor), request_rows=simulated_request_rows(out))
         shutil.rmtree(out, ignore_errors=True)
         return stat
+
+    def simulate_argv(self, out: Path) -> list[str]:
+        """``postmortem simulate`` of the bundled scenario into ``out``."""
+        pm = str(Path(sys.executable).parent / "postmortem")
+        return [pm, "simulate", "--scenario", "april-2026", "--seed", str(self.opts.seed),
+                "--out", str(out)]
 
     def run_notebook(self) -> dict[str, Any]:
         """On the bundled incident: simulate it (the real simulator), ingest it and run
@@ -518,16 +512,7 @@ class Bench:
         pm = str(Path(sys.executable).parent / "postmortem")
         data = self.data_root / "bundled"
         db = self.data_root / "bundled.duckdb"
-        simulate = [
-            pm,
-            "simulate",
-            "--scenario",
-            "april-2026",
-            "--seed",
-            str(self.opts.seed),
-            "--out",
-            str(data),
-        ]
+        simulate = self.simulate_argv(data)
         pipeline = child_argv(
             "ours",
             paths=[str(data)],
