@@ -171,6 +171,8 @@ def connect(
         Path(target).parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(target, read_only=read_only)
     con.execute("SET TimeZone = 'UTC'")
+    # ingest numbers lines by the order rows were inserted in (ingest.load.number_rows)
+    con.execute("SET preserve_insertion_order = true")
     # DuckDB draws a progress bar on stdout for queries over ~2 s, even when stdout is
     # not a terminal: it would corrupt `chain --json` and notebook outputs
     # (a Jupyter kernel without ipywidgets refuses the setting; its bar is off there)

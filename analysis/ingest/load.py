@@ -122,7 +122,7 @@ class _NetCache:
 def _emit(con: duckdb.DuckDBPyConnection, job: Job, stage_sql: str, *,
           expected: int | None = None, wide: tuple[list[str], list[str]] | None = None,
           net: _NetCache | None = None, rejects_only: bool = False,
-          deferred: list[int] | None = None) -> tuple[int, int]:
+          deferred: list[int] | None = None, first_line: int | None = None) -> tuple[int, int]:
     """Insert the rows of ``stage_sql``: reason NULL into the kind's table, the others
     into rejects. Returns (rows loaded, rows rejected), counted in stage rows.
 
@@ -131,6 +131,8 @@ def _emit(con: duckdb.DuckDBPyConnection, job: Job, stage_sql: str, *,
     fewer than ``expected`` loaded; otherwise the rows are staged in a temporary table.
     ``deferred`` (staged only) collects the line numbers of the rows not loadable instead
     of writing them to rejects (the fast paths hand those lines to the line path).
+    ``first_line`` (staged only): the stage's ``line`` is a placeholder, and the staged
+    rows, kept in the reader's order, are numbered from it (see ``number_rows``).
     """
     kind, fid, path = job.detected.kind, job.file_id, sql_str(str(job.path))
     rejects = (f"INSERT INTO rejects (file_id, path, line, raw, reason)"
@@ -143,6 +145,8 @@ def _emit(con: duckdb.DuckDBPyConnection, job: Job, stage_sql: str, *,
         return loaded, bad
     con.execute(f"CREATE TEMP TABLE _stage AS {stage_sql}")
     try:
+        if first_line is not None:
+            number_rows(con, "_stage", "TRUE", first_line)
         total = con.execute("SELECT count(*) FROM _stage").fetchall()[0][0]
         if net is not None:
             errs, msgs = ([r[0] for r in con.execute(
@@ -166,6 +170,42 @@ def _emit(con: duckdb.DuckDBPyConnection, job: Job, stage_sql: str, *,
     finally:
         con.execute("DROP TABLE _stage")
     return total - bad, bad
+
+
+def number_rows(con: duckdb.DuckDBPyConnection, table: str, where: str, first: int) -> None:
+    """Set ``line`` of the rows of ``table`` matching ``where`` to their order of insertion,
+    counted from ``first``.
+
+    This is how the fast paths number lines without ``row_number() OVER ()``, which
+    makes DuckDB read a file on one thread: the rows were inserted in this transaction
+    by one statement with ``preserve_insertion_order`` (DuckDB's default, which
+    ``store.connect`` pins), so their row ids run in the reader's order, one per row.
+    """
+    base = con.execute(f"SELECT min(rowid) FROM {table} WHERE {where}").fetchall()[0][0]
+    if base is not None:
+        con.execute(f"UPDATE {table} SET line = rowid - {base} + {first} WHERE {where}")
+
+
+def _insert_numbered(con: duckdb.DuckDBPyConnection, job: Job, stage: str,
+                     first_line: int) -> tuple[int, list[int]]:
+    """Every row of a request ``stage`` into ``requests`` in one parallel, order-keeping
+    INSERT, the rows not loadable under the file id negated; then all are numbered by
+    order (``number_rows``), and the others' line numbers are read and they are deleted.
+    Returns (rows loaded, line numbers of the others)."""
+    fid = job.file_id
+    con.execute(
+        f"INSERT INTO requests ({TARGET_COLUMNS['requests']}, file_id, line)"
+        f" SELECT coalesce(time, TIMESTAMP '1970-01-01'), method, caller,"
+        f" CASE WHEN reason IS NULL THEN CAST(uris_d AS INTEGER) END, status, duration_ms,"
+        f" host, dc, CASE WHEN reason IS NULL THEN {fid} ELSE -{fid} END, 0 FROM ({stage})")
+    mine = f"file_id IN ({fid}, -{fid})"
+    number_rows(con, "requests", mine, first_line)
+    bad = [r[0] for r in con.execute(
+        f"SELECT line FROM requests WHERE file_id = -{fid} ORDER BY line").fetchall()]
+    if bad:
+        con.execute(f"DELETE FROM requests WHERE file_id = -{fid}")
+    loaded = con.execute(f"SELECT count(*) FROM requests WHERE file_id = {fid}").fetchall()[0][0]
+    return loaded, bad
 
 
 def _insert_sql(kind: str, fid: int, source: str,
@@ -347,7 +387,7 @@ def load_jsonl_fast(con: duckdb.DuckDBPyConnection, job: Job,
            f" ignore_errors = true, columns = {{{columns}}})")
     picks = ", ".join(f"{S.q(a)} AS {S.q('a:' + a)}" for a in aliases)
     pre = f"CASE WHEN {suspect} THEN 'check' END" if suspect else "CAST(NULL AS VARCHAR)"
-    source = (f"SELECT row_number() OVER () AS line, CAST(NULL AS BLOB) AS raw,"
+    source = (f"SELECT CAST(0 AS BIGINT) AS line, CAST(NULL AS BLOB) AS raw,"
               f" CAST(NULL AS VARCHAR) AS txt, {pre} AS preason, {picks}"
               f" FROM {src}")
     cols = {a: S.Col(S.q("a:" + a), t) for a, t in types.items()}
@@ -374,7 +414,7 @@ def load_csv_fast(con: duckdb.DuckDBPyConnection, job: Job,
            f" rejects_scan = '_csv_scans')")
     cells = [S.q(f"c:{i}") for i in range(1, len(layout.names) + 1)]
     quoted = " OR ".join(f"contains({c}, '\"')" for c in cells)
-    source = (f"SELECT row_number() OVER () + 1 AS line, CAST(NULL AS BLOB) AS raw,"
+    source = (f"SELECT CAST(0 AS BIGINT) AS line, CAST(NULL AS BLOB) AS raw,"
               f" CAST(NULL AS VARCHAR) AS txt, CASE WHEN {quoted} THEN 'check' END AS preason,"
               f" {', '.join(cells)} FROM {src}")
     stage = _convert_sql(kind, source, fields, layout.get, job.zone, layout.extra)
@@ -415,17 +455,18 @@ def _fast(con: duckdb.DuckDBPyConnection, job: Job, stage: str,
     one row per physical line (but the ``header``, the blank lines if ``skips_blank``
     and the lines ``skipped_by_reader`` names). ``lines`` gives the file's line
     statistics (None if unknown); it is asked only after DuckDB's work, so that the
-    count can run on another thread. The stage numbers rows as if nothing was skipped;
-    loaded rows are renumbered afterwards (rarely needed: an UPDATE)."""
+    count can run on another thread. The stage's ``line`` is a placeholder: rows are
+    numbered by the reader's order (``number_rows``) as if nothing was skipped, and
+    renumbered afterwards when lines were skipped (rarely needed: an UPDATE)."""
     kind = job.detected.kind
     net = _NetCache() if kind == "errors" else None
     bad: list[int] = []
     try:
-        if net is None and wide is None:
-            loaded = con.execute(
-                _insert_sql(kind, job.file_id, f"({stage})")).fetchall()[0][0]
+        if kind == "requests" and wide is None:
+            loaded, bad = _insert_numbered(con, job, stage, header + 1)
         else:
-            loaded, _ = _emit(con, job, stage, net=net, wide=wide, deferred=bad)
+            loaded, _ = _emit(con, job, stage, net=net, wide=wide, deferred=bad,
+                              first_line=header + 1)
         stats = lines()
         if stats is None:
             raise FastPathMiss("line count unknown: damaged compression or a line over 1 MiB")
@@ -436,10 +477,6 @@ def _fast(con: duckdb.DuckDBPyConnection, job: Job, stage: str,
         if len(skipped) > MAX_SKIPPED:
             raise FastPathMiss(f"{len(skipped)} lines skipped by DuckDB's reader")
         rows = stats.lines - header - len(skipped)
-        if net is None and wide is None and loaded < rows:
-            bad = [r[0] for r in con.execute(
-                f"SELECT line FROM ({stage}) WHERE reason IS NOT NULL LIMIT {MAX_AGAIN + 1}"
-            ).fetchall()]
         if len(bad) > MAX_AGAIN:
             raise FastPathMiss(f"over {MAX_AGAIN} rows to check line by line")
         if loaded + len(bad) != rows:
