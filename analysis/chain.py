@@ -36,7 +36,7 @@ import polars as pl
 from analysis.correlation import Coincidence, coincidence, lead_lag
 from analysis.detection import AnomalyWindow, DetectorSettings, detect
 from analysis.roles import ROLES, role_by_data, role_of_signal, role_order
-from analysis.rollups import ensure_rollups, signal_frame
+from analysis.rollups import HEAVY_URIS, ensure_rollups, has_table, signal_frame
 
 ROOT_CAUSE = "root_cause_found"
 NO_CAUSE = "no_supported_cause"
@@ -527,9 +527,11 @@ def find_chain(
 
 
 def _caller_method(con: duckdb.DuckDBPyConnection, caller: str) -> str | None:
+    """The caller's main method: the one its URIs went to most (from ``roll_callers``,
+    whatever the raw volume)."""
     rows = con.execute(
-        "SELECT method FROM requests WHERE caller = ? GROUP BY method "
-        "ORDER BY sum(uris) DESC NULLS LAST LIMIT 1",
+        "SELECT method FROM roll_callers WHERE caller = ? GROUP BY method "
+        "ORDER BY sum(uris) DESC NULLS LAST, method NULLS LAST LIMIT 1",
         [caller],
     ).fetchall()
     return rows[0][0] if rows else None
@@ -659,26 +661,34 @@ def forced_dials(
 
     One lookup per URI at once, so a request of ``u`` URIs dials ``max(u - pool, 0)``
     connections. With an unknown pool, ``UNKNOWN_POOL_CAP`` stands in (four
-    times the largest normal batch: small batches never count).
+    times the largest normal batch: small batches never count). Read from the heavy
+    requests of the rollups (``roll_heavy``: exact whenever the pool is at least
+    ``HEAVY_URIS``, and as small as the heavy traffic, whatever the raw volume), from the
+    raw ``requests`` otherwise.
     """
     cap = env.idle_pool if env.idle_pool is not None else UNKNOWN_POOL_CAP
-    rows = con.execute(
-        """SELECT caller, coalesce(host, ''),
+    source = "roll_heavy" if cap >= HEAVY_URIS and has_table(con, "roll_heavy") else "requests"
+    rows = con.sql(
+        f"""SELECT caller, coalesce(host, '') AS host,
                   CAST(floor((epoch(time) - epoch(?::TIMESTAMP)) / ?) AS BIGINT) AS b,
-                  sum(uris - ?)
-           FROM requests WHERE caller IS NOT NULL AND uris > ? GROUP BY ALL""",
-        [t0, grid_s, cap, cap],
-    ).fetchall()
-    per: dict[tuple[str, str], np.ndarray] = {}
-    for caller, host, b, v in rows:
-        if 0 <= b < n:
-            per.setdefault((caller, host), np.zeros(n))[b] += float(v)
+                  sum(uris - ?) AS v
+           FROM {source} WHERE caller IS NOT NULL AND uris > ? GROUP BY ALL""",
+        params=[t0, grid_s, cap, cap],
+    ).pl().filter(pl.col("b").is_between(0, n - 1))
+    if rows.height == 0:
+        return {}
+    pairs = rows.select("caller", "host").unique().sort("caller", "host")
+    rows = rows.join(pairs.with_row_index("k"), on=["caller", "host"])
+    per = np.zeros((pairs.height, n))
+    values = rows["v"].cast(pl.Float64).to_numpy()
+    np.add.at(per, (rows["k"].to_numpy(), rows["b"].to_numpy()), values)
     win = np.ones(max(1, int(env.time_wait_s / grid_s)))
     room = max(env.ports - cap, 1)
     out: dict[str, Forced] = {}
-    for caller in sorted({c for c, _ in per}):
-        parts = [v for (c, _), v in per.items() if c == caller]
-        total = np.sum(parts, axis=0)
+    owners = pairs["caller"].to_numpy()
+    for caller in pairs["caller"].unique(maintain_order=True).to_list():
+        parts = per[owners == caller]
+        total = parts.sum(axis=0)
         fill = max(float(np.convolve(v, win)[:n].max()) for v in parts) / room
         nz = np.flatnonzero(total)
         out[caller] = Forced(total, fill, int(nz[0]) if nz.size else None)
