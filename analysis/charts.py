@@ -15,8 +15,6 @@ JupyterLab, nbconvert and nbval all handle offline.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 
@@ -181,28 +179,12 @@ def _value_tooltips(unit: str | None, series_title: str = "series") -> list[alt.
 
 # --- building blocks ---------------------------------------------------------------
 
-Datasets = dict[str, list[dict]]
-"""Rows of the named datasets of one chart, collected while building it."""
-
-
-def _named(ds: Datasets, df: pl.DataFrame) -> alt.NamedData:
-    """Register ``df``'s rows under a content-hash name and refer to them by name.
-
-    Sub-charts then carry no rows: Altair deep-copies sub-charts while it
-    composes layers and concatenations, which with inline rows costs seconds.
-    """
-    rows = df.to_dicts()
-    digest = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
-    name = f"data-{digest[:20]}"
-    ds[name] = rows
-    return alt.NamedData(name=name)
-
-
-def _with_datasets(chart, ds: Datasets):
-    """Attach the collected rows as the top-level ``datasets`` of ``chart``."""
-    chart.datasets = ds
-    return chart
-
+# Charts take polars frames as their data. Altair keeps a frame by reference while
+# it composes layers and concatenations (it deep-copies every sub-chart at each
+# level, which with rows as Python lists cost seconds for the timeline), turns
+# the frames into top-level named ``datasets`` only in ``to_dict``, and adds
+# them after validating the spec, so the schema is checked on the structure,
+# not on thousands of data rows.
 
 
 @dataclass
@@ -223,22 +205,21 @@ class Panel:
     extra: dict = field(default_factory=dict)
 
 
-def _series_layer(
+def _series_marks(
     data: pl.DataFrame,
     *,
-    ds: Datasets,
     unit: str,
     x,
     log: bool = False,
     series_title: str = "series",
     max_rows: int = MAX_ROWS,
-) -> alt.LayerChart:
-    """Mean line plus min-max band per series, already downsampled."""
+) -> list[alt.Chart]:
+    """Mean line plus min-max band per series, already downsampled: ``[band, line]``."""
     if "series" not in data.columns:
         data = data.with_columns(pl.lit("value").alias("series"))
     rows = for_chart(downsample(data.select("t", "series", "value"), max_rows=max_rows // 2))
     yscale = alt.Scale(type="symlog") if log else alt.Scale()
-    base = alt.Chart(_named(ds, rows))
+    base = alt.Chart(rows)
     legend = alt.Legend(orient="right", labelLimit=220)
     color = alt.Color("series:N", title=series_title, legend=legend)
     band = base.mark_area(opacity=0.25).encode(
@@ -254,11 +235,16 @@ def _series_layer(
         color=color,
         tooltip=_value_tooltips(unit, series_title),
     )
-    return alt.layer(band, line)
+    return [band, line]
+
+
+def _series_layer(data: pl.DataFrame, **kw) -> alt.LayerChart:
+    """``_series_marks`` as one layer chart."""
+    return alt.layer(*_series_marks(data, **kw))
 
 
 def event_layers(
-    events: pl.DataFrame | None, x, ds: Datasets, *, legend: bool = True
+    events: pl.DataFrame | None, x, *, legend: bool = True
 ) -> list[alt.Chart]:
     """Human events as layers: a rule per point event, a band per interval.
 
@@ -287,7 +273,7 @@ def event_layers(
         time_tooltip("start", "start (UTC)"),
         time_tooltip("end", "end (UTC)"),
     ]
-    base = alt.Chart(_named(ds, ev))
+    base = alt.Chart(ev)
     rules = base.transform_filter("!datum.interval").mark_rule(strokeWidth=1.5, opacity=0.8)
     rules = rules.encode(x=x, color=color.legend(None), tooltip=tips)
     bands = base.transform_filter("datum.interval").mark_rect(opacity=0.12)
@@ -313,25 +299,25 @@ def clip_events(events: pl.DataFrame | None, frames: list[pl.DataFrame]) -> pl.D
     )
 
 
-def onset_layer(onsets: pl.DataFrame | None, x, ds: Datasets) -> list[alt.Chart]:
+def onset_layer(onsets: pl.DataFrame | None, x) -> list[alt.Chart]:
     """Detected onsets (``t``, ``role``/``label``) as dashed black rules with tooltips."""
     if onsets is None or onsets.height == 0:
         return []
     label = "role" if "role" in onsets.columns else "label"
     df = for_chart(onsets.select("t", pl.col(label).alias("onset")))
     return [
-        alt.Chart(_named(ds, df))
+        alt.Chart(df)
         .mark_rule(strokeDash=[4, 3], color="black", strokeWidth=1)
         .encode(x=x, tooltip=[alt.Tooltip("onset:N", title="detected onset"), time_tooltip()])
     ]
 
 
-def _ceiling_layer(panel: Panel, x, ds: Datasets) -> list[alt.Chart]:
+def _ceiling_layer(panel: Panel, x) -> list[alt.Chart]:
     if panel.ceiling is None:
         return []
     df = pl.DataFrame({"ceiling": [float(panel.ceiling)], "label": [panel.ceiling_label]})
     return [
-        alt.Chart(_named(ds, df))
+        alt.Chart(df)
         .mark_rule(strokeDash=[6, 3], color="#d62728")
         .encode(
             y="ceiling:Q",
@@ -347,16 +333,14 @@ def _panel_chart(
     events: pl.DataFrame | None,
     onsets: pl.DataFrame | None,
     width: int,
-    ds: Datasets,
     max_rows: int = MAX_ROWS,
     legend: bool = True,
 ) -> alt.LayerChart:
     layers = [
-        *event_layers(events, x, ds, legend=legend),
-        _series_layer(panel.data, ds=ds, unit=panel.unit, x=x, log=panel.log,
-                      max_rows=max_rows),
-        *_ceiling_layer(panel, x, ds),
-        *onset_layer(onsets, x, ds),
+        *event_layers(events, x, legend=legend),
+        *_series_marks(panel.data, unit=panel.unit, x=x, log=panel.log, max_rows=max_rows),
+        *_ceiling_layer(panel, x),
+        *onset_layer(onsets, x),
     ]
     return alt.layer(*layers, resolve=_INDEPENDENT_COLOR).properties(
         title=alt.TitleParams(panel.title, anchor="start", fontSize=12),
@@ -384,12 +368,11 @@ def timeline(
     drag on it to zoom every detail panel. ``max_rows`` bounds each panel's
     points (fewer draw faster as static SVG; more show detail when zooming).
     """
-    ds: Datasets = {}
     events = clip_events(events, [p.data for p in [*panels, *(side_by_side or ())]])
     brush = alt.selection_interval(encodings=["x"], name="zoom")
     x_detail = time_x(domain=brush, axis=True)
     rows: list = [
-        _panel_chart(p, x=x_detail, events=events, onsets=onsets, width=width, ds=ds,
+        _panel_chart(p, x=x_detail, events=events, onsets=onsets, width=width,
                      max_rows=max_rows, legend=i == 0)
         for i, p in enumerate(panels)
     ]
@@ -399,7 +382,7 @@ def timeline(
             alt.hconcat(
                 *[
                     _panel_chart(p, x=x_detail, events=events, onsets=onsets, width=half,
-                                 ds=ds, max_rows=max_rows, legend=False)
+                                 max_rows=max_rows, legend=False)
                     for p in side_by_side
                 ],
                 resolve=_INDEPENDENT_COLOR,
@@ -408,7 +391,7 @@ def timeline(
     ov = overview or panels[0]
     x_over = time_x()
     over = (
-        _series_layer(ov.data, ds=ds, unit=ov.unit, x=x_over, log=ov.log, max_rows=max_rows)
+        _series_layer(ov.data, unit=ov.unit, x=x_over, log=ov.log, max_rows=max_rows)
         .add_params(brush)
         .properties(
             title=alt.TitleParams(
@@ -421,7 +404,7 @@ def timeline(
         )
     )
     rows.append(over)
-    return _with_datasets(alt.vconcat(*rows, spacing=12, resolve=_INDEPENDENT_COLOR), ds)
+    return alt.vconcat(*rows, spacing=12, resolve=_INDEPENDENT_COLOR)
 
 
 # --- single-purpose charts --------------------------------------------------------
@@ -431,9 +414,8 @@ def series_chart(
     df: pl.DataFrame, *, title: str = "", unit: str = "", log: bool = False, width: int = 700
 ) -> alt.LayerChart:
     """Any series: ``t, value`` (one series) or ``t, series, value`` (several)."""
-    ds: Datasets = {}
-    chart = _series_layer(df, ds=ds, unit=unit, x=time_x(), log=log)
-    return _with_datasets(chart.properties(title=title, width=width, height=180), ds)
+    chart = _series_layer(df, unit=unit, x=time_x(), log=log)
+    return chart.properties(title=title, width=width, height=180)
 
 
 def compare_chart(
@@ -445,15 +427,13 @@ def compare_chart(
     by shape and timing.
     """
     x = time_x()
-    ds: Datasets = {}
-    top = _series_layer(a.with_columns(pl.lit(a_name).alias("series")), ds=ds, unit="", x=x)
-    bottom = _series_layer(b.with_columns(pl.lit(b_name).alias("series")), ds=ds, unit="",
-                           x=x)
-    return _with_datasets(alt.vconcat(
+    top = _series_layer(a.with_columns(pl.lit(a_name).alias("series")), unit="", x=x)
+    bottom = _series_layer(b.with_columns(pl.lit(b_name).alias("series")), unit="", x=x)
+    return alt.vconcat(
         top.properties(title=a_name, width=width, height=120),
         bottom.properties(title=b_name, width=width, height=120),
         resolve=alt.Resolve(scale=alt.ScaleResolveMap(color="independent", x="shared")),
-    ), ds)
+    )
 
 
 def coverage_chart(coverage: pl.DataFrame, *, width: int = 700) -> alt.Chart:
@@ -589,17 +569,16 @@ def whatif_chart(df: pl.DataFrame, *, unit: str = "", title: str = "", width: in
     workaround, batch cap ...), shared UTC axis.
     """
     rows = []
-    ds: Datasets = {}
     for name in df["series"].unique(maintain_order=True).to_list():
         sub = df.filter(pl.col("series") == name).select(
             "t", pl.col("scenario").alias("series"), "value"
         )
         rows.append(
-            _series_layer(sub, ds=ds, unit=unit, x=time_x(), series_title="scenario").properties(
+            _series_layer(sub, unit=unit, x=time_x(), series_title="scenario").properties(
                 title=str(name), width=width, height=120
             )
         )
-    return _with_datasets(alt.vconcat(*rows, title=title), ds)
+    return alt.vconcat(*rows, title=title)
 
 
 # --- rendering ------------------------------------------------------------------------

@@ -337,16 +337,12 @@ def build_report(
     t = start
     prepare_rollups(db)
     t = lap("rollups", t)
-    con = open_analysis(db)
-    try:  # compute the shared expensive results once; notebooks and report hit the cache
-        if rd.root_cause_chain(con).culprit is not None:
-            rd.whatifs(con)
-    finally:
-        con.close()
-    t = lap("chain and what-ifs", t)
     planned = [out / "notebooks" / f"{p.stem}.html" for p in notebook_paths(notebook_dir)]
     links = [(p.stem, p.relative_to(out).as_posix()) for p in planned] if notebooks else []
-    with ThreadPoolExecutor(max_workers=1) as bg:  # notebooks run while the page is written
+    # The notebooks run in worker processes while this one writes the page. The
+    # chain and the what-ifs are computed once, by whichever asks first (the page,
+    # usually: notebooks that need them start last); the others wait and read them.
+    with ThreadPoolExecutor(max_workers=1) as bg:
         job = bg.submit(run_notebooks, db=db, data_dir=data_dir, out=out,
                         notebook_dir=notebook_dir) if notebooks else None
         con = open_analysis(db)

@@ -10,10 +10,16 @@ call's parameters. So a re-ingested store or any edit of the analysis code (a
 changed constant included) computes afresh, and nbval still fails when the
 maths changes. Older entries of the same result are removed when a new one is
 written.
+
+``postmortem report`` runs the notebooks while it writes the page, so several
+processes may ask for the same missing result at once: the first computes it
+under a lock (``<name>.lock`` in the cache directory), the others wait for it
+and read it, instead of each computing it again on the same two cores.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -62,7 +68,8 @@ def cached(con: duckdb.DuckDBPyConnection, name: str, params: dict,
     """``compute()``'s result, from the cache when the same store and code made it before.
 
     In-memory stores (no file) are never cached. Writes are atomic (rename), so
-    concurrent readers see a whole file or none.
+    concurrent readers see a whole file or none; concurrent writers of a
+    missing result take turns, and all but the first find it computed.
     """
     db = store_path(con)
     if db is None or not db.exists():
@@ -70,15 +77,23 @@ def cached(con: duckdb.DuckDBPyConnection, name: str, params: dict,
     directory = db.with_name(db.name + ".cache")
     target = directory / f"{name}-{cache_key(db, name, params)}.pickle"
     if target.exists():
-        with open(target, "rb") as fh:
-            return pickle.load(fh)
-    value = compute()
+        return _load(target)
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(f".{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        pickle.dump(value, fh)
-    os.replace(tmp, target)
+    with open(directory / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if target.exists():  # another process computed it while we waited
+            return _load(target)
+        value = compute()
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            pickle.dump(value, fh)
+        os.replace(tmp, target)
     for old in directory.glob(f"{name}-*.pickle"):
         if old != target:
             old.unlink(missing_ok=True)
     return value
+
+
+def _load(path: Path):
+    with open(path, "rb") as fh:
+        return pickle.load(fh)

@@ -6,14 +6,26 @@ store and data directory injected as parameters; executed copies go to
 ``<out>/notebooks/`` (never over the stored notebooks). Each is then exported
 to HTML by nbconvert with every external script removed: charts are inline
 SVG, so the pages need no network.
+
+``run_notebooks`` spreads the notebooks over a few worker processes (two: the
+machine this runs on has two cores, and the report page is written at the
+same time). A worker imports papermill and nbconvert once and runs notebook
+after notebook, each in a fresh kernel, exporting each page itself, so the
+process that writes the report page shares no interpreter lock with them.
+Notebooks that need no shared result (the chain, the what-ifs) start first,
+while those results are computed; within that, the longest (as the last run
+in the same output directory recorded them) go first, so that no long
+notebook is left running alone at the end.
 """
 
 from __future__ import annotations
 
+import json
+import multiprocessing
+import os
 import re
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from analysis.errors import UserError
@@ -55,19 +67,82 @@ def export_html(executed: Path, target: Path) -> Path:
 
 
 def execute(nb: Path, out_dir: Path, params: dict[str, str], *, timeout_s: int = 600) -> Path:
-    """Run one notebook with papermill (in a subprocess) and export it; the HTML path."""
+    """Run one notebook with papermill (a fresh kernel) and export it; the HTML path.
+
+    The kernel runs in the notebook's directory (papermill changes this
+    process's directory while it runs, so call it from a worker process, as
+    ``run_notebooks`` does, or from a single-threaded one).
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / nb.name
-    cmd = [sys.executable, "-m", "papermill", str(nb), str(executed), "--cwd", str(nb.parent),
-           "--no-progress-bar", "--kernel", "python3"]
-    for k, v in params.items():
-        cmd += ["-p", k, v]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+    try:
+        papermill.execute_notebook(
+            str(nb), str(executed), parameters=params, cwd=str(nb.parent),
+            kernel_name="python3", progress_bar=False, execution_timeout=timeout_s,
+            request_save_on_cell_execute=False,
+        )
+    except PapermillExecutionError as exc:
+        tail = "\n".join(str(exc).strip().splitlines()[-15:])
         raise UserError(f"{nb}: the notebook failed under papermill "
-                        f"(executed copy: {executed}):\n{tail}")
+                        f"(executed copy: {executed}):\n{tail}") from None
     return export_html(executed, executed.with_suffix(".html"))
+
+
+def _execute_logged(nb: Path, out_dir: Path, params: dict[str, str]) -> Path:
+    """``execute`` in a worker process, its output and its kernel's in ``<stem>.log``.
+
+    The kernel inherits the worker's stdout and stderr: without this its start-up
+    warnings would land in the middle of ``postmortem report``'s own output.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(out_dir / f"{nb.stem}.log", "wb") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            return execute(nb, out_dir, params)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+SHARED_RESULTS = ("root_cause_chain", "whatifs")
+"""Cached results (``analysis.report_data``) that a notebook may wait for."""
+
+
+def needs_shared_results(nb: Path) -> bool:
+    """Whether the notebook's code asks for a shared cached result (see ``SHARED_RESULTS``)."""
+    cells = json.loads(nb.read_text(encoding="utf-8")).get("cells", [])
+    code = "\n".join("".join(c.get("source", "")) for c in cells if c.get("cell_type") == "code")
+    return any(re.search(rf"\b{name}\(", code) for name in SHARED_RESULTS)
+
+
+def last_duration(executed: Path) -> float:
+    """Seconds the last run of a notebook took (papermill's record; 0 when unknown)."""
+    try:
+        meta = json.loads(executed.read_text(encoding="utf-8"))["metadata"]["papermill"]
+        return float(meta.get("duration") or 0.0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
+def run_order(nbs: list[Path], previous: Path | None = None) -> list[Path]:
+    """The order to start notebooks in: those needing no shared result first, then
+    the longest first by the last run's times in ``previous`` (reading order on ties)."""
+    def key(nb: Path) -> tuple[bool, float]:
+        last = last_duration(previous / nb.name) if previous is not None else 0.0
+        return needs_shared_results(nb), -last
+
+    return sorted(nbs, key=key)  # stable: reading order among equals
 
 
 def run_notebooks(
@@ -84,8 +159,12 @@ def run_notebooks(
     if data_dir is not None:
         params["data_dir"] = str(Path(data_dir).resolve())
     target = out / "notebooks"
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(lambda nb: execute(nb, target, params), nbs))
+    order = run_order(nbs, target)
+    # spawn, not fork: the parent holds DuckDB and polars thread pools
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(nbs))), mp_context=ctx) as pool:
+        jobs = {nb: pool.submit(_execute_logged, nb, target, params) for nb in order}
+        return [jobs[nb].result() for nb in nbs]
 
 
 CHECK_TAG = "nbval-check-output"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
 
@@ -51,3 +53,24 @@ def test_memory_stores_are_never_cached() -> None:
     cached(con, "x", {}, compute)
     cached(con, "x", {}, compute)
     assert len(calls) == 2
+
+
+def test_a_result_being_computed_is_waited_for_not_computed_again(tmp_path) -> None:
+    """The report's page and its notebooks ask for the chain at once: one computes it."""
+    db = tmp_path / "s.duckdb"
+    connect(db).close()
+    started, release = threading.Event(), threading.Event()
+    calls, compute = _counter()
+
+    def slow():
+        started.set()
+        release.wait(timeout=60)
+        return compute()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first = pool.submit(cached, open_analysis(db), "x", {}, slow)
+        assert started.wait(timeout=60)
+        second = pool.submit(cached, open_analysis(db), "x", {}, compute)
+        release.set()
+        assert first.result() == second.result() == {"n": 1}
+    assert len(calls) == 1
