@@ -44,6 +44,7 @@ from datetime import datetime, timedelta
 import duckdb
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from analysis.errors import UserError
 
@@ -81,6 +82,13 @@ def _bucket(col: str, grid_s: int) -> str:
     return f"make_timestamp((epoch_us({col}) // {us}) * {us})"
 
 
+def _index_sql(col: str, grid_s: int, start: datetime | None) -> str:
+    """SQL for the grid index of ``col``'s bucket (0 = the bucket of ``start``)."""
+    us = grid_s * 1_000_000
+    origin_i = 0 if start is None else _epoch_us(start) // us
+    return f"(epoch_us({col}) // {us} - {origin_i})"
+
+
 def _is_counter_sql(col: str = "metric") -> str:
     known = ", ".join(f"'{m}'" for m in KNOWN_COUNTERS)
     return f"(regexp_matches({col}, '{COUNTER_PATTERN}') OR {col} IN ({known}))"
@@ -97,6 +105,14 @@ def label_suffix(labels: str | None) -> str:
     if not isinstance(parsed, dict) or not parsed:
         return ""
     return "{" + ",".join(f"{k}={parsed[k]}" for k in sorted(parsed)) + "}"
+
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _epoch_us(t: datetime) -> int:
+    """Microseconds since the epoch of a naive UTC datetime, exactly."""
+    return (t - _EPOCH) // timedelta(microseconds=1)
 
 
 def _grid_range(
@@ -132,8 +148,11 @@ def build_rollups(
 ) -> RollupInfo:
     """Create or replace ``roll_*``, ``signals`` and ``signal_catalog`` on a ``grid_s`` grid.
 
-    Everything is computed in DuckDB SQL with one scan of each raw table; the
-    module docstring states the rules. Returns the grid and the signal count.
+    The roll tables are computed in DuckDB SQL with one scan of each raw table, and
+    ``signals`` is filled densely from their values in numpy (see ``_build_signals``);
+    the module docstring states the rules. Returns the grid and the signal count. Its
+    cost grows with the raw rows only in the scans of ``requests`` and ``log_events``;
+    the rest grows with the grid and the number of series.
     """
     if int(grid_s) != grid_s or grid_s < 1:
         raise UserError(f"grid must be a whole number of seconds >= 1, got {grid_s!r}")
@@ -151,15 +170,12 @@ def build_rollups(
     lo = "TIMESTAMP '1970-01-01'" if start is None else f"TIMESTAMP '{start}'"
     hi_excl = "TIMESTAMP '1970-01-01'" if end is None else f"TIMESTAMP '{end}' + to_seconds({g})"
     in_grid = f"time >= {lo} AND time < {hi_excl}"
-    step = f"to_seconds({g})"
     b = _bucket("time", g)
 
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _grid AS "
-        f"SELECT unnest(generate_series({lo}, {hi_excl} - INTERVAL 1 MICROSECOND, {step})) AS t"
-        if start is not None
-        else "CREATE OR REPLACE TEMP TABLE _grid AS SELECT TIMESTAMP '1970-01-01' AS t LIMIT 0"
-    )
+    us = g * 1_000_000
+
+    def idx(col: str) -> str:
+        return _index_sql(col, g, start)
 
     # both URI quantiles from one list-valued quantile_cont: one pass over each group's
     # values instead of two (exact, as two calls; the holistic aggregates are most of
@@ -200,50 +216,68 @@ def build_rollups(
     """)
 
     stale = f"to_seconds({int(stale_s)})"
+    # every series (metric, label set) gets a small integer id ``k``: the windows below
+    # partition by it and the per-bucket rows group by (k, bucket index), integers
+    # instead of two strings and a timestamp
+    in_range = (
+        f"value IS NOT NULL AND NOT isnan(value)"
+        f" AND time >= {lo} - {stale} AND time < {hi_excl} + {stale}"
+    )
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _mser AS
+        SELECT row_number() OVER (ORDER BY metric, labels) - 1 AS k, metric, labels,
+               {_is_counter_sql()} AS is_counter
+        FROM (SELECT DISTINCT metric, coalesce(labels, '{{}}') AS labels
+              FROM metrics WHERE {in_range})
+    """)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _msamples AS
         WITH s AS (
-            SELECT metric, coalesce(labels, '{{}}') AS labels, time, max(value) AS value
-            FROM metrics
-            WHERE value IS NOT NULL AND NOT isnan(value)
-              AND time >= {lo} - {stale} AND time < {hi_excl} + {stale}
-            GROUP BY ALL
+            SELECT k, any_value(is_counter) AS is_counter, time, max(value) AS value
+            FROM metrics m
+            JOIN _mser ON m.metric = _mser.metric AND coalesce(m.labels, '{{}}') = _mser.labels
+            WHERE {in_range}
+            GROUP BY k, time
         )
         , l AS (
-            SELECT metric, labels, time, value, {_is_counter_sql()} AS is_counter,
+            SELECT k, time, value, is_counter,
                    lag(time) OVER w AS prev_t, lag(value) OVER w AS prev_v,
                    lead(time) OVER w AS next_t
             FROM s
-            WINDOW w AS (PARTITION BY metric, labels ORDER BY time)
+            WINDOW w AS (PARTITION BY k ORDER BY time)
         )
-        SELECT *, median(time - prev_t) OVER (PARTITION BY metric, labels) AS step FROM l
+        SELECT *, median(time - prev_t) OVER (PARTITION BY k) AS step FROM l
     """)
     # a gauge holds until its next sample (the last one for its usual step), at most stale_s
     held_until = (
         f"least(coalesce(next_t, time + coalesce(step, INTERVAL 0 SECOND)), time + {stale})"
     )
-    gauge_hi = _bucket(f"{held_until} - INTERVAL 1 MICROSECOND", g)
     con.execute(f"""
-        CREATE OR REPLACE TABLE roll_metrics AS
+        CREATE OR REPLACE TEMP TABLE _rm AS
         WITH c AS (
-            SELECT metric, labels,
+            SELECT k,
                    CASE WHEN is_counter
                         THEN (CASE WHEN value >= prev_v THEN value - prev_v ELSE value END)
                              / ((epoch_us(time) - epoch_us(prev_t)) / 1e6)
                         ELSE value END AS v,
-                   CASE WHEN is_counter THEN {_bucket("prev_t", g)} ELSE {b} END AS lo,
+                   CASE WHEN is_counter THEN {idx("prev_t")} ELSE {idx("time")} END AS lo,
                    CASE WHEN is_counter
-                        THEN greatest({_bucket("prev_t", g)},
-                                      {_bucket("time - INTERVAL 1 MICROSECOND", g)})
-                        ELSE greatest({b}, {gauge_hi}) END AS hi
+                        THEN greatest({idx("prev_t")}, {idx("time - INTERVAL 1 MICROSECOND")})
+                        ELSE greatest({idx("time")},
+                                      {idx(f"{held_until} - INTERVAL 1 MICROSECOND")}) END AS hi
             FROM _msamples
             WHERE NOT is_counter OR (prev_t IS NOT NULL AND time - prev_t <= {stale})
         ), e AS (
-            SELECT metric, labels, v, unnest(generate_series(lo, hi, {step})) AS t FROM c
+            SELECT k, v, unnest(generate_series(lo, hi)) AS i FROM c
         )
-        SELECT t, metric, labels, avg(v) AS value
-        FROM e WHERE t >= {lo} AND t < {hi_excl}
-        GROUP BY ALL
+        SELECT k, i, avg(v) AS value
+        FROM e WHERE i >= 0 AND i < {n_buckets}
+        GROUP BY k, i
+    """)
+    con.execute(f"""
+        CREATE OR REPLACE TABLE roll_metrics AS
+        SELECT {lo} + to_microseconds(i * {us}) AS t, metric, labels, value
+        FROM _rm JOIN _mser USING (k)
     """)
 
     con.execute("""
@@ -252,17 +286,28 @@ def build_rollups(
         FROM events ORDER BY time
     """)
 
-    _build_signals(con, g)
-    for tmp in ("_grid", "_msamples", "_sig_sparse", "_cat", "_labelnames", "_msets", "_magg"):
+    _build_signals(con, g, start, n_buckets)
+    for tmp in ("_mser", "_msamples", "_rm", "_cat", "_labelnames", "_msets", "_mk", "_cagg",
+                "_ccat"):
         con.execute(f"DROP TABLE IF EXISTS {tmp}")
     con.execute("DROP VIEW IF EXISTS _labelnames_view")
     n_signals = con.execute("SELECT count(*) FROM signal_catalog").fetchall()[0][0]
     return RollupInfo(grid_s=g, start=start, end=end, n_buckets=n_buckets, n_signals=n_signals)
 
 
-def _build_signals(con: duckdb.DuckDBPyConnection, g: int) -> None:
-    """Build ``signal_catalog`` and the dense long-form ``signals`` from the roll tables."""
-    labels = [r[0] for r in con.execute("SELECT DISTINCT labels FROM roll_metrics").fetchall()]
+def _build_signals(
+    con: duckdb.DuckDBPyConnection, g: int, start: datetime | None, n: int
+) -> None:
+    """Build ``signal_catalog`` and the dense long-form ``signals`` from the roll tables.
+
+    The catalog comes from each family's few distinct keys. The values each family
+    has, ``(sid, bucket index, value)`` with integer keys only, are scattered into a
+    dense numpy array (absent counts 0, others NULL), which DuckDB writes in signal and
+    time order: no join of every (signal, bucket) against the values, and no sort.
+    """
+    us = g * 1_000_000
+    origin_i = 0 if start is None else _epoch_us(start) // us
+    labels = [r[0] for r in con.execute("SELECT DISTINCT labels FROM _mser").fetchall()]
     names = pl.DataFrame(
         {"labels": labels, "suffix": [label_suffix(x) for x in labels]},
         schema={"labels": pl.String, "suffix": pl.String},
@@ -271,12 +316,10 @@ def _build_signals(con: duckdb.DuckDBPyConnection, g: int) -> None:
     con.execute("CREATE OR REPLACE TEMP TABLE _labelnames AS SELECT * FROM _labelnames_view")
     con.unregister("_labelnames_view")
 
-    # Each family of signals is a catalog query over its few distinct keys and a value
-    # query (t, signal, value) over the roll table.
+    # Each family of signals is a catalog query over its few distinct keys;
     # kind: count (0 when absent), rate (metric counter rate, NULL when absent), gauge.
     cat_cols = "signal, source, metric, labels, caller, errno_class, unit, aggregation, kind"
     catalogs: list[str] = []
-    values: list[str] = []
     caller_sig = [
         ("requests", "sum(requests)", "req/s", "count", "sum over method, dc"),
         ("uris", "sum(uris)", "uris/s", "count", "sum over method, dc"),
@@ -284,13 +327,11 @@ def _build_signals(con: duckdb.DuckDBPyConnection, g: int) -> None:
         ("errors", "sum(errors)", "req/s", "count", "sum of non-ok requests"),
         ("p99_ms", "max(p99_duration_ms)", "ms", "gauge", "max over method, dc of p99"),
     ]
-    for name, expr, unit, kind, agg in caller_sig:
-        sig = f"'caller:' || caller || ':{name}'"
+    for name, _expr, unit, kind, agg in caller_sig:
         catalogs.append(
-            f"SELECT DISTINCT {sig}, 'requests', NULL, NULL, caller, NULL, '{unit}', '{agg}',"
-            f" '{kind}' FROM roll_callers"
+            f"SELECT 'caller:' || caller || ':{name}', 'requests', NULL, NULL, caller, NULL,"
+            f" '{unit}', '{agg}', '{kind}' FROM (SELECT DISTINCT caller FROM roll_callers)"
         )
-        values.append(f"SELECT t, {sig}, {expr} FROM roll_callers GROUP BY t, caller")
     err_families = [
         ("'errors:total'", "TRUE", "NULL"),
         ("'errors:' || errno_class", "errno_class IS NOT NULL", "errno_class"),
@@ -301,10 +342,8 @@ def _build_signals(con: duckdb.DuckDBPyConnection, g: int) -> None:
         catalogs.append(
             f"SELECT DISTINCT {sig}, 'logs', NULL, NULL, NULL, {errno}, 'lines/s',"
             f" 'sum of 1/sample_rate over error lines', 'count'"
-            f" FROM roll_errors WHERE is_error AND {cond}"
-        )
-        values.append(
-            f"SELECT t, {sig}, sum(errors) FROM roll_errors WHERE is_error AND {cond} GROUP BY ALL"
+            f" FROM (SELECT DISTINCT errno_class, cache, op FROM roll_errors"
+            f" WHERE is_error AND {cond})"
         )
     is_counter = _is_counter_sql("metric")
     sums = f"regexp_matches(metric, '{SUM_PATTERN}')"
@@ -312,62 +351,120 @@ def _build_signals(con: duckdb.DuckDBPyConnection, g: int) -> None:
                     WHEN metric LIKE '%_bytes' THEN 'bytes'
                     WHEN metric LIKE '%_ratio' THEN 'ratio' ELSE '' END"""
     kind = f"CASE WHEN {is_counter} THEN 'rate' ELSE 'gauge' END"
-    con.execute("""
+    # series with a value in the grid (as roll_metrics holds them)
+    con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _msets AS
-        SELECT metric, labels, count(*) OVER (PARTITION BY metric) AS n_sets
-        FROM (SELECT DISTINCT metric, labels FROM roll_metrics)
+        SELECT k, metric, labels, count(*) OVER (PARTITION BY metric) AS n_sets,
+               {sums} AS summed
+        FROM _mser WHERE k IN (SELECT DISTINCT k FROM _rm)
     """)
     catalogs.append(
         f"SELECT DISTINCT 'metric:' || metric, 'metrics', metric, NULL, NULL, NULL, {unit},"
         f" CASE WHEN {sums} THEN 'sum over labels' ELSE 'max over labels' END, {kind}"
         " FROM _msets"
     )
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE _magg AS
-        SELECT DISTINCT metric, {sums} AS summed FROM _msets
-    """)
-    values.append("""
-        SELECT m.t, 'metric:' || m.metric,
-               CASE WHEN any_value(a.summed) THEN sum(m.value) ELSE max(m.value) END
-        FROM roll_metrics m JOIN _magg a USING (metric) GROUP BY m.t, m.metric""")
     catalogs.append(
         f"SELECT 'metric:' || metric || n.suffix, 'metrics', metric, labels, NULL, NULL,"
         f" {unit}, 'one label set', {kind}"
         " FROM _msets JOIN _labelnames n USING (labels) WHERE n_sets > 1"
     )
-    values.append("""
-        SELECT m.t, 'metric:' || m.metric || n.suffix, m.value
-        FROM roll_metrics m JOIN _msets s USING (metric, labels)
-        JOIN _labelnames n USING (labels) WHERE s.n_sets > 1""")
-
     con.execute(
         "CREATE OR REPLACE TABLE signal_catalog AS SELECT * FROM ("
         + " UNION ALL ".join(f"SELECT * FROM ({q}) AS c({cat_cols})" for q in catalogs)
         + ") ORDER BY signal"
     )
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE _cat AS"
-        " SELECT row_number() OVER (ORDER BY signal) AS sid, signal, kind FROM signal_catalog"
+        "CREATE OR REPLACE TEMP TABLE _cat AS SELECT row_number() OVER (ORDER BY signal) - 1"
+        " AS sid, signal, kind, caller FROM signal_catalog"
     )
-    us = g * 1_000_000
-    origin = con.execute("SELECT min(t) FROM _grid").fetchall()[0][0]
-    origin = f"TIMESTAMP '{origin}'"
+
+    # The values, keyed by (sid, bucket index): small joins map each family's keys to sids.
+    def idx(col: str) -> str:
+        return _index_sql(col, g, start)
+
+    picks = " ".join(f"WHEN '{name}' THEN a.{name}" for name, *_ in caller_sig)
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE _sig_sparse AS"
-        f" SELECT c.sid, (epoch_us(v.t) - epoch_us({origin})) // {us} AS i, v.value"
-        " FROM ("
-        + " UNION ALL ".join(f"SELECT * FROM ({q}) AS v(t, signal, value)" for q in values)
-        + ") v JOIN _cat c USING (signal)"
+        "CREATE OR REPLACE TEMP TABLE _cagg AS SELECT t, caller, "
+        + ", ".join(f"{expr} AS {name}" for name, expr, *_ in caller_sig)
+        + " FROM roll_callers GROUP BY t, caller"
     )
-    n = con.execute("SELECT count(*) FROM _grid").fetchall()[0][0]
-    con.execute(f"""
-        CREATE OR REPLACE TABLE signals AS
-        SELECT {origin} + to_microseconds(d.i * {us}) AS t, d.signal,
-               CASE WHEN d.kind = 'count' THEN coalesce(s.value, 0) ELSE s.value END AS value
-        FROM (SELECT sid, signal, kind, range AS i FROM _cat, range({n})) d
-        LEFT JOIN _sig_sparse s USING (sid, i)
-        ORDER BY d.sid, d.i
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _ccat AS
+        SELECT caller, sid, substr(signal, length('caller:' || caller || ':') + 1) AS name
+        FROM _cat WHERE caller IS NOT NULL AND signal LIKE 'caller:%'
     """)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _mk AS
+        SELECT s.k, s.summed, a.sid AS agg_sid, l.sid AS set_sid
+        FROM _msets s
+        JOIN _cat a ON a.signal = 'metric:' || s.metric
+        LEFT JOIN (SELECT labels, suffix FROM _labelnames) n USING (labels)
+        LEFT JOIN _cat l ON s.n_sets > 1 AND l.signal = 'metric:' || s.metric || n.suffix
+    """)
+    values = [
+        f"SELECT c.sid, {idx('a.t')} AS i, CASE c.name {picks} END AS value"
+        " FROM _cagg a JOIN _ccat c USING (caller)",
+        *(
+            f"SELECT c.sid, {idx('v.t')}, v.value FROM (SELECT t, {sig} AS signal,"
+            f" sum(errors) AS value FROM roll_errors WHERE is_error AND {cond} GROUP BY ALL) v"
+            " JOIN _cat c USING (signal)"
+            for sig, cond, _ in err_families
+        ),
+        "SELECT agg_sid, i, CASE WHEN any_value(summed) THEN sum(value) ELSE max(value) END"
+        " FROM _rm JOIN _mk USING (k) GROUP BY agg_sid, i",
+        "SELECT set_sid, i, value FROM _rm JOIN _mk USING (k) WHERE set_sid IS NOT NULL",
+    ]
+    sparse = con.sql(
+        "SELECT * FROM ("
+        + " UNION ALL ".join(f"SELECT * FROM ({q}) AS v(sid, i, value)" for q in values)
+        + f") WHERE i >= 0 AND i < {n}"
+    ).pl()
+    cat = con.sql("SELECT signal, kind FROM _cat ORDER BY sid").pl()
+    _write_dense(con, cat, sparse, origin_i * us, us, n)
+
+
+def _write_dense(
+    con: duckdb.DuckDBPyConnection,
+    cat: pl.DataFrame,
+    sparse: pl.DataFrame,
+    origin_us: int,
+    us: int,
+    n: int,
+) -> None:
+    """Create ``signals``: every catalog signal (``cat``, in sid order) on every one of the
+    ``n`` buckets, values from ``sparse`` (sid, i, value), absent ones 0 for counts and
+    NULL otherwise; in signal and time order, written in slices of a few million rows."""
+    con.execute("CREATE OR REPLACE TABLE signals (t TIMESTAMP, signal VARCHAR, value DOUBLE)")
+    n_sig = cat.height
+    if n_sig == 0 or n == 0:
+        return
+    sparse = sparse.sort("sid")
+    sid = sparse["sid"].cast(pl.Int64).to_numpy()
+    idx = sparse["i"].cast(pl.Int64).to_numpy()
+    val = sparse["value"].cast(pl.Float64).to_numpy()  # NULL -> NaN
+    count = (cat["kind"] == "count").to_numpy()
+    names = pa.array(cat["signal"].to_list(), type=pa.string())
+    grid = origin_us + np.arange(n, dtype=np.int64) * us
+    per_slice = max(1, 2_000_000 // n)
+    for a in range(0, n_sig, per_slice):
+        b = min(n_sig, a + per_slice)
+        dense = np.full((b - a, n), np.nan)
+        lo, hi = np.searchsorted(sid, [a, b])
+        dense[sid[lo:hi] - a, idx[lo:hi]] = val[lo:hi]
+        dense[count[a:b]] = np.where(np.isnan(dense[count[a:b]]), 0.0, dense[count[a:b]])
+        flat = dense.ravel()
+        table = pa.table({
+            "t": pa.array(np.tile(grid, b - a), type=pa.timestamp("us")),
+            "signal": pa.DictionaryArray.from_arrays(
+                pa.array(np.repeat(np.arange(a, b, dtype=np.int32), n)), names
+            ),
+            "value": pa.array(flat, mask=np.isnan(flat)),
+        })
+        con.register("_dense_view", table)
+        con.execute(
+            "INSERT INTO signals SELECT t, CAST(signal AS VARCHAR), value FROM _dense_view"
+        )
+        con.unregister("_dense_view")
 
 
 def signal_series(con: duckdb.DuckDBPyConnection, signal: str) -> pl.DataFrame:
