@@ -29,6 +29,7 @@ from markupsafe import Markup
 
 from analysis import charts
 from analysis import report_data as rd
+from analysis.report_cache import cached
 
 TEMPLATE = Path(__file__).with_name("report_template.html.j2")
 TIMELINE_ROWS = 3000
@@ -292,8 +293,25 @@ def vega_bundle() -> str:
     return js.replace("</script", "<\\/script")
 
 
-def render_html(content: ReportContent) -> str:
-    """The report as one HTML page with every script and style inline."""
+def vega_bundle_cached(con: duckdb.DuckDBPyConnection) -> str:
+    """``vega_bundle``, kept in the store's cache: vl-convert takes seconds to bundle it.
+
+    Keyed by vl-convert's and Vega-Lite's versions (and, as every cached result,
+    by the store and the analysis source).
+    """
+    import vl_convert as vlc
+    from altair.utils._importers import vl_version_for_vl_convert
+
+    versions = {"vl_convert": getattr(vlc, "__version__", ""),
+                "vega_lite": vl_version_for_vl_convert()}
+    return cached(con, "vega-bundle", versions, vega_bundle)
+
+
+def render_html(content: ReportContent, vega_js: str | None = None) -> str:
+    """The report as one HTML page with every script and style inline.
+
+    ``vega_js``: the Vega bundle to inline (default: ``vega_bundle()``).
+    """
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE.parent),
         autoescape=True,
@@ -303,7 +321,7 @@ def render_html(content: ReportContent) -> str:
     return env.get_template(TEMPLATE.name).render(
         c=content,
         specs_json=Markup(script_json(specs)),
-        vega_js=Markup(vega_bundle()),
+        vega_js=Markup(vega_js if vega_js is not None else vega_bundle()),
     )
 
 
@@ -314,7 +332,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out: Path,
     content.notebooks = notebooks or []
     out.mkdir(parents=True, exist_ok=True)
     path = out / "report.html"
-    path.write_text(render_html(content), encoding="utf-8")
+    path.write_text(render_html(content, vega_bundle_cached(con)), encoding="utf-8")
     return path, content.verdict
 
 
