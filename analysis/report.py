@@ -338,9 +338,13 @@ def write_report(con: duckdb.DuckDBPyConnection, out: Path,
 
 def build_report(
     db: Path, out: Path, *, data_dir: Path | None = None, notebooks: bool = True,
-    notebook_dir: Path | None = None,
+    notebook_dir: Path | None = None, reuse_notebooks: bool = True,
 ) -> ReportRun:
-    """``postmortem report``: run the notebooks (optional) and write the report page."""
+    """``postmortem report``: run the notebooks (optional) and write the report page.
+
+    ``reuse_notebooks``: copy a notebook's page from an earlier run with the same
+    notebook and inputs (see ``analysis.report_notebooks.run_notebooks``).
+    """
     from analysis.report_notebooks import notebook_paths, run_notebooks
     from analysis.report_store import open_analysis, prepare_rollups
 
@@ -362,7 +366,7 @@ def build_report(
     # usually: notebooks that need them start last); the others wait and read them.
     with ThreadPoolExecutor(max_workers=1) as bg:
         job = bg.submit(run_notebooks, db=db, data_dir=data_dir, out=out,
-                        notebook_dir=notebook_dir) if notebooks else None
+                        notebook_dir=notebook_dir, reuse=reuse_notebooks) if notebooks else None
         con = open_analysis(db)
         try:
             path, verdict = write_report(con, out, links)

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import pickle
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -41,6 +42,33 @@ def source_fingerprint(package: Path = PACKAGE) -> str:
         h.update(p.name.encode())
         h.update(p.read_bytes())
     return h.hexdigest()
+
+
+def tree_fingerprint(root: Path, *, content: bool = True) -> str:
+    """SHA-256 over every file under ``root`` (``__pycache__`` left out), by relative path.
+
+    ``content``: hash the bytes (for code: a touched file is the same file);
+    otherwise sizes and modification times (for data, which can be large).
+    A missing ``root`` has a fingerprint too (that of nothing).
+    """
+    h = hashlib.sha256()
+    files = sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for p in files:
+        h.update(p.relative_to(root).as_posix().encode() + b"\0")
+        if content:
+            h.update(p.read_bytes())
+        else:
+            st = p.stat()
+            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def environment_fingerprint() -> str:
+    """SHA-256 of the Python version and every installed distribution's name and version."""
+    from importlib import metadata
+
+    dists = sorted({(d.metadata["Name"] or "", d.version) for d in metadata.distributions()})
+    return hashlib.sha256(json.dumps([sys.version, dists]).encode()).hexdigest()
 
 
 def store_path(con: duckdb.DuckDBPyConnection) -> Path | None:

@@ -16,14 +16,23 @@ Notebooks that need no shared result (the chain, the what-ifs) start first,
 while those results are computed; within that, the longest (as the last run
 in the same output directory recorded them) go first, so that no long
 notebook is left running alone at the end.
+
+A successful run is kept in the store's cache (``<db>.cache/notebooks/``)
+under a key of everything it reads: the notebook, the store, the data
+directory, the analysis package, the committed samples and the installed
+packages (``inputs_fingerprint``). A later report with the same key copies the
+kept pages instead of executing the notebook again (``postmortem report
+--rerun`` executes them all); change any input and the notebook runs afresh.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
 import re
+import shutil
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -115,6 +124,83 @@ def _execute_logged(nb: Path, out_dir: Path, params: dict[str, str]) -> Path:
             os.close(saved[1])
 
 
+def inputs_fingerprint(params: dict[str, str]) -> str:
+    """SHA-256 of what every notebook run reads besides its own file.
+
+    The store and the data directory named in ``params`` (by size and
+    modification time), the whole ``analysis`` package (by content, its
+    sub-packages too), the committed samples a notebook falls back on
+    (``data/samples``), the installed distributions and the time zone.
+    """
+    from analysis.report_cache import PACKAGE, environment_fingerprint, tree_fingerprint
+
+    parts: list[str] = [json.dumps(params, sort_keys=True), os.environ.get("TZ", "")]
+    for key in ("db", "data_dir"):
+        if key in params:
+            path = Path(params[key])
+            if path.is_file():
+                st = path.stat()
+                parts.append(f"{path}:{st.st_size}:{st.st_mtime_ns}")
+            else:
+                parts.append(tree_fingerprint(path, content=False))
+    parts += [tree_fingerprint(PACKAGE), tree_fingerprint(repo_root() / "data" / "samples",
+                                                          content=False),
+              environment_fingerprint()]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def run_key(nb: Path, inputs: str) -> str:
+    """Key of one notebook run: the notebook's bytes and ``inputs_fingerprint``."""
+    return hashlib.sha256(nb.read_bytes() + inputs.encode()).hexdigest()[:24]
+
+
+def _kept_paths(nb: Path, cache: Path, key: str) -> dict[str, Path]:
+    return {suffix: cache / f"{nb.stem}-{key}{suffix}" for suffix in (".ipynb", ".html")}
+
+
+def _out_paths(nb: Path, out_dir: Path) -> dict[str, Path]:
+    return {".ipynb": out_dir / nb.name, ".html": out_dir / f"{nb.stem}.html"}
+
+
+def restore_kept(nb: Path, out_dir: Path, cache: Path, key: str) -> Path | None:
+    """Copy the kept run of ``nb`` with this key into ``out_dir``; its page (None: none kept).
+
+    A run that succeeded is kept (executed notebook and page); a later run whose
+    notebook and inputs are the same copies it instead of executing again: same
+    inputs, same page, as ``make`` reasons about files.
+    """
+    kept = _kept_paths(nb, cache, key)
+    if not all(p.exists() for p in kept.values()):
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    here = _out_paths(nb, out_dir)
+    for suffix, src in kept.items():
+        shutil.copyfile(src, here[suffix])
+    (out_dir / f"{nb.stem}.log").write_text(
+        f"not executed: same notebook and inputs as the run kept in {kept['.ipynb']}\n")
+    return here[".html"]
+
+
+def _execute_and_keep(nb: Path, out_dir: Path, params: dict[str, str],
+                      cache: Path | None, key: str) -> Path:
+    """``_execute_logged``, then (with a ``cache``) keep the executed notebook and page
+    under ``key``, replacing older runs of the same notebook."""
+    page = _execute_logged(nb, out_dir, params)
+    if cache is None:
+        return page
+    cache.mkdir(parents=True, exist_ok=True)
+    kept = _kept_paths(nb, cache, key)
+    for suffix, src in _out_paths(nb, out_dir).items():
+        tmp = kept[suffix].with_name(f"{kept[suffix].name}.{os.getpid()}.tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, kept[suffix])
+    mine = re.compile(rf"{re.escape(nb.stem)}-[0-9a-f]{{24}}\.(ipynb|html)")
+    for old in cache.iterdir():
+        if mine.fullmatch(old.name) and old not in kept.values():
+            old.unlink(missing_ok=True)
+    return page
+
+
 SHARED_RESULTS = ("root_cause_chain", "whatifs")
 """Cached results (``analysis.report_data``) that a notebook may wait for."""
 
@@ -152,19 +238,33 @@ def run_notebooks(
     data_dir: Path | None = None,
     notebook_dir: Path | None = None,
     workers: int = 2,
+    reuse: bool = True,
 ) -> list[Path]:
-    """Execute every numbered notebook against ``db``; the HTML pages, in reading order."""
+    """Execute every numbered notebook against ``db``; the HTML pages, in reading order.
+
+    ``reuse``: a notebook whose file and inputs (``inputs_fingerprint``) are those
+    of a run kept in the store's cache (``<db>.cache/notebooks/``) is copied
+    from it, not executed again.
+    """
     nbs = notebook_paths(notebook_dir)
     params = {"db": str(Path(db).resolve())}
     if data_dir is not None:
         params["data_dir"] = str(Path(data_dir).resolve())
     target = out / "notebooks"
-    order = run_order(nbs, target)
-    # spawn, not fork: the parent holds DuckDB and polars thread pools
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(nbs))), mp_context=ctx) as pool:
-        jobs = {nb: pool.submit(_execute_logged, nb, target, params) for nb in order}
-        return [jobs[nb].result() for nb in nbs]
+    cache = Path(f"{params['db']}.cache") / "notebooks" if reuse else None
+    inputs = inputs_fingerprint(params) if reuse else ""
+    keys = {nb: run_key(nb, inputs) for nb in nbs}
+    pages = {nb: restore_kept(nb, target, cache, keys[nb]) for nb in nbs} if cache else {}
+    todo = [nb for nb in run_order(nbs, target) if pages.get(nb) is None]
+    if todo:
+        # spawn, not fork: the parent holds DuckDB and polars thread pools
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=max(1, min(workers, len(todo))),
+                                 mp_context=ctx) as pool:
+            jobs = {nb: pool.submit(_execute_and_keep, nb, target, params, cache, keys[nb])
+                    for nb in todo}
+            pages.update({nb: job.result() for nb, job in jobs.items()})
+    return [pages[nb] for nb in nbs]
 
 
 CHECK_TAG = "nbval-check-output"

@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("build"), help="output directory (build)")
     p.add_argument("--no-notebooks", action="store_true",
                    help="write only report.html, without running the notebooks")
+    p.add_argument("--rerun", action="store_true",
+                   help="execute every notebook, even one whose file and inputs (store, data,"
+                        " analysis code, installed packages) are those of a kept earlier run")
     p.set_defaults(func=run)
 
 
@@ -32,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data_dir is not None and not args.data_dir.is_dir():
         raise UserError(f"{args.data_dir}: no such data directory")
     run_ = build_report(args.db, args.out, data_dir=args.data_dir,
-                        notebooks=not args.no_notebooks)
+                        notebooks=not args.no_notebooks, reuse_notebooks=not args.rerun)
     print(f"wrote {run_.report} ({run_.bytes / 1e6:.1f} MB, verdict {run_.verdict})"
           f" and {len(run_.pages)} notebook page(s) in {run_.seconds:.0f} s")
     for p in run_.pages:
