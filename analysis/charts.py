@@ -16,6 +16,7 @@ JupyterLab, nbconvert and nbval all handle offline.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import altair as alt
@@ -602,8 +603,30 @@ def to_svg(chart: alt.TopLevelMixin) -> str:
     return spec_to_svg(chart.to_dict())
 
 
-def _svg_renderer(spec: dict, **_: object) -> dict[str, str]:
+SPECS_ENV = "POSTMORTEM_CHARTS_AS_SPECS"
+"""When set to ``1``, the notebook renderer emits each chart's spec (``SPEC_MIME``)
+instead of drawing it: the report's notebook runner draws them all in its own
+process afterwards (``draw_specs``), so that each kernel does not start its own
+vl-convert engine (about a second of CPU each)."""
+SPEC_MIME = "application/vnd.postmortem.vegalite+json"
+
+
+def _svg_renderer(spec: dict, **_: object) -> dict:
+    if os.environ.get(SPECS_ENV) == "1":
+        return {SPEC_MIME: spec}
     return {"image/svg+xml": spec_to_svg(spec)}
+
+
+def draw_specs(bundle: dict) -> bool:
+    """Draw a display bundle's deferred chart spec as SVG, in place; whether it had one.
+
+    The bundle then holds what the renderer would have drawn in the kernel.
+    """
+    spec = bundle.pop(SPEC_MIME, None)
+    if spec is None:
+        return False
+    bundle["image/svg+xml"] = spec_to_svg(spec)
+    return True
 
 
 def enable_offline_renderer() -> None:

@@ -27,6 +27,7 @@ kept pages instead of executing the notebook again (``postmortem report
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -34,6 +35,7 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -88,16 +90,60 @@ def execute(nb: Path, out_dir: Path, params: dict[str, str], *, timeout_s: int =
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / nb.name
     try:
-        papermill.execute_notebook(
-            str(nb), str(executed), parameters=params, cwd=str(nb.parent),
-            kernel_name="python3", progress_bar=False, execution_timeout=timeout_s,
-            request_save_on_cell_execute=False,
-        )
+        with _charts_as_specs():
+            papermill.execute_notebook(
+                str(nb), str(executed), parameters=params, cwd=str(nb.parent),
+                kernel_name="python3", progress_bar=False, execution_timeout=timeout_s,
+                request_save_on_cell_execute=False,
+            )
     except PapermillExecutionError as exc:
         tail = "\n".join(str(exc).strip().splitlines()[-15:])
         raise UserError(f"{nb}: the notebook failed under papermill "
                         f"(executed copy: {executed}):\n{tail}") from None
+    draw_charts(executed)
     return export_html(executed, executed.with_suffix(".html"))
+
+
+@contextlib.contextmanager
+def _charts_as_specs() -> Iterator[None]:
+    """Kernels started inside emit chart specs, not SVG (``charts.SPECS_ENV``)."""
+    from analysis.charts import SPECS_ENV
+
+    before = os.environ.get(SPECS_ENV)
+    os.environ[SPECS_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(SPECS_ENV, None)
+        else:
+            os.environ[SPECS_ENV] = before
+
+
+def draw_charts(executed: Path) -> int:
+    """Draw as SVG every chart an executed notebook holds as a spec; how many.
+
+    The kernels of ``execute`` leave their charts as Vega-Lite specs; this draws
+    them here, in one vl-convert engine per worker, before the page is exported.
+    """
+    import nbformat
+
+    from analysis.charts import draw_specs
+
+    nb = nbformat.read(executed, as_version=4)
+    drawn = 0
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            if "data" not in out:
+                continue
+            try:
+                drawn += draw_specs(out["data"])
+            except Exception as exc:  # vl-convert's errors name no notebook
+                raise UserError(f"{executed}: cell {i}: the chart could not be drawn:"
+                                f" {exc}") from None
+    if drawn:
+        nbformat.write(nb, executed)
+    return drawn
 
 
 def _execute_logged(nb: Path, out_dir: Path, params: dict[str, str]) -> Path:

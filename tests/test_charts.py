@@ -147,3 +147,15 @@ def test_events_outside_the_data_do_not_stretch_the_time_axis() -> None:
     clipped = charts.clip_events(events, [_series([1.0] * 10)])
     assert clipped["title"].to_list() == ["inside", "overlaps the start"]
     assert clipped["start"].min().replace(tzinfo=None) == T0
+
+
+def test_a_chart_left_as_a_spec_is_drawn_later_exactly_as_in_the_kernel(monkeypatch) -> None:
+    """The report's kernels emit specs (``SPECS_ENV``); the runner draws them afterwards."""
+    spec = charts.series_chart(_series([1.0, 5.0, 2.0], "<b>s</b>")).to_dict()
+    monkeypatch.delenv(charts.SPECS_ENV, raising=False)
+    drawn_in_kernel = charts._svg_renderer(spec)
+    monkeypatch.setenv(charts.SPECS_ENV, "1")
+    deferred = charts._svg_renderer(spec)
+    assert set(deferred) == {charts.SPEC_MIME}
+    assert charts.draw_specs(deferred) and deferred == drawn_in_kernel
+    assert not charts.draw_specs({"text/plain": "no chart"})
