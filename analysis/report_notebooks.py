@@ -12,6 +12,9 @@ machine this runs on has two cores, and the report page is written at the
 same time). A worker imports papermill and nbconvert once and runs notebook
 after notebook, each in a fresh kernel, exporting each page itself, so the
 process that writes the report page shares no interpreter lock with them.
+The kernels leave their charts as Vega-Lite specs and the worker draws them
+as SVG (``draw_charts``): one vl-convert engine per worker instead of one per
+kernel, and the same SVG the kernel would have drawn.
 Notebooks that need no shared result (the chain, the what-ifs) start first,
 while those results are computed; within that, the longest (as the last run
 in the same output directory recorded them) go first, so that no long
