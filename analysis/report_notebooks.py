@@ -38,6 +38,7 @@ import os
 import re
 import shutil
 import sys
+import types
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -280,6 +281,20 @@ def run_order(nbs: list[Path], previous: Path | None = None) -> list[Path]:
     return sorted(nbs, key=key)  # stable: reading order among equals
 
 
+@contextlib.contextmanager
+def _caller_script_not_rerun() -> Iterator[None]:
+    """Spawned workers would run the caller's ``__main__`` script again (to find
+    functions defined there); ours live in this module, so show them none: a
+    script calling ``build_report`` without an ``if __name__ == "__main__"``
+    guard, or fed on stdin, then works too."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 def run_notebooks(
     *,
     db: Path,
@@ -310,8 +325,9 @@ def run_notebooks(
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=max(1, min(workers, len(todo))),
                                  mp_context=ctx) as pool:
-            jobs = {nb: pool.submit(_execute_and_keep, nb, target, params, cache, keys[nb])
-                    for nb in todo}
+            with _caller_script_not_rerun():  # workers start on submit
+                jobs = {nb: pool.submit(_execute_and_keep, nb, target, params, cache,
+                                        keys[nb]) for nb in todo}
             pages.update({nb: job.result() for nb, job in jobs.items()})
     return [pages[nb] for nb in nbs]
 
