@@ -1,0 +1,150 @@
+"""The dense ``signals`` table: what it holds, and the order the fast reader relies on.
+
+``build_rollups`` fills ``signals`` from integer-keyed values in numpy. The
+reference here is the plain SQL meaning: every catalog signal on every bucket,
+its family's aggregate of the roll table where there is one, else 0 for counts
+and NULL for rates and gauges. ``signal_parts`` reads the table as contiguous
+runs of row ids; it must give what a sorted read of the names gives.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+import polars as pl
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from analysis.rollups import _signal_parts_sorted, _signal_runs, build_rollups, signal_parts
+from analysis.store import connect
+
+T0 = datetime(2026, 4, 6, 14, 0, 0)
+
+# the meaning of each family, by signal name: (SQL of (t, signal, value) rows)
+REFERENCE = """
+SELECT t, 'caller:' || caller || ':requests', sum(requests) FROM roll_callers GROUP BY ALL
+UNION ALL SELECT t, 'caller:' || caller || ':uris', sum(uris) FROM roll_callers GROUP BY ALL
+UNION ALL SELECT t, 'caller:' || caller || ':max_uris', max(max_uris) FROM roll_callers
+  GROUP BY ALL
+UNION ALL SELECT t, 'caller:' || caller || ':errors', sum(errors) FROM roll_callers GROUP BY ALL
+UNION ALL SELECT t, 'caller:' || caller || ':p99_ms', max(p99_duration_ms) FROM roll_callers
+  GROUP BY ALL
+UNION ALL SELECT t, 'errors:total', sum(errors) FROM roll_errors WHERE is_error GROUP BY ALL
+UNION ALL SELECT t, 'errors:' || errno_class, sum(errors) FROM roll_errors
+  WHERE is_error AND errno_class IS NOT NULL GROUP BY ALL
+UNION ALL SELECT t, 'errors:cache:' || cache, sum(errors) FROM roll_errors
+  WHERE is_error AND cache IS NOT NULL GROUP BY ALL
+UNION ALL SELECT t, 'errors:op:' || op, sum(errors) FROM roll_errors
+  WHERE is_error AND op IS NOT NULL GROUP BY ALL
+UNION ALL SELECT t, 'metric:' || metric,
+  CASE WHEN regexp_matches(metric, '(_total|_count|_sum|_bucket|per_second|_rate|_rps|_qps'
+    || '|connections|requests)$') THEN sum(value) ELSE max(value) END
+  FROM roll_metrics GROUP BY t, metric
+"""
+
+
+def _reference(con) -> pl.DataFrame:
+    """The dense table as the plain SQL meaning gives it (label-set signals added from
+    ``roll_metrics`` for metrics with several label sets)."""
+    per_set = con.sql("""
+        SELECT t, metric, labels, value FROM roll_metrics
+        WHERE metric IN (SELECT metric FROM roll_metrics GROUP BY metric
+                         HAVING count(DISTINCT labels) > 1)""").pl()
+    per_set = per_set.with_columns(
+        signal=pl.concat_str(
+            pl.lit("metric:"), "metric",
+            pl.col("labels").map_elements(
+                lambda s: "{" + ",".join(f"{k}={v}" for k, v in sorted(json.loads(s).items()))
+                + "}", return_dtype=pl.String),
+        )
+    ).select("t", "signal", "value")
+    con.register("_per_set", per_set)
+    ref = con.sql(f"""
+        WITH v(t, signal, value) AS ({REFERENCE} UNION ALL SELECT t, signal, value FROM _per_set),
+             grid AS (SELECT DISTINCT t FROM signals)
+        SELECT g.t, c.signal,
+               CASE WHEN c.kind = 'count' THEN coalesce(v.value, 0) ELSE v.value END AS value
+        FROM signal_catalog c CROSS JOIN grid g
+        LEFT JOIN v ON v.signal = c.signal AND v.t = g.t
+        ORDER BY c.signal, g.t""").pl()
+    con.unregister("_per_set")
+    return ref
+
+
+request = st.tuples(
+    st.floats(0, 29.999),
+    st.sampled_from(["web", "idx"]),
+    st.one_of(st.integers(1, 20_000), st.none()),
+    st.sampled_from(["ok", "error", "Unavailable"]),
+    st.one_of(st.floats(0.1, 500), st.none()),
+)
+log_line = st.tuples(
+    st.floats(0, 29.999),
+    st.sampled_from(["error", "info"]),
+    st.sampled_from(["EADDRINUSE", "ETIMEDOUT", None]),
+    st.sampled_from(["post", None]),
+    st.sampled_from(["dial", None]),
+    st.sampled_from([1.0, 0.5, None]),
+)
+sample = st.tuples(
+    st.sampled_from(["node_sockstat_TCP_tw", "memcached_connections_total", "go_threads"]),
+    # (a metric with both an empty and a named label set would name one signal twice)
+    st.sampled_from(['{"host":"a"}', '{"host":"b"}']),
+    st.floats(-20, 50),  # seconds: samples before the grid hold into it
+    st.floats(0, 1000),
+)
+
+
+def _store(requests, logs, samples):
+    con = connect(None)
+    inserts = [
+        ("INSERT INTO requests (time, method, caller, uris, status, duration_ms, host, dc,"
+         " file_id, line) VALUES (?, 'GetPostRecord', ?, ?, ?, ?, 'dp-1', 'us-east', 1, ?)",
+         [(T0 + timedelta(seconds=r[0]), *r[1:], i) for i, r in enumerate(requests)]),
+        ("INSERT INTO log_events (time, level, msg, errno_class, cache, op, sample_rate,"
+         " file_id, line) VALUES (?, ?, 'm', ?, ?, ?, ?, 2, ?)",
+         [(T0 + timedelta(seconds=r[0]), *r[1:], i) for i, r in enumerate(logs)]),
+        ("INSERT INTO metrics VALUES (?, ?, ?, ?, 3, ?)",
+         [(T0 + timedelta(seconds=s), m, lab, v, i) for i, (m, lab, s, v) in enumerate(samples)]),
+    ]
+    for sql, rows in inserts:
+        if rows:
+            con.executemany(sql, rows)
+    return con
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    requests=st.lists(request, min_size=1, max_size=30),
+    logs=st.lists(log_line, max_size=20),
+    samples=st.lists(sample, max_size=30),
+    grid_s=st.sampled_from([1, 3]),
+)
+def test_dense_signals_hold_each_familys_aggregate_else_zero_or_null(
+    requests, logs, samples, grid_s
+):
+    con = _store(requests, logs, samples)
+    build_rollups(con, grid_s=grid_s)
+    got = con.sql("SELECT t, signal, value FROM signals").pl()
+    want = _reference(con)
+    assert got.schema == want.schema
+    assert got.select("t", "signal").equals(want.select("t", "signal"))  # and in this order
+    assert got["value"].is_null().to_list() == want["value"].is_null().to_list()
+    diff = (got["value"] - want["value"]).abs() / (want["value"].abs() + 1.0)
+    assert (diff.fill_null(0.0) <= 1e-12).all()
+
+
+def test_signals_are_stored_as_one_time_ordered_run_per_signal():
+    con = _store([(s / 3, "web", 5, "ok", 1.0) for s in range(60)],
+                 [(1.5, "error", "EADDRINUSE", "post", "dial", 1.0)],
+                 [("go_threads", '{"host":"a"}', s, s) for s in range(0, 25, 5)])
+    build_rollups(con)
+    runs = _signal_runs(con, None)
+    assert runs is not None and [r[0] for r in runs] == sorted(r[0] for r in runs)
+    fast = list(signal_parts(con))
+    slow = list(_signal_parts_sorted(con, None))
+    assert [n for n, _ in fast] == [n for n, _ in slow]
+    assert all(a.equals(b) for (_, a), (_, b) in zip(fast, slow, strict=True))
+    wanted = ["go_threads", "caller:web:uris", "metric:go_threads"]
+    assert [n for n, _ in signal_parts(con, wanted)] == ["caller:web:uris", "metric:go_threads"]
