@@ -174,12 +174,13 @@ def _execute_logged(nb: Path, out_dir: Path, params: dict[str, str]) -> Path:
             os.close(saved[1])
 
 
-def inputs_fingerprint(params: dict[str, str]) -> str:
+def inputs_fingerprint(params: dict[str, str], directory: Path | None = None) -> str:
     """SHA-256 of what every notebook run reads besides its own file.
 
     The store and the data directory named in ``params`` (by size and
     modification time), the whole ``analysis`` package (by content, its
-    sub-packages too), the committed samples a notebook falls back on
+    sub-packages too), any other file in the notebooks' ``directory`` (a helper
+    module they might import), the committed samples a notebook falls back on
     (``data/samples``), the installed distributions and the time zone.
     """
     from analysis.report_cache import PACKAGE, environment_fingerprint, tree_fingerprint
@@ -193,6 +194,9 @@ def inputs_fingerprint(params: dict[str, str]) -> str:
                 parts.append(f"{path}:{st.st_size}:{st.st_mtime_ns}")
             else:
                 parts.append(tree_fingerprint(path, content=False))
+    beside = sorted(p for p in (directory or notebook_dir()).iterdir()
+                    if p.is_file() and p.suffix != ".ipynb")
+    parts += [f"{p.name}:{hashlib.sha256(p.read_bytes()).hexdigest()}" for p in beside]
     parts += [tree_fingerprint(PACKAGE), tree_fingerprint(repo_root() / "data" / "samples",
                                                           content=False),
               environment_fingerprint()]
@@ -316,7 +320,7 @@ def run_notebooks(
         params["data_dir"] = str(Path(data_dir).resolve())
     target = out / "notebooks"
     cache = Path(f"{params['db']}.cache") / "notebooks" if reuse else None
-    inputs = inputs_fingerprint(params) if reuse else ""
+    inputs = inputs_fingerprint(params, notebook_dir) if reuse else ""
     keys = {nb: run_key(nb, inputs) for nb in nbs}
     pages = {nb: restore_kept(nb, target, cache, keys[nb]) for nb in nbs} if cache else {}
     todo = [nb for nb in run_order(nbs, target) if pages.get(nb) is None]
