@@ -486,14 +486,17 @@ def _signal_runs(
 ) -> list[tuple[str, int, int]] | None:
     """``(signal, first rowid, rows)`` of each (wanted) signal in storage order, or None
     when some signal's rows are not one contiguous run (a table not written by
-    ``build_rollups``). Rows are contiguous exactly when a signal's row count equals the
-    span of its row ids, as row ids are unique."""
+    ``build_rollups``, or a view). Rows are contiguous exactly when a signal's row count
+    equals the span of its row ids, as row ids are unique."""
     where, params = _signal_filter(signals)
-    runs = con.execute(
-        f"SELECT signal, min(rowid), max(rowid), count(*) FROM signals{where}"
-        " GROUP BY signal ORDER BY 2",
-        params,
-    ).fetchall()
+    try:
+        runs = con.execute(
+            f"SELECT signal, min(rowid), max(rowid), count(*) FROM signals{where}"
+            " GROUP BY signal ORDER BY 2",
+            params,
+        ).fetchall()
+    except duckdb.BinderException:  # a view, which has no row ids
+        return None
     if any(hi - lo + 1 != n for _, lo, hi, n in runs):
         return None
     return [(str(name), int(lo), int(n)) for name, lo, _, n in runs]

@@ -148,3 +148,13 @@ def test_signals_are_stored_as_one_time_ordered_run_per_signal():
     assert all(a.equals(b) for (_, a), (_, b) in zip(fast, slow, strict=True))
     wanted = ["go_threads", "caller:web:uris", "metric:go_threads"]
     assert [n for n, _ in signal_parts(con, wanted)] == ["caller:web:uris", "metric:go_threads"]
+
+
+def test_a_signals_view_is_read_by_name():
+    """A view has no row ids: the reader falls back to reading names and sorting."""
+    con = _store([(0, "web", 1, "ok", 1.0), (3, "idx", 9, "ok", 1.0)], [], [])
+    build_rollups(con)
+    con.execute("ALTER TABLE signals RENAME TO signals_stored")
+    con.execute("CREATE VIEW signals AS SELECT * FROM signals_stored ORDER BY random()")
+    assert _signal_runs(con, None) is None
+    assert dict(signal_parts(con))["caller:idx:uris"]["value"].to_list() == [0, 0, 0, 9]
