@@ -15,6 +15,7 @@ JupyterLab, nbconvert and nbval all handle offline.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -585,7 +586,7 @@ def whatif_chart(df: pl.DataFrame, *, unit: str = "", title: str = "", width: in
 # --- rendering ------------------------------------------------------------------------
 
 
-def spec_to_svg(spec: dict) -> str:
+def spec_to_svg(spec: dict | str) -> str:
     """A Vega-Lite spec drawn as SVG by vl-convert: no browser, and no network allowed.
 
     Times need no zone here: every scale and label in these charts is UTC.
@@ -607,13 +608,15 @@ SPECS_ENV = "POSTMORTEM_CHARTS_AS_SPECS"
 """When set to ``1``, the notebook renderer emits each chart's spec (``SPEC_MIME``)
 instead of drawing it: the report's notebook runner draws them all in its own
 process afterwards (``draw_specs``), so that each kernel does not start its own
-vl-convert engine (about a second of CPU each)."""
-SPEC_MIME = "application/vnd.postmortem.vegalite+json"
+vl-convert engine (about a second of CPU each). The spec travels as one JSON
+string: as a nested dict, with its data rows, every message and notebook write
+would encode and validate it value by value."""
+SPEC_MIME = "text/x-postmortem-vegalite-json"
 
 
 def _svg_renderer(spec: dict, **_: object) -> dict:
     if os.environ.get(SPECS_ENV) == "1":
-        return {SPEC_MIME: spec}
+        return {SPEC_MIME: json.dumps(spec, separators=(",", ":"))}
     return {"image/svg+xml": spec_to_svg(spec)}
 
 
