@@ -248,6 +248,12 @@ def build_rollups(
         )
         SELECT *, median(time - prev_t) OVER (PARTITION BY k) AS step FROM l
     """)
+    # A bucket takes the mean of the samples whose interval touches it. A series' sample
+    # intervals do not overlap (a gauge's [time, held until) ends by its next sample, a
+    # counter's (prev_t, time] starts at the previous one), so a bucket strictly inside
+    # one interval belongs to that sample alone: only the first and last bucket of each
+    # interval can be shared, and only those are averaged (not every bucket of every
+    # series).
     # a gauge holds until its next sample (the last one for its usual step), at most stale_s
     held_until = (
         f"least(coalesce(next_t, time + coalesce(step, INTERVAL 0 SECOND)), time + {stale})"
@@ -267,12 +273,14 @@ def build_rollups(
                                       {idx(f"{held_until} - INTERVAL 1 MICROSECOND")}) END AS hi
             FROM _msamples
             WHERE NOT is_counter OR (prev_t IS NOT NULL AND time - prev_t <= {stale})
-        ), e AS (
-            SELECT k, v, unnest(generate_series(lo, hi)) AS i FROM c
+        ), inner_buckets AS (
+            SELECT k, v, unnest(generate_series(lo + 1, hi - 1)) AS i FROM c WHERE hi > lo + 1
+        ), end_buckets AS (
+            SELECT k, v, lo AS i FROM c UNION ALL SELECT k, v, hi FROM c WHERE hi > lo
         )
-        SELECT k, i, avg(v) AS value
-        FROM e WHERE i >= 0 AND i < {n_buckets}
-        GROUP BY k, i
+        SELECT k, i, v AS value FROM inner_buckets WHERE i >= 0 AND i < {n_buckets}
+        UNION ALL
+        SELECT k, i, avg(v) FROM end_buckets WHERE i >= 0 AND i < {n_buckets} GROUP BY k, i
     """)
     con.execute(f"""
         CREATE OR REPLACE TABLE roll_metrics AS
