@@ -344,7 +344,10 @@ def _panel_chart(
         *_ceiling_layer(panel, x),
         *onset_layer(onsets, x),
     ]
-    return alt.layer(*layers, resolve=_INDEPENDENT_COLOR).properties(
+    # properties as constructor arguments: ``.properties()`` copies the whole layer again
+    return alt.layer(
+        *layers,
+        resolve=_INDEPENDENT_COLOR,
         title=alt.TitleParams(panel.title, anchor="start", fontSize=12),
         width=width,
         height=panel.height,
@@ -392,18 +395,15 @@ def timeline(
         )
     ov = overview or panels[0]
     x_over = time_x()
-    over = (
-        _series_layer(ov.data, unit=ov.unit, x=x_over, log=ov.log, max_rows=max_rows)
-        .add_params(brush)
-        .properties(
-            title=alt.TitleParams(
-                f"overview: {ov.title} (drag to zoom the panels above)",
-                anchor="start",
-                fontSize=11,
-            ),
-            width=width,
-            height=50,
-        )
+    band, line = _series_marks(ov.data, unit=ov.unit, x=x_over, log=ov.log, max_rows=max_rows)
+    over = alt.layer(
+        band.add_params(brush),
+        line,
+        title=alt.TitleParams(
+            f"overview: {ov.title} (drag to zoom the panels above)", anchor="start", fontSize=11
+        ),
+        width=width,
+        height=50,
     )
     rows.append(over)
     return alt.vconcat(*rows, spacing=12, resolve=_INDEPENDENT_COLOR)
