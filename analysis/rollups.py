@@ -495,19 +495,19 @@ def _signal_runs(
     """``(signal, first rowid, rows)`` of each (wanted) signal in storage order, or None
     when some signal's rows are not one contiguous run (a table not written by
     ``build_rollups``, or a view). Rows are contiguous exactly when a signal's row count
-    equals the span of its row ids, as row ids are unique."""
-    where, params = _signal_filter(signals)
+    equals the span of its row ids, as row ids are unique. All signals are grouped (a
+    filter on the names would cost more than it saves) and the wanted ones kept."""
     try:
         runs = con.execute(
-            f"SELECT signal, min(rowid), max(rowid), count(*) FROM signals{where}"
-            " GROUP BY signal ORDER BY 2",
-            params,
+            "SELECT signal, min(rowid), max(rowid), count(*) FROM signals"
+            " GROUP BY signal ORDER BY 2"
         ).fetchall()
     except duckdb.BinderException:  # a view, which has no row ids
         return None
     if any(hi - lo + 1 != n for _, lo, hi, n in runs):
         return None
-    return [(str(name), int(lo), int(n)) for name, lo, _, n in runs]
+    keep = None if signals is None else set(signals)
+    return [(str(s), int(lo), int(n)) for s, lo, _, n in runs if keep is None or s in keep]
 
 
 def _signal_filter(signals: Sequence[str] | None) -> tuple[str, list]:
@@ -518,6 +518,20 @@ def _signal_filter(signals: Sequence[str] | None) -> tuple[str, list]:
     if signals is None:
         return "", []
     return " WHERE list_contains(?::VARCHAR[], signal)", [list(signals)]
+
+
+def _rowid_filter(runs: list[tuple[str, int, int]], everything: bool) -> str:
+    """The WHERE clause keeping the rows of ``runs`` by row id (a range per run of
+    adjacent runs), none when they are the whole table."""
+    if everything:
+        return ""
+    ranges: list[list[int]] = []
+    for _, lo, n in runs:  # in storage order: merge runs that touch
+        if ranges and ranges[-1][1] == lo:
+            ranges[-1][1] = lo + n
+        else:
+            ranges.append([lo, lo + n])
+    return " WHERE " + " OR ".join(f"(rowid >= {a} AND rowid < {b})" for a, b in ranges)
 
 
 def signal_parts(
@@ -538,8 +552,8 @@ def signal_parts(
             return
         yield from _signal_parts_sorted(con, signals)
         return
-    where, params = _signal_filter(signals)
-    tv = con.sql(f"SELECT rowid AS _r, t, value FROM signals{where}", params=params).pl()
+    where = _rowid_filter(runs, signals is None)
+    tv = con.sql(f"SELECT rowid AS _r, t, value FROM signals{where}").pl()
     if not tv["_r"].is_sorted():  # a parallel scan may hand batches back out of order
         tv = tv.sort("_r")
     rowid = tv["_r"].to_numpy()
