@@ -30,6 +30,7 @@ kept pages instead of executing the notebook again (``postmortem report
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import hashlib
@@ -41,7 +42,7 @@ import shutil
 import sys
 import types
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
 from analysis.errors import UserError
@@ -335,12 +336,25 @@ def run_notebooks(
     if todo:
         # spawn, not fork: the parent holds DuckDB and polars thread pools
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=max(1, min(workers, len(todo))),
-                                 mp_context=ctx) as pool:
-            with _caller_script_not_rerun():  # workers start on submit
-                jobs = {nb: pool.submit(_execute_and_keep, nb, target, params, cache,
-                                        keys[nb]) for nb in todo}
-            pages.update({nb: job.result() for nb, job in jobs.items()})
+        lanes = max(1, min(workers, len(todo)))
+        # one notebook per free worker (not all queued at once): a failure starts no other
+        waiting = collections.deque(todo)
+        running: dict[Future, Path] = {}
+        with ProcessPoolExecutor(max_workers=lanes, mp_context=ctx) as pool:
+            def start_next() -> None:
+                nb = waiting.popleft()
+                with _caller_script_not_rerun():  # a worker may start on submit
+                    running[pool.submit(_execute_and_keep, nb, target, params, cache,
+                                        keys[nb])] = nb
+
+            for _ in range(lanes):
+                start_next()
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for job in done:
+                    pages[running.pop(job)] = job.result()
+                    if waiting:
+                        start_next()
     return [pages[nb] for nb in nbs]
 
 

@@ -13,7 +13,9 @@ import os
 from pathlib import Path
 
 import nbformat
+import pytest
 
+from analysis.errors import UserError
 from analysis.report_notebooks import needs_shared_results, run_notebooks, run_order
 
 
@@ -70,3 +72,16 @@ def test_an_unchanged_run_is_reused_and_a_changed_store_runs_again(tmp_path) -> 
     assert "not executed" not in run()
     kept = sorted(p.name for p in (tmp_path / "s.duckdb.cache" / "notebooks").iterdir())
     assert len(kept) == 2 and kept[0].endswith(".html") and kept[1].endswith(".ipynb")
+
+
+def test_a_failing_notebook_is_named_and_no_further_one_starts(tmp_path) -> None:
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "01-bad.ipynb", "raise ValueError('no such signal')")
+    _notebook(nbs / "02-next.ipynb", "print('ran')")
+    db = tmp_path / "s.duckdb"
+    db.write_bytes(b"a store")
+    with pytest.raises(UserError, match=r"01-bad\.ipynb.*\n(.*\n)*.*no such signal"):
+        run_notebooks(db=db, out=tmp_path / "out", notebook_dir=nbs, workers=1)
+    assert not (tmp_path / "out" / "notebooks" / "02-next.ipynb").exists()
+    assert not (tmp_path / "s.duckdb.cache" / "notebooks").exists()  # failures are not kept
