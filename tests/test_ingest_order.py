@@ -68,9 +68,11 @@ def test_every_loaded_row_keeps_its_own_line_number(tmp_path, fmt):
 
 
 def test_a_second_file_is_numbered_from_its_own_first_line(tmp_path):
+    """Also on a connection whose owner turned insertion order off (ingest turns it on)."""
     a = _write(tmp_path / "a.jsonl", None, _json_line, {})
     b = _write(tmp_path / "b.jsonl", None, lambda n: _json_line(n).replace("c", "d", 1), BAD)
     con = connect(None)
+    con.execute("SET preserve_insertion_order = false")
     ingest_paths(con, [a, b])
     per_file = con.execute(
         "SELECT file_id, count(*), count(*) FILTER (WHERE line <> uris), min(line), max(line)"

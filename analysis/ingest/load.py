@@ -179,7 +179,8 @@ def number_rows(con: duckdb.DuckDBPyConnection, table: str, where: str, first: i
     This is how the fast paths number lines without ``row_number() OVER ()``, which
     makes DuckDB read a file on one thread: the rows were inserted in this transaction
     by one statement with ``preserve_insertion_order`` (DuckDB's default, which
-    ``store.connect`` pins), so their row ids run in the reader's order, one per row.
+    ``store.connect`` and ``_fast`` pin), so their row ids run in the reader's order,
+    one per row (``tests/test_ingest_order.py`` checks this on files both threads read).
     """
     base = con.execute(f"SELECT min(rowid) FROM {table} WHERE {where}").fetchall()[0][0]
     if base is not None:
@@ -461,6 +462,8 @@ def _fast(con: duckdb.DuckDBPyConnection, job: Job, stage: str,
     kind = job.detected.kind
     net = _NetCache() if kind == "errors" else None
     bad: list[int] = []
+    # numbering by insertion order needs it; a caller's own connection may have turned it off
+    con.execute("SET preserve_insertion_order = true")
     try:
         if kind == "requests" and wide is None:
             loaded, bad = _insert_numbered(con, job, stage, header + 1)
