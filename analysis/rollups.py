@@ -82,11 +82,15 @@ def _bucket(col: str, grid_s: int) -> str:
     return f"make_timestamp((epoch_us({col}) // {us}) * {us})"
 
 
+def _origin_index(grid_s: int, start: datetime | None) -> int:
+    """Index, counted in buckets from the epoch, of the grid's first bucket (that of
+    ``start``): the one origin that roll_metrics' and the signals' indexes share."""
+    return 0 if start is None else _epoch_us(start) // (grid_s * 1_000_000)
+
+
 def _index_sql(col: str, grid_s: int, start: datetime | None) -> str:
     """SQL for the grid index of ``col``'s bucket (0 = the bucket of ``start``)."""
-    us = grid_s * 1_000_000
-    origin_i = 0 if start is None else _epoch_us(start) // us
-    return f"(epoch_us({col}) // {us} - {origin_i})"
+    return f"(epoch_us({col}) // {grid_s * 1_000_000} - {_origin_index(grid_s, start)})"
 
 
 def _is_counter_sql(col: str = "metric") -> str:
@@ -314,7 +318,6 @@ def _build_signals(
     time order: no join of every (signal, bucket) against the values, and no sort.
     """
     us = g * 1_000_000
-    origin_i = 0 if start is None else _epoch_us(start) // us
     labels = [r[0] for r in con.execute("SELECT DISTINCT labels FROM _mser").fetchall()]
     names = pl.DataFrame(
         {"labels": labels, "suffix": [label_suffix(x) for x in labels]},
@@ -428,7 +431,7 @@ def _build_signals(
         + f") WHERE i >= 0 AND i < {n}"
     ).pl()
     cat = con.sql("SELECT signal, kind FROM _cat ORDER BY sid").pl()
-    _write_dense(con, cat, sparse, origin_i * us, us, n)
+    _write_dense(con, cat, sparse, _origin_index(g, start) * us, us, n)
 
 
 def _write_dense(
