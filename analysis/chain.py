@@ -36,7 +36,8 @@ import polars as pl
 from analysis.correlation import Coincidence, coincidence, lead_lag
 from analysis.detection import AnomalyWindow, DetectorSettings, detect
 from analysis.roles import ROLES, role_by_data, role_of_signal, role_order
-from analysis.rollups import HEAVY_URIS, ensure_rollups, has_table, signal_frame
+from analysis.rollups import HEAVY_URIS, ensure_rollups, has_table, signal_frame, signal_ids
+from analysis.signal_id import SignalId, printable, quote
 
 ROOT_CAUSE = "root_cause_found"
 NO_CAUSE = "no_supported_cause"
@@ -169,10 +170,16 @@ class Hop:
 
 @dataclass(frozen=True)
 class Rejected:
-    """A rival explanation and why it was rejected."""
+    """A rival explanation and why it was rejected. ``caller`` is set, exactly as the
+    data name it, when the rival is a caller (``candidate`` is then ``caller:<name>``)."""
 
     candidate: str
     reason: str
+    caller: str | None = None
+
+    @classmethod
+    def of_caller(cls, caller: str, reason: str) -> Rejected:
+        return cls(f"caller:{quote(caller)}", reason, caller)
 
 
 @dataclass(frozen=True)
@@ -245,9 +252,10 @@ class ChainResult:
 @dataclass
 class _RoleSeries:
     role: str
-    signal: str
+    signal: str  # the name, or names joined by '+' when several signals are summed
     values: np.ndarray  # signed so that "up" is the active direction
     windows: list[AnomalyWindow]
+    family: str = "metric"  # of the signal(s): counts (callers, errors) or metrics
 
 
 def _iso(t: datetime) -> str:
@@ -281,26 +289,25 @@ def environment(con: duckdb.DuckDBPyConnection) -> Environment:
     return Environment(port_range, tw, pool, tuple(found))
 
 
-def _pick(role: str, candidates: list[str]) -> list[str]:
+def _pick(role: str, candidates: list[str], ids: dict[str, SignalId]) -> list[str]:
     """Candidates of a role ordered by preference (aggregates before per-label series)."""
     prefs = _PREFERRED.get(role, ())
 
-    def rank(s: str) -> tuple[int, int, str]:
+    def rank(s: str) -> tuple[int, bool, str]:
         hit = next((i for i, p in enumerate(prefs) if p.lower() in s.lower()), len(prefs))
-        return (hit, "{" in s, s)
+        return (hit, bool(ids[s].labels), s)
 
     return sorted(candidates, key=rank)
 
 
 def _windows(
-    t: pl.Series, values: np.ndarray, name: str, settings: ChainSettings
+    t: pl.Series, values: np.ndarray, name: str, settings: ChainSettings, *, counts: bool
 ) -> list[AnomalyWindow]:
-    """Upward anomaly windows of a (signed) series; error and caller series are counts."""
+    """Upward anomaly windows of a (signed) series; error and caller series are ``counts``."""
     v = np.nan_to_num(values, nan=0.0)
     if not np.any(v != v[0]):
         return []
     frame = pl.DataFrame({"t": t, "value": values})
-    counts = name.startswith(("errors:", "caller:"))
     return [
         w for w in detect(frame, settings.detector, signal=name, counts=counts)
         if w.direction == "up"
@@ -319,7 +326,7 @@ def _coincide(cause: list[AnomalyWindow], effect: list[AnomalyWindow],
 
 def _roles_by_data(
     con: duckdb.DuckDBPyConnection,
-    names: list[str],
+    ids: dict[str, SignalId],
     matches: dict,
     series: dict[str, _RoleSeries],
     t: pl.Series,
@@ -333,7 +340,7 @@ def _roles_by_data(
     representative yet, the series becomes it (an export with unusual names
     still gets a chain).
     """
-    unknown = [s for s in names if s.startswith("metric:") and "{" not in s
+    unknown = [s for s, sid in ids.items() if sid.family == "metric" and not sid.labels
                and s not in matches]
     if not unknown:
         return {}
@@ -351,7 +358,7 @@ def _roles_by_data(
         out[sig] = f"{role} (by data)"
         if role not in series:
             signed = -v if direction == "down" else v
-            wins = _windows(t, signed, sig, settings)
+            wins = _windows(t, signed, sig, settings, counts=False)
             if wins:
                 series[role] = _RoleSeries(role, sig, signed, wins)
     return out
@@ -387,42 +394,45 @@ def find_chain(
     settings = settings or ChainSettings()
     env = environment(con)
     ensure_rollups(con)
-    names = [r[0] for r in con.execute("SELECT DISTINCT signal FROM signals").fetchall()]
-    matches = {s: m for s in names if (m := role_of_signal(s)) is not None}
+    ids = signal_ids(con)
+    matches = {s: m for s, sid in ids.items() if (m := role_of_signal(sid)) is not None}
     by_role: dict[str, list[str]] = {r: [] for r in ROLES}
     for s, m in matches.items():
         if m.role and m.role != "trigger":
             by_role[m.role].append(s)
     chosen: dict[str, list[str]] = {}
     for role, cands in by_role.items():
-        ordered = _pick(role, cands)
+        ordered = _pick(role, cands, ids)
         if not ordered:
             continue  # a store without this role (metrics only, logs only ...)
         if role == "port_exhaustion":
-            chosen[role] = [s for s in ordered if s.startswith("errors:EADDR")] or ordered[:1]
+            chosen[role] = [s for s in ordered if ids[s].errno_class] or ordered[:1]
         else:
             chosen[role] = ordered[:1]
-    tw_signals = [s for s in by_role["port_exhaustion"] if s.startswith("metric:")]
-    tw_signal = _pick("port_exhaustion", [s for s in tw_signals if "{" not in s] or tw_signals)
-    callers = sorted({s.split(":")[1] for s, m in matches.items() if m.rival == "request_rate"
-                      or m.role == "trigger"})
-    rival_loss = [s for s, m in matches.items() if m.rival == "packet_loss" and "{" not in s]
-    fan_hosts = [
-        s for s in names if "fan_out" in chosen and s.startswith(chosen["fan_out"][0] + "{")
-    ]
+    tw_signals = [s for s in by_role["port_exhaustion"] if ids[s].family == "metric"]
+    tw_signal = _pick("port_exhaustion", [s for s in tw_signals if not ids[s].labels]
+                      or tw_signals, ids)
+    callers = sorted({c for s in matches if (c := ids[s].caller) is not None})
+    rival_loss = [s for s, m in matches.items() if m.rival == "packet_loss" and not ids[s].labels]
+
+    def label_sets(agg: str) -> list[str]:
+        """The per-label-set signals of the metric ``agg`` aggregates."""
+        return [s for s, sid in ids.items() if sid.labels and sid.aggregate.key == agg]
+
+    fan_hosts = label_sets(chosen["fan_out"][0]) if "fan_out" in chosen else []
     # user traffic drops in the affected DC only: each DC's series is a candidate
     options: dict[str, list[list[str]]] = {r: [v] for r, v in chosen.items()}
     if "user_impact" in chosen:
-        agg = chosen["user_impact"][0]
-        options["user_impact"] += [[s] for s in names if s.startswith(agg + "{")]
+        options["user_impact"] += [[s] for s in label_sets(chosen["user_impact"][0])]
     wanted = sorted(
         {s for opts in options.values() for v in opts for s in v}
         | set(tw_signal[:1])
         | set(fan_hosts)
         | set(rival_loss)
-        | {f"caller:{c}:{k}" for c in callers for k in ("uris", "max_uris", "requests")}
+        | {SignalId.for_caller(c, k).key for c in callers for k in ("uris", "max_uris",
+                                                                    "requests")}
     )
-    wanted = [s for s in wanted if s in set(names)]
+    wanted = [s for s in wanted if s in ids]
     frame = signal_frame(con, wanted) if wanted else pl.DataFrame({"t": []})
     if frame.height < 10:
         return ChainResult(NO_CAUSE, None, [], [], {}, env, notes=["too little data"])
@@ -445,13 +455,14 @@ def find_chain(
                 sigs[0])
             sign = -1.0 if matches[sigs[0]].direction == "down" else 1.0
             name = "+".join(sigs)
-            wins = _windows(t, sign * v, name, settings)
+            family = ids[sigs[0]].family
+            wins = _windows(t, sign * v, name, settings, counts=family != "metric")
             # the most anomalous candidate stands for the role
             if wins and (role not in series or _weight(wins) > _weight(series[role].windows)):
-                series[role] = _RoleSeries(role, name, sign * v, wins)
+                series[role] = _RoleSeries(role, name, sign * v, wins, family)
 
     roles = {sig: m.role or f"rival:{m.rival}" for sig, m in matches.items()}
-    roles.update(_roles_by_data(con, names, matches, series, t, env, settings))
+    roles.update(_roles_by_data(con, ids, matches, series, t, env, settings))
     if "cache_errors" in series and "port_exhaustion" in series:
         # a failed dial is a failed cache operation: address-error windows are cache-error
         # windows too (errors:total also carries sampled noise that can mask its own rise)
@@ -466,7 +477,7 @@ def find_chain(
     smooth = max(1, int(settings.smooth_s / grid_s))
     scores = [
         _score_caller(con, c, col, t, fan, forced.get(c), span, settings, smooth)
-        for c in callers if f"caller:{c}:uris" in frame.columns
+        for c in callers if SignalId.for_caller(c, "uris").key in frame.columns
     ]
     scores.sort(key=lambda s: (-s.score, -s.fill, s.caller))
 
@@ -491,17 +502,18 @@ def find_chain(
         if exhausted and not supported:
             why.append("no caller's batches can fill the port range ahead of the exhaustion")
         for s in scores:
-            rejected.append(Rejected(f"caller:{s.caller}", _caller_reason(s, None, pool)))
+            rejected.append(Rejected.of_caller(s.caller, _caller_reason(s, None, pool)))
         rejected += _reject_packet_loss(rival_loss, col, t, series, span, settings)
         return ChainResult(NO_CAUSE, None, [], rejected, {}, env, callers=scores,
                            roles=roles, notes=["; ".join(why)])
 
     assert best is not None
-    uris = col(f"caller:{best.caller}:uris")
-    trig_w = _windows(t, uris, f"caller:{best.caller}:uris", settings)
+    trig_sig = SignalId.for_caller(best.caller, "uris").key
+    uris = col(trig_sig)
+    trig_w = _windows(t, uris, trig_sig, settings, counts=True)
     if not trig_w:  # batches without a rate anomaly: the first one is the window
-        trig_w = [_point_window(f"caller:{best.caller}:uris", best.first_forced)]
-    series["trigger"] = _RoleSeries("trigger", f"caller:{best.caller}:uris", uris, trig_w)
+        trig_w = [_point_window(trig_sig, best.first_forced)]
+    series["trigger"] = _RoleSeries("trigger", trig_sig, uris, trig_w, "caller")
     present = [r for r in ROLES if r in series]
     any_forced = np.sum([f.series for f in forced.values()], axis=0)
     onsets = _onsets(series, present, t, grid_s, best, any_forced, settings)
@@ -515,12 +527,13 @@ def find_chain(
                          mech_text.get((a, b))))
     culprit = Culprit(best.caller, best.method, _evidence(best, pool))
     for s in scores[1:]:
-        rejected.append(Rejected(f"caller:{s.caller}", _caller_reason(s, best, pool)))
+        rejected.append(Rejected.of_caller(s.caller, _caller_reason(s, best, pool)))
     rejected += _reject_packet_loss(rival_loss, col, t, series, span, settings)
     rejected += _reject_deploys(con, onsets, settings, best.caller)
     others = [o[0] for o in options.get("user_impact", []) if o[0] != series["user_impact"].signal
-              and "{" in o[0]] if "user_impact" in series else []
-    rejected += _reject_daily_curve(series, grid_s, {o: col(o) for o in others}, t, settings)
+              and ids[o[0]].labels] if "user_impact" in series else []
+    rejected += _reject_daily_curve(series, grid_s, {ids[o]: col(o) for o in others}, t,
+                                    settings, ids)
     notes = [n for n in (tw_note, scale_note) if n]
     return ChainResult(ROOT_CAUSE, culprit, hops, rejected, onsets, env, callers=scores,
                        roles=roles, mechanism_passed=mech_pass, notes=notes)
@@ -713,12 +726,12 @@ def _score_caller(
     alone can fill a host's port range within one TIME_WAIT period: a caller
     of small batches scores 0 whatever its request rate.
     """
-    uris = col(f"caller:{caller}:uris")
-    max_b = float(np.nanmax(col(f"caller:{caller}:max_uris"), initial=0.0))
-    rps = float(np.nanmax(col(f"caller:{caller}:requests"), initial=0.0))
+    uris = col(SignalId.for_caller(caller, "uris").key)
+    max_b = float(np.nanmax(col(SignalId.for_caller(caller, "max_uris").key), initial=0.0))
+    rps = float(np.nanmax(col(SignalId.for_caller(caller, "requests").key), initial=0.0))
     total = float(forced.series.sum()) if forced is not None else 0.0
     fill = forced.fill if forced is not None else 0.0
-    wins = _windows(t, uris, f"caller:{caller}:uris", settings)
+    wins = _windows(t, uris, SignalId.for_caller(caller, "uris").key, settings, counts=True)
     share, p, corr = 0.0, 1.0, 0.0
     if fan is not None:
         if wins:
@@ -874,7 +887,7 @@ def _mechanism(
             when = f"dials never fill the range, yet exhaustion observed {_iso(observed)}"
         plateau = ""
         exh = series["port_exhaustion"]
-        if tw_signal and exh.signal.startswith("errors:"):
+        if tw_signal and exh.family == "errors":
             tw = col(tw_signal[0])
             during = tw[(np.nan_to_num(exh.values) > 0) & np.isfinite(tw)]
             if during.size:
@@ -917,7 +930,7 @@ def _reject_packet_loss(
     target = series.get("user_impact") or series.get("cache_errors")
     for s in loss_signals:
         v = col(s)
-        wins = _windows(t, v, s, settings)
+        wins = _windows(t, v, s, settings, counts=False)
         peak = float(np.nanmax(v, initial=0.0))
         if not wins:
             out.append(Rejected(s, f"no anomaly: loss stays near its baseline (peak {peak:.3g})"))
@@ -990,9 +1003,10 @@ def _ago(d: timedelta) -> str:
 def _reject_daily_curve(
     series: dict[str, _RoleSeries],
     grid_s: float,
-    others: dict[str, np.ndarray],
+    others: dict[SignalId, np.ndarray],
     t: pl.Series,
     settings: ChainSettings,
+    ids: dict[str, SignalId],
 ) -> list[Rejected]:
     """The daily curve is shared by every DC and moves over hours; the drops are short,
     follow the errors and (when traffic is split by DC) hit one DC while others hold."""
@@ -1006,7 +1020,7 @@ def _reject_daily_curve(
         here = _change_in_windows(-imp.values, imp.windows, t, grid_s)
         parts = [f"{_label_text(o)} {_change_in_windows(v, imp.windows, t, grid_s):+.0%}"
                  for o, v in others.items()]
-        reason += (f"; during the drops {_label_text(imp.signal)} changes by {here:+.0%},"
+        reason += (f"; during the drops {_label_text(ids[imp.signal])} changes by {here:+.0%},"
                    f" {', '.join(parts)}")
     return [Rejected("daily curve", reason)]
 
@@ -1029,9 +1043,12 @@ def _change_in_windows(
     return float(np.median(out)) if out else 0.0
 
 
-def _label_text(signal: str) -> str:
-    """``metric:x{dc=us-west,job=y}`` -> ``dc=us-west,job=y``."""
-    return signal[signal.find("{") + 1:-1] if "{" in signal else signal
+def _label_text(sid: SignalId) -> str:
+    """A label set as ``dc=us-west,job=y`` (control characters escaped); the name of a
+    signal without labels."""
+    if not sid.labels:
+        return sid.key
+    return printable(",".join(f"{k}={v}" for k, v in sid.labels))
 
 
 def format_chain(result: ChainResult) -> str:
@@ -1065,4 +1082,6 @@ def format_chain(result: ChainResult) -> str:
     if result.rejected:
         lines.append("Rejected rivals:")
         lines += [f"  - {r.candidate}: {r.reason}" for r in result.rejected]
-    return "\n".join(lines)
+    # names come from the data: a newline or an escape sequence in one must not reach the
+    # terminal as such
+    return "\n".join(printable(line) for line in lines)

@@ -18,10 +18,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 
 import altair as alt
 import polars as pl
+
+from analysis.signal_id import printable
 
 MAX_ROWS = 5000
 TIME_TITLE = "time (UTC)"
@@ -595,8 +598,37 @@ def spec_to_svg(spec: dict | str) -> str:
     from altair.utils._importers import vl_version_for_vl_convert
 
     return vlc.vegalite_to_svg(
-        spec, vl_version=vl_version_for_vl_convert(), allowed_base_urls=[]
+        xml_safe(spec), vl_version=vl_version_for_vl_convert(), allowed_base_urls=[]
     )
+
+
+# Characters XML 1.0 forbids (C0 controls but tab, newline and return; U+FFFE, U+FFFF;
+# lone surrogates): vl-convert's SVG writer aborts the whole process on one of them, so
+# a caller or event title with an ESC in it would kill a notebook kernel or the report.
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+# ... and their JSON escapes, to tell cheaply whether a spec in JSON text needs a look
+_XML_INVALID_JSON = re.compile(r"\\u00[01][0-9a-fA-F]|\\u[dD][89a-fA-F]|\\u[fF]{3}[eEfF]|\\[bf]")
+
+
+def xml_safe(spec: dict | str) -> dict | str:
+    """``spec`` with every character SVG cannot hold shown as a visible escape
+    (``signal_id.printable``), in data values, titles and labels alike; the spec as it
+    is when it has none (the common case costs one regex scan)."""
+    if isinstance(spec, str):
+        if not (_XML_INVALID.search(spec) or _XML_INVALID_JSON.search(spec)):
+            return spec
+        return json.dumps(_xml_safe_value(json.loads(spec)), separators=(",", ":"))
+    return _xml_safe_value(spec)
+
+
+def _xml_safe_value(value):
+    if isinstance(value, str):
+        return _XML_INVALID.sub(lambda m: printable(m.group()), value)
+    if isinstance(value, dict):
+        return {_xml_safe_value(k): _xml_safe_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_xml_safe_value(v) for v in value]
+    return value
 
 
 def to_svg(chart: alt.TopLevelMixin) -> str:

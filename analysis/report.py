@@ -121,7 +121,7 @@ def summary_items(chain, imp: rd.Impact, events: pl.DataFrame, wi: rd.WhatIfs | 
     if imp.signal and imp.baseline is not None:
         drop = f"{imp.drop_pct:.0f} %" if imp.drop_pct is not None else "—"
         items.append(("Impact", (
-            f"{imp.signal.removeprefix('metric:')} fell from a median of {imp.baseline:,.0f}"
+            f"{imp.label} fell from a median of {imp.baseline:,.0f}"
             f" to {imp.trough:,.0f} (one-minute low), a drop of {drop}."
         )))
     else:
@@ -205,7 +205,7 @@ def follow_ups(chain, imp: rd.Impact, wi: rd.WhatIfs | None) -> list[str]:
         out.append("Sample or rate-limit cache error logging: error logs grew the runtime's"
                    " threads and GC pauses after the errors began.")
     for r in d["rejected"]:
-        if not r["candidate"].startswith("caller:"):
+        if r["caller"] is None:
             out.append(f"Record in the post-mortem why {r['candidate']} was ruled out:"
                        f" {r['reason']}")
     if not cul:

@@ -19,9 +19,9 @@ import polars as pl
 from analysis.charts import Panel
 from analysis.report_cache import cached
 from analysis.roles import role_of_signal
-from analysis.rollups import signal_series
+from analysis.rollups import signal_ids, signal_series
+from analysis.signal_id import SignalId
 
-ERRNO_SIGNAL = "errors:"
 WHATIF_SCENARIOS: dict[str, dict] = {
     "fix: concurrency limit 50": {"concurrency_limit": 50},
     "workaround: random loopback source": {"source_addresses": "random"},
@@ -88,24 +88,27 @@ def long_signals(con: duckdb.DuckDBPyConnection, names: list[str]) -> pl.DataFra
     ).pl()
 
 
-def _by_role(names: list[str], role: str, *, aggregates_only: bool = True) -> list[str]:
+def _by_role(ids: dict[str, SignalId], role: str) -> list[str]:
+    """The aggregate signals (no per-label series) whose role is ``role``, by name."""
     out = []
-    for s in names:
-        m = role_of_signal(s)
-        if m is not None and m.role == role and not (aggregates_only and "{" in s):
+    for s, sid in sorted(ids.items()):
+        m = role_of_signal(sid)
+        if m is not None and m.role == role and not sid.labels:
             out.append(s)
     return out
 
 
 def role_signals(con: duckdb.DuckDBPyConnection, role: str) -> list[str]:
     """The aggregate signals (no per-label series) that play ``role`` in the chain."""
-    return _by_role(signal_names(con), role)
+    return _by_role(signal_ids(con), role)
 
 
-def _label(series: pl.DataFrame, prefix: str = "", suffix: str = "") -> pl.DataFrame:
-    """Strip a common prefix/suffix from series names for legends."""
+def _labelled(series: pl.DataFrame, ids: dict[str, SignalId]) -> pl.DataFrame:
+    """Series named for legends: the caller, errno class or metric (with its labels),
+    control characters escaped (``SignalId.label``), never a name cut at a ``:``."""
     return series.with_columns(
-        pl.col("series").str.strip_prefix(prefix).str.strip_suffix(suffix)
+        pl.col("series").replace_strict({k: ids[k].label() for k in ids}, default=None)
+        .fill_null(pl.col("series"))
     )
 
 
@@ -147,41 +150,45 @@ def timeline_data(
     Signals are chosen by role, so another incident's names work too; a panel
     with no signal is left out.
     """
-    names = signal_names(con)
+    ids = signal_ids(con)
+    names = sorted(ids)
+
+    def measured(family: str, measure: str) -> list[str]:
+        return [s for s in names if (ids[s].family, ids[s].measure) == (family, measure)]
+
     picked = {
-        "user_impact": _by_role(names, "user_impact"),
-        "errors": [s for s in names if s.startswith(ERRNO_SIGNAL) and s.count(":") == 1
-                   and s != "errors:total"],
-        "time_wait": [s for s in _by_role(names, "port_exhaustion") if s.startswith("metric:")],
-        "runtime": _by_role(names, "runtime_stress"),
-        "requests": [s for s in names if s.startswith("caller:") and s.endswith(":requests")],
-        "uris": [s for s in names if s.startswith("caller:") and s.endswith(":uris")],
+        "user_impact": _by_role(ids, "user_impact"),
+        "errors": measured("errors", "errno"),
+        "time_wait": [s for s in _by_role(ids, "port_exhaustion") if ids[s].family == "metric"],
+        "runtime": _by_role(ids, "runtime_stress"),
+        "requests": measured("caller", "requests"),
+        "uris": measured("caller", "uris"),
     }
+
+    def frame(signals: list[str]) -> pl.DataFrame:
+        return _labelled(long_signals(con, signals), ids)
+
     panels: list[Panel] = []
     if picked["user_impact"]:
-        panels.append(Panel("user-facing traffic", _label(
-            long_signals(con, picked["user_impact"]), "metric:"), "req/s"))
+        panels.append(Panel("user-facing traffic", frame(picked["user_impact"]), "req/s"))
     if picked["errors"]:
-        panels.append(Panel("errors by class (log lines/s)", _label(
-            long_signals(con, picked["errors"]), "errors:"), "lines/s", log=True))
+        panels.append(Panel("errors by class (log lines/s)", frame(picked["errors"]),
+                            "lines/s", log=True))
     if picked["time_wait"]:
         ceiling = None if port_range is None else port_range[1] - port_range[0] + 1
         panels.append(Panel(
             "TIME_WAIT sockets against the ephemeral port range",
-            _label(long_signals(con, picked["time_wait"]), "metric:"), "sockets",
+            frame(picked["time_wait"]), "sockets",
             ceiling=ceiling,
             ceiling_label=f"ports {port_range[0]}-{port_range[1]}" if port_range else "",
         ))
     for s in picked["runtime"][:3]:
-        panels.append(Panel(f"runtime: {s.removeprefix('metric:')}",
-                            _label(long_signals(con, [s]), "metric:"), "", height=70))
+        panels.append(Panel(f"runtime: {ids[s].label()}", frame([s]), "", height=70))
     callers = None
     if picked["requests"] and picked["uris"]:
         callers = (
-            Panel("per-caller requests/s", _label(
-                long_signals(con, picked["requests"]), "caller:", ":requests"), "req/s"),
-            Panel("per-caller URIs/s (the weight)", _label(
-                long_signals(con, picked["uris"]), "caller:", ":uris"), "URIs/s", log=True),
+            Panel("per-caller requests/s", frame(picked["requests"]), "req/s"),
+            Panel("per-caller URIs/s (the weight)", frame(picked["uris"]), "URIs/s", log=True),
         )
     return TimelineData(panels, callers, events(con), onsets_frame(onsets or {}), picked)
 
@@ -484,10 +491,10 @@ def mechanism(con: duckdb.DuckDBPyConnection, chain) -> Mechanism:
     dials = None
     if max_batch is not None and env.idle_pool is not None:
         dials = max(0.0, max_batch - env.idle_pool)
-    names = signal_names(con)
-    dial_sig = [s for s in _by_role(names, "fan_out") if "connections_total" in s]
+    ids = signal_ids(con)
+    dial_sig = [s for s in _by_role(ids, "fan_out") if "connections_total" in (ids[s].metric or "")]
     peak = _peak(con, dial_sig[0]) if dial_sig else None
-    tw_sig = [s for s in _by_role(names, "port_exhaustion") if s.startswith("metric:")]
+    tw_sig = [s for s in _by_role(ids, "port_exhaustion") if ids[s].family == "metric"]
     plateau = _peak(con, tw_sig[0]) if tw_sig else None
     to_exhaust = None
     if peak is not None and peak > sustainable:
@@ -515,6 +522,7 @@ class Impact:
     start: datetime | None
     end: datetime | None
     minutes_degraded: float | None
+    label: str | None = None  # the signal's metric and labels, for sentences
 
 
 DEGRADED_BELOW = 0.9
@@ -535,17 +543,20 @@ def impact(con: duckdb.DuckDBPyConnection, chain) -> Impact:
     """
     from analysis.detection import detect
 
-    names = _by_role(signal_names(con), "user_impact")
+    ids = signal_ids(con)
+    names = _by_role(ids, "user_impact")
     wins = []
-    if "errors:total" in signal_names(con):
-        errs = series(con, "errors:total").drop_nulls("value")
-        wins += [w for w in detect(errs, signal="errors:total") if w.direction == "up"]
+    total = SignalId.for_errors("total").key
+    if total in ids:
+        errs = series(con, total).drop_nulls("value")
+        wins += [w for w in detect(errs, signal=total) if w.direction == "up"]
     if not names:
         return Impact(None, None, None, None, *_span(wins), None)
     sig = names[0]
+    label = ids[sig].label()
     s = series(con, sig).drop_nulls("value")
     if s.height == 0:
-        return Impact(sig, None, None, None, *_span(wins), None)
+        return Impact(sig, None, None, None, *_span(wins), None, label)
     if not wins:
         wins = [w for w in detect(s, signal=sig) if w.direction == "down"]
     first = min(chain.onsets.values()) if chain.onsets else None
@@ -555,7 +566,7 @@ def impact(con: duckdb.DuckDBPyConnection, chain) -> Impact:
     trough = float(minute["value"].min())
     degraded = float(minute.filter(pl.col("value") < DEGRADED_BELOW * base).height)
     drop = None if base == 0 else 100.0 * (base - trough) / base
-    return Impact(sig, base, trough, drop, *_span(wins), degraded)
+    return Impact(sig, base, trough, drop, *_span(wins), degraded, label)
 
 
 def _span(wins) -> tuple[datetime | None, datetime | None]:

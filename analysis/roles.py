@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from analysis.signal_id import SignalId
+
 ROLES: tuple[str, ...] = (
     "trigger",
     "fan_out",
@@ -80,8 +82,6 @@ _METRIC_PATTERNS: tuple[tuple[str, str | None, str | None, str, str], ...] = (
      "user-facing request rate"),
 )
 
-_CALLER_RE = re.compile(r"^caller:(?P<caller>.+):(?P<kind>requests|uris|max_uris)$")
-_METRIC_RE = re.compile(r"^metric:(?P<metric>[^{]+)(?P<labels>\{.*\})?$")
 
 
 def role_of_metric(metric: str) -> tuple[str | None, str | None, str, str] | None:
@@ -98,33 +98,34 @@ def role_of_errno(errno_class: str) -> str:
     return "port_exhaustion" if errno_class.upper() in PORT_EXHAUSTION_ERRNOS else "cache_errors"
 
 
-def role_of_signal(signal: str) -> RoleMatch | None:
-    """The role of a signal named as in the ``signals`` table, by its name alone.
+def role_of_signal(sid: SignalId) -> RoleMatch | None:
+    """The role of a signal by its identity alone (``RoleMatch.signal`` is its name).
 
-    ``caller:<c>:uris`` and ``caller:<c>:max_uris`` are a caller's *weight*
-    (trigger candidates); ``caller:<c>:requests`` is its request rate, the view
-    that hid the culprit, so it counts as a rival (``request_rate``).
+    A caller's ``uris`` and ``max_uris`` are its *weight* (trigger candidates); its
+    ``requests`` is its request rate, the view that hid the culprit, so it counts as
+    a rival (``request_rate``). Only the structured fields are read: a caller or
+    metric may be called anything.
     """
-    m = _CALLER_RE.match(signal)
-    if m:
-        if m["kind"] == "requests":
-            return RoleMatch(signal, None, "request_rate", "up", "name", "caller request rate")
-        return RoleMatch(signal, "trigger", None, "up", "name", "caller weight (URIs)")
-    if signal == "errors:total":
-        return RoleMatch(signal, "cache_errors", None, "up", "name", "all error lines")
-    if signal.startswith(("errors:cache:", "errors:op:")):
-        return RoleMatch(signal, "cache_errors", None, "up", "name", "errors of one cache")
-    if signal.startswith("errors:"):
-        errno = signal.split(":", 1)[1]
+    key = sid.key
+    if sid.family == "caller":
+        if sid.measure == "requests":
+            return RoleMatch(key, None, "request_rate", "up", "name", "caller request rate")
+        if sid.measure in ("uris", "max_uris"):
+            return RoleMatch(key, "trigger", None, "up", "name", "caller weight (URIs)")
+        return None
+    if sid.family == "errors":
+        if sid.measure == "total":
+            return RoleMatch(key, "cache_errors", None, "up", "name", "all error lines")
+        if sid.measure in ("cache", "op"):
+            return RoleMatch(key, "cache_errors", None, "up", "name", "errors of one cache")
+        errno = sid.subject or ""
         role = role_of_errno(errno)
         why = "address errors (ports exhausted)" if role == "port_exhaustion" else "cache errors"
-        return RoleMatch(signal, role, None, "up", "name", f"{errno}: {why}")
-    m = _METRIC_RE.match(signal)
-    if m:
-        hit = role_of_metric(m["metric"])
-        if hit:
-            role, rival, direction, why = hit
-            return RoleMatch(signal, role, rival, direction, "name", why)
+        return RoleMatch(key, role, None, "up", "name", f"{errno}: {why}")
+    hit = role_of_metric(sid.subject or "")
+    if hit:
+        role, rival, direction, why = hit
+        return RoleMatch(key, role, rival, direction, "name", why)
     return None
 
 

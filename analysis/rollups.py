@@ -47,6 +47,7 @@ import polars as pl
 import pyarrow as pa
 
 from analysis.errors import UserError
+from analysis.signal_id import SignalId
 
 COUNTER_PATTERN = r"(_total|_count|_sum|_bucket)$"
 KNOWN_COUNTERS: tuple[str, ...] = (
@@ -98,17 +99,42 @@ def _is_counter_sql(col: str = "metric") -> str:
     return f"(regexp_matches({col}, '{COUNTER_PATTERN}') OR {col} IN ({known}))"
 
 
-def label_suffix(labels: str | None) -> str:
-    """``'{"a":"x","b":"y"}'`` -> ``'{a=x,b=y}'`` (sorted keys); ``''`` for no labels."""
-    if not labels:
-        return ""
+CATALOG_COLUMNS = ("family, measure, subject, source, metric, labels, caller, errno_class,"
+                   " unit, aggregation, kind")
+"""``signal_catalog``'s columns after ``signal``: the structured identity (family, measure,
+subject, labels as canonical JSON or NULL) and what the signal measures."""
+
+
+def _catalog_id(family: str, measure: str, subject: str | None, labels: str | None) -> SignalId:
+    """The identity of one catalog row (``labels``: canonical JSON, NULL for none)."""
+    parsed = json.loads(labels) if labels else {}
+    if not isinstance(parsed, dict):
+        parsed = {}
+    return SignalId(family, measure, subject,  # type: ignore[arg-type]
+                    tuple(sorted((str(k), str(v)) for k, v in parsed.items())))
+
+
+def _store_catalog(con: duckdb.DuckDBPyConnection, rows: pl.DataFrame) -> None:
+    """Name every catalog row (``SignalId.key``), and store ``signal_catalog`` ordered by
+    name plus the temporary ``_cat`` that numbers the signals (``sid``) in that order."""
+    keys = [_catalog_id(f, m, s, lb).key
+            for f, m, s, lb in rows.select("family", "measure", "subject", "labels").iter_rows()]
+    cat = rows.with_columns(signal=pl.Series(keys, dtype=pl.String)).sort("signal")
+    cat = cat.select("signal", *CATALOG_COLUMNS.replace(" ", "").split(","))
+    con.register("_cat_view", cat.with_row_index("sid"))
     try:
-        parsed = json.loads(labels)
-    except ValueError:
-        return "{" + labels + "}"
-    if not isinstance(parsed, dict) or not parsed:
-        return ""
-    return "{" + ",".join(f"{k}={parsed[k]}" for k in sorted(parsed)) + "}"
+        con.execute("CREATE OR REPLACE TABLE signal_catalog AS"
+                    " SELECT * EXCLUDE (sid) FROM _cat_view ORDER BY sid")
+        con.execute("CREATE OR REPLACE TEMP TABLE _cat AS"
+                    " SELECT sid::BIGINT AS sid, * EXCLUDE (sid) FROM _cat_view")
+    finally:
+        con.unregister("_cat_view")
+
+
+def signal_ids(con: duckdb.DuckDBPyConnection) -> dict[str, SignalId]:
+    """Every signal's identity by name, read from ``signal_catalog``'s structured columns."""
+    rows = con.execute("SELECT signal, family, measure, subject, labels FROM signal_catalog")
+    return {key: _catalog_id(f, m, s, lb) for key, f, m, s, lb in rows.fetchall()}
 
 
 _EPOCH = datetime(1970, 1, 1)
@@ -299,10 +325,9 @@ def build_rollups(
     """)
 
     _build_signals(con, g, start, n_buckets)
-    for tmp in ("_mser", "_msamples", "_rm", "_cat", "_labelnames", "_msets", "_mk", "_cagg",
+    for tmp in ("_mser", "_msamples", "_rm", "_cat", "_msets", "_mk", "_cagg",
                 "_ccat"):
         con.execute(f"DROP TABLE IF EXISTS {tmp}")
-    con.execute("DROP VIEW IF EXISTS _labelnames_view")
     n_signals = con.execute("SELECT count(*) FROM signal_catalog").fetchall()[0][0]
     return RollupInfo(grid_s=g, start=start, end=end, n_buckets=n_buckets, n_signals=n_signals)
 
@@ -318,18 +343,10 @@ def _build_signals(
     time order: no join of every (signal, bucket) against the values, and no sort.
     """
     us = g * 1_000_000
-    labels = [r[0] for r in con.execute("SELECT DISTINCT labels FROM _mser").fetchall()]
-    names = pl.DataFrame(
-        {"labels": labels, "suffix": [label_suffix(x) for x in labels]},
-        schema={"labels": pl.String, "suffix": pl.String},
-    )
-    con.register("_labelnames_view", names)
-    con.execute("CREATE OR REPLACE TEMP TABLE _labelnames AS SELECT * FROM _labelnames_view")
-    con.unregister("_labelnames_view")
-
-    # Each family of signals is a catalog query over its few distinct keys;
+    # Each family of signals is a catalog query over its few distinct keys, in
+    # structured columns (family, measure, subject, labels); the names are made from
+    # them in Python (``signal_id``), never by joining strings in SQL.
     # kind: count (0 when absent), rate (metric counter rate, NULL when absent), gauge.
-    cat_cols = "signal, source, metric, labels, caller, errno_class, unit, aggregation, kind"
     catalogs: list[str] = []
     caller_sig = [
         ("requests", "sum(requests)", "req/s", "count", "sum over method, dc"),
@@ -340,19 +357,22 @@ def _build_signals(
     ]
     for name, _expr, unit, kind, agg in caller_sig:
         catalogs.append(
-            f"SELECT 'caller:' || caller || ':{name}', 'requests', NULL, NULL, caller, NULL,"
-            f" '{unit}', '{agg}', '{kind}' FROM (SELECT DISTINCT caller FROM roll_callers)"
+            f"SELECT 'caller', '{name}', caller, 'requests', NULL, NULL, caller, NULL,"
+            f" '{unit}', '{agg}', '{kind}'"
+            " FROM (SELECT DISTINCT caller FROM roll_callers WHERE caller IS NOT NULL)"
         )
+    # (measure, subject column, condition)
     err_families = [
-        ("'errors:total'", "TRUE", "NULL"),
-        ("'errors:' || errno_class", "errno_class IS NOT NULL", "errno_class"),
-        ("'errors:cache:' || cache", "cache IS NOT NULL", "NULL"),
-        ("'errors:op:' || op", "op IS NOT NULL", "NULL"),
+        ("total", "NULL", "TRUE"),
+        ("errno", "errno_class", "errno_class IS NOT NULL"),
+        ("cache", "cache", "cache IS NOT NULL"),
+        ("op", "op", "op IS NOT NULL"),
     ]
-    for sig, cond, errno in err_families:
+    for measure, subject, cond in err_families:
+        errno = subject if measure == "errno" else "NULL"
         catalogs.append(
-            f"SELECT DISTINCT {sig}, 'logs', NULL, NULL, NULL, {errno}, 'lines/s',"
-            f" 'sum of 1/sample_rate over error lines', 'count'"
+            f"SELECT DISTINCT 'errors', '{measure}', {subject}, 'logs', NULL, NULL, NULL,"
+            f" {errno}, 'lines/s', 'sum of 1/sample_rate over error lines', 'count'"
             f" FROM (SELECT DISTINCT errno_class, cache, op FROM roll_errors"
             f" WHERE is_error AND {cond})"
         )
@@ -370,24 +390,18 @@ def _build_signals(
         FROM _mser WHERE k IN (SELECT DISTINCT k FROM _rm)
     """)
     catalogs.append(
-        f"SELECT DISTINCT 'metric:' || metric, 'metrics', metric, NULL, NULL, NULL, {unit},"
-        f" CASE WHEN {sums} THEN 'sum over labels' ELSE 'max over labels' END, {kind}"
+        f"SELECT DISTINCT 'metric', 'value', metric, 'metrics', metric, NULL, NULL, NULL,"
+        f" {unit}, CASE WHEN {sums} THEN 'sum over labels' ELSE 'max over labels' END, {kind}"
         " FROM _msets"
     )
     catalogs.append(
-        f"SELECT 'metric:' || metric || n.suffix, 'metrics', metric, labels, NULL, NULL,"
-        f" {unit}, 'one label set', {kind}"
-        " FROM _msets JOIN _labelnames n USING (labels) WHERE n_sets > 1"
+        f"SELECT 'metric', 'value', metric, 'metrics', metric, labels, NULL, NULL,"
+        f" {unit}, 'one label set', {kind} FROM _msets WHERE n_sets > 1"
     )
-    con.execute(
-        "CREATE OR REPLACE TABLE signal_catalog AS SELECT * FROM ("
-        + " UNION ALL ".join(f"SELECT * FROM ({q}) AS c({cat_cols})" for q in catalogs)
-        + ") ORDER BY signal"
-    )
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE _cat AS SELECT row_number() OVER (ORDER BY signal) - 1"
-        " AS sid, signal, kind, caller FROM signal_catalog"
-    )
+    rows = con.sql(
+        " UNION ALL ".join(f"SELECT * FROM ({q}) AS c({CATALOG_COLUMNS})" for q in catalogs)
+    ).pl()
+    _store_catalog(con, rows)
 
     # The values, keyed by (sid, bucket index): small joins map each family's keys to sids.
     def idx(col: str) -> str:
@@ -401,25 +415,25 @@ def _build_signals(
     )
     con.execute("""
         CREATE OR REPLACE TEMP TABLE _ccat AS
-        SELECT caller, sid, substr(signal, length('caller:' || caller || ':') + 1) AS name
-        FROM _cat WHERE caller IS NOT NULL AND signal LIKE 'caller:%'
+        SELECT caller, sid, measure AS name FROM _cat WHERE family = 'caller'
     """)
     con.execute("""
         CREATE OR REPLACE TEMP TABLE _mk AS
         SELECT s.k, s.summed, a.sid AS agg_sid, l.sid AS set_sid
         FROM _msets s
-        JOIN _cat a ON a.signal = 'metric:' || s.metric
-        LEFT JOIN (SELECT labels, suffix FROM _labelnames) n USING (labels)
-        LEFT JOIN _cat l ON s.n_sets > 1 AND l.signal = 'metric:' || s.metric || n.suffix
+        JOIN _cat a ON a.family = 'metric' AND a.labels IS NULL AND a.subject = s.metric
+        LEFT JOIN _cat l ON s.n_sets > 1 AND l.family = 'metric' AND l.subject = s.metric
+                         AND l.labels = s.labels
     """)
     values = [
         f"SELECT c.sid, {idx('a.t')} AS i, CASE c.name {picks} END AS value"
         " FROM _cagg a JOIN _ccat c USING (caller)",
         *(
-            f"SELECT c.sid, {idx('v.t')}, v.value FROM (SELECT t, {sig} AS signal,"
+            f"SELECT c.sid, {idx('v.t')}, v.value FROM (SELECT t, {subject} AS subject,"
             f" sum(errors) AS value FROM roll_errors WHERE is_error AND {cond} GROUP BY ALL) v"
-            " JOIN _cat c USING (signal)"
-            for sig, cond, _ in err_families
+            f" JOIN _cat c ON c.family = 'errors' AND c.measure = '{measure}'"
+            " AND c.subject IS NOT DISTINCT FROM v.subject"
+            for measure, subject, cond in err_families
         ),
         "SELECT agg_sid, i, CASE WHEN any_value(summed) THEN sum(value) ELSE max(value) END"
         " FROM _rm JOIN _mk USING (k) GROUP BY agg_sid, i",

@@ -26,7 +26,7 @@ from analysis.chain import environment
 from analysis.errors import UserError
 from analysis.mechanism import PoolSeries, PoolSettings, demand_from_requests, simulate_pool
 from analysis.roles import PORT_EXHAUSTION_ERRNOS, role_of_signal
-from analysis.rollups import ensure_rollups
+from analysis.rollups import ensure_rollups, signal_ids
 
 
 @dataclass(frozen=True)
@@ -184,15 +184,19 @@ def _observed(con: duckdb.DuckDBPyConnection, t0, n: int) -> dict[str, np.ndarra
     out["errors"] = e
     try:
         ensure_rollups(con)
-        names = [r[0] for r in con.execute("SELECT DISTINCT signal FROM signals").fetchall()]
+        ids = signal_ids(con)
     except duckdb.Error:  # a read-only store without rollups: observed series stay NaN
         return out
-    roles = {s: role_of_signal(s) for s in names}
-    dial = sorted(s for s, m in roles.items() if m and m.role == "fan_out" and "{" not in s
-                  and ("connections_total" in s or "dial" in s))
+    roles = {s: role_of_signal(sid) for s, sid in ids.items()}
+
+    def metric_of(s: str) -> str:
+        return ids[s].metric or ""
+
+    dial = sorted(s for s, m in roles.items() if m and m.role == "fan_out" and not ids[s].labels
+                  and ("connections_total" in metric_of(s) or "dial" in metric_of(s)))
     tw_all = sorted(s for s, m in roles.items() if m and m.role == "port_exhaustion"
-                    and s.startswith("metric:"))
-    tw = [s for s in tw_all if "{" in s] or tw_all[:1]
+                    and ids[s].family == "metric")
+    tw = [s for s in tw_all if ids[s].labels] or tw_all[:1]
     for key, sigs in (("dials", dial[:1]), ("time_wait", tw)):
         if not sigs:
             continue

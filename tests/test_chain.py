@@ -89,7 +89,7 @@ def test_json_contract(incident):
     }
     lo, hi = d["hops"][0]["lag_ci_s"]
     assert lo <= hi
-    assert all(set(x) == {"candidate", "reason"} for x in d["rejected"])
+    assert all(set(x) == {"candidate", "reason", "caller"} for x in d["rejected"])
     assert all(v.endswith("Z") for v in d["onsets"].values())
 
 

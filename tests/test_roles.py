@@ -16,6 +16,7 @@ from analysis.roles import (
     role_of_signal,
     role_order,
 )
+from analysis.signal_id import SignalId
 
 
 @pytest.mark.parametrize(
@@ -41,25 +42,32 @@ from analysis.roles import (
     ],
 )
 def test_well_known_names_get_their_role(signal, role):
-    m = role_of_signal(signal)
+    m = role_of_signal(SignalId.parse(signal))
     assert m is not None and m.role == role and m.how == "name"
 
 
 def test_user_traffic_is_active_when_it_drops():
-    assert role_of_signal("metric:appview_requests_per_second").direction == "down"
-    assert role_of_signal("metric:go_threads").direction == "up"
+    assert role_of_signal(SignalId.parse("metric:appview_requests_per_second")).direction == "down"
+    assert role_of_signal(SignalId.parse("metric:go_threads")).direction == "up"
 
 
 def test_request_rate_and_packet_loss_are_rivals_not_roles():
-    rate = role_of_signal("caller:busy-timeline:requests")
-    loss = role_of_signal("metric:transit_packet_loss_ratio{dst=dc1,src=cloud}")
+    rate = role_of_signal(SignalId.parse("caller:busy-timeline:requests"))
+    loss = role_of_signal(SignalId.parse("metric:transit_packet_loss_ratio{dst=dc1,src=cloud}"))
     assert rate.role is None and rate.rival == "request_rate"
     assert loss.role is None and loss.rival == "packet_loss"
 
 
 def test_unknown_names_have_no_role_by_name():
-    assert role_of_signal("metric:fancy_widget_level") is None
-    assert role_of_signal("something else") is None
+    assert role_of_signal(SignalId.parse("metric:fancy_widget_level")) is None
+
+
+@given(st.text(min_size=1))
+def test_a_caller_called_anything_keeps_its_roles(caller):
+    weight = role_of_signal(SignalId.for_caller(caller, "uris"))
+    rate = role_of_signal(SignalId.for_caller(caller, "requests"))
+    assert weight.role == "trigger" and weight.signal == SignalId.for_caller(caller, "uris").key
+    assert rate.rival == "request_rate"
 
 
 @given(st.sampled_from(["EADDRINUSE", "eaddrnotavail", "ECONNRESET", "EOF", "other"]))

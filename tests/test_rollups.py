@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 import pytest
@@ -11,11 +12,12 @@ from hypothesis import strategies as st
 from analysis.errors import UserError
 from analysis.rollups import (
     build_rollups,
-    label_suffix,
     signal_frame,
+    signal_ids,
     signal_parts,
     signal_series,
 )
+from analysis.signal_id import SignalId
 from analysis.store import connect
 
 T0 = datetime(2026, 4, 6, 14, 0, 0)
@@ -230,9 +232,27 @@ def test_signal_parts_come_ordered_whatever_the_stored_order():
     assert signal_frame(con, ["caller:idx:uris"])["caller:idx:uris"].to_list() == [0, 0, 0, 9]
 
 
-def test_label_suffix_is_sorted_and_empty_for_no_labels():
-    assert label_suffix('{"b":"2","a":"1"}') == "{a=1,b=2}"
-    assert label_suffix("{}") == "" and label_suffix(None) == ""
+HOSTILE = ["host:8080", "a,b=c}", 'q"\\', "feed:indexer\n\x1b[31m", "\u202eevil", "🔥"]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_any_name_gets_its_own_signals_with_its_structure(name):
+    con = connect(None)
+    add_requests(con, [(0, name, 10, "ok"), (1, "web", 3, "ok"), (2, name, 5, "ok")])
+    add_logs(con, [(0, "error", name, name, name, 1.0)])
+    add_metric(con, name, [(0, 1), (1, 2)], labels=json.dumps({"dc": name, "host": "a"}))
+    add_metric(con, name, [(0, 5), (1, 6)], labels=json.dumps({"dc": "b", "host": name}))
+    build_rollups(con)
+    ids = signal_ids(con)
+    assert set(ids) == {sid.key for sid in ids.values()}
+    by_caller = {sid.measure: key for key, sid in ids.items() if sid.caller == name}
+    assert values(con, by_caller["uris"]) == [10, 0, 5]
+    errors = {sid.measure: key for key, sid in ids.items()
+              if sid.family == "errors" and sid.subject == name}
+    assert set(errors) == {"errno", "cache", "op"}
+    sets = {sid.labels for sid in ids.values() if sid.metric == name and sid.labels}
+    assert sets == {(("dc", "b"), ("host", name)), (("dc", name), ("host", "a"))}
+    assert values(con, SignalId.for_metric(name, {"dc": name, "host": "a"}).key) == [1, 2, None]
 
 
 @settings(max_examples=10, deadline=None)

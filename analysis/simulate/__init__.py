@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from analysis.simulate.files import (
     write_metrics,
     write_requests,
 )
-from analysis.simulate.scenario import SCENARIOS, Scenario, build_scenario
+from analysis.simulate.scenario import SCENARIOS, Scenario, build_scenario, rename_callers
 from analysis.simulate.truth import build_truth
 from analysis.simulate.world import World, run_world
 
@@ -79,12 +80,16 @@ def _prepare(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def simulate(scenario: str, out: Path, seed: int = 1, scale: float = 1.0) -> SimulationResult:
+def simulate(scenario: str, out: Path, seed: int = 1, scale: float = 1.0,
+             rename: Mapping[str, str] | None = None) -> SimulationResult:
     """Simulate ``scenario`` with ``seed`` and write its raw files and ``truth.json`` to ``out``.
 
-    ``scale`` multiplies the ordinary callers' request rows, not the story.
+    ``scale`` multiplies the ordinary callers' request rows, not the story. ``rename``
+    gives callers other names (old -> new; ``scenario.rename_callers``).
     """
     sc = build_scenario(scenario, seed, scale)
+    if rename:
+        sc = rename_callers(sc, rename)
     out = Path(out)
     _prepare(out)
     t0 = time.perf_counter()

@@ -23,13 +23,15 @@ and everything downstream are unchanged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
 from analysis.errors import UserError
 from analysis.mechanism import PoolSettings
+from analysis.signal_id import quote
 
 SCENARIOS: tuple[str, ...] = ("april-2026", "random", "quiet")
 
@@ -173,6 +175,28 @@ class Scenario:
         return self.start + timedelta(seconds=float(seconds))
 
 
+def rename_callers(sc: Scenario, names: Mapping[str, str]) -> Scenario:
+    """The same incident with callers renamed (``names``: old -> new), everywhere a name
+    appears: callers, culprit, rivals and event texts. Real caller ids are ``host:port``,
+    SPIFFE ids, anything; this tells whether the analysis treats names as data."""
+    def text(s: str) -> str:
+        for old, new in names.items():
+            s = s.replace(old, new)
+        return s
+
+    callers = tuple(replace(c, name=names.get(c.name, c.name)) for c in sc.callers)
+    rivals = tuple(
+        replace(r, name=f"caller:{quote(names[r.name.removeprefix('caller:')])}")
+        if r.kind == "request_rate" and r.name.removeprefix("caller:") in names else r
+        for r in sc.rivals
+    )
+    events = tuple(replace(e, title=text(e.title), detail=text(e.detail)) for e in sc.events)
+    changes = tuple(replace(c, title=text(c.title)) for c in sc.changes)
+    culprit = names.get(sc.culprit, sc.culprit) if sc.culprit else None
+    return replace(sc, callers=callers, culprit=culprit, rivals=rivals, events=events,
+                   changes=changes)
+
+
 def build_scenario(name: str, seed: int = 1, scale: float = 1.0) -> Scenario:
     """The scenario ``name`` for ``seed`` and ``scale`` (see the module docstring)."""
     if scale <= 0:
@@ -263,7 +287,7 @@ def _april_2026(seed: int, scale: float) -> Scenario:
               "loss episodes (12:20-12:45, 15:10-15:30, 21:40-22:10) do not line up with the"
               " error spikes or user drops; errors are on loopback, which transit never carries",
               loss, 0.04, "us-east"),
-        Rival("caller:search-indexer", "request_rate",
+        Rival(f"caller:{quote('search-indexer')}", "request_rate",
               "its request rate spikes 6x at 16:30-17:15 but its batches are 1-20 URIs: its"
               " URIs/s stay tiny and nothing downstream moves with the spike",
               ((int(4.5 * hours), int(5.25 * hours)),)),
@@ -369,7 +393,7 @@ def _random(seed: int, scale: float, *, quiet: bool) -> Scenario:
         callers = [c if c is not busy else Caller(
             c.name, c.method, c.dcs, c.rate, c.uris_lo, min(c.uris_hi, 20), spike=busy_spike)
             for c in callers]
-        rivals.append(Rival(f"caller:{busy.name}", "request_rate",
+        rivals.append(Rival(f"caller:{quote(busy.name)}", "request_rate",
                             "its request rate spikes but its batches stay small; its URIs/s"
                             " and everything downstream do not move", (busy_spike[:2],)))
     if rng.random() < 0.8 or quiet:
