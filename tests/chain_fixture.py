@@ -25,14 +25,17 @@ HOSTS = ("dp-1", "dp-2")
 BURSTS = ((400, 460), (600, 660), (780, 840))
 
 
-def _requests(rng: np.random.Generator, culprit: bool) -> pl.DataFrame:
+CULPRIT = "feed-indexer"
+
+
+def _requests(rng: np.random.Generator, culprit: bool, name: str) -> pl.DataFrame:
     rows: list[tuple[int, str, int]] = []
     for s in range(N):
         rows += [(s, "appview", int(u)) for u in rng.integers(1, 51, 20)]
         busy = 40 if 200 <= s < 260 else 4
         rows += [(s, "timeline-cache", int(u)) for u in rng.integers(1, 51, busy)]
         if culprit and any(a <= s < b for a, b in BURSTS) and s % 2 == 0:
-            rows.append((s, "feed-indexer", int(rng.integers(15_000, 20_001))))
+            rows.append((s, name, int(rng.integers(15_000, 20_001))))
     sec = np.array([r[0] for r in rows])
     us = (sec * 1_000_000 + rng.integers(0, 1_000_000, sec.size)).astype("timedelta64[us]")
     return pl.DataFrame(
@@ -47,12 +50,12 @@ def _requests(rng: np.random.Generator, culprit: bool) -> pl.DataFrame:
 
 
 def build(
-    seed: int = 0, *, culprit: bool = True, path: str | None = None
+    seed: int = 0, *, culprit: bool = True, path: str | None = None, name: str = CULPRIT
 ) -> duckdb.DuckDBPyConnection:
     """A store (in memory, or at ``path``) holding the incident or, without the culprit,
-    its quiet twin."""
+    its quiet twin. ``name`` is what the culprit calls itself."""
     rng = np.random.default_rng(seed)
-    req = _requests(rng, culprit)
+    req = _requests(rng, culprit, name)
     h = np.array([HOSTS.index(x) for x in req["host"]])
     settings = PoolSettings(idle_pool=1000, source_addresses="fixed")
     pool = simulate_pool(
@@ -115,5 +118,5 @@ def truth(con: duckdb.DuckDBPyConnection) -> dict:
     first_err = con.execute(
         "SELECT min(time) FROM log_events WHERE errno_class = 'EADDRINUSE'"
     ).fetchone()[0]
-    return {"culprit": "feed-indexer", "trigger": T0 + timedelta(seconds=BURSTS[0][0]),
+    return {"culprit": CULPRIT, "trigger": T0 + timedelta(seconds=BURSTS[0][0]),
             "port_exhaustion": first_err}

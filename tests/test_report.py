@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_report_fixture import PORTS, make_store
+from test_report_fixture import PORTS, collected, make_store
 
 from analysis import report_data as rd
 from analysis.report import collect, render_html, script_json
@@ -91,13 +91,8 @@ def test_timeline_table_is_in_utc_and_in_order(hostile) -> None:
 
 
 def test_report_without_a_culprit_still_renders(tmp_path: Path) -> None:
-    db = make_store(tmp_path / "quiet.duckdb", seconds=600)  # no burst in the first 10 min
-    prepare_rollups(db)
-    con = open_analysis(db)
-    try:
-        content = collect(con)
-    finally:
-        con.close()
+    # no burst in the first 10 min
+    content = collected(make_store(tmp_path / "quiet.duckdb", seconds=600))
     assert content.verdict == "no_supported_cause"
     assert content.whatif.rows == []
     assert "Collect per-caller request logs" in "\n".join(content.actions)

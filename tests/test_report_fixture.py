@@ -14,6 +14,8 @@ from pathlib import Path
 
 import duckdb
 
+from analysis.report import ReportContent, collect
+from analysis.report_store import open_analysis, prepare_rollups
 from analysis.store import connect
 
 T0 = "2026-04-06 14:00:00"
@@ -106,3 +108,13 @@ def test_fixture_store_has_every_source(tmp_path: Path) -> None:
     assert con.execute(
         "SELECT count(*) FROM requests WHERE caller = '<b>x</b>'"
     ).fetchone()[0] > 0
+
+
+def collected(db: Path) -> ReportContent:
+    """What the report shows for the store at ``db`` (rolled up first, then read)."""
+    prepare_rollups(db)
+    con = open_analysis(db)
+    try:
+        return collect(con)
+    finally:
+        con.close()
