@@ -87,3 +87,25 @@ def test_the_report_holds_such_a_culprit_escaped_and_its_charts_render(tmp_path)
     assert html.escape(name, quote=False) in page and "<b>" not in page
     for block in content.charts:
         assert spec_to_svg(block.spec).startswith("<svg"), block.id
+
+
+def test_the_cli_prints_such_a_culprit_escaped_and_its_json_exact(tmp_path, capsys):
+    from analysis.cli import main
+
+    name = "feed:indexer\n\x1b[2J\u202e"
+    db = tmp_path / "s.duckdb"
+    build(path=str(db), name=name).close()
+    assert main(["chain", "--db", str(db)]) == 0
+    text = capsys.readouterr().out
+    assert "Culprit: feed:indexer\\n\\x1b[2J\\u202e calling" in text
+    assert all(ch.isprintable() for line in text.splitlines() for ch in line)
+    assert main(["chain", "--db", str(db), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["culprit"]["caller"] == name
+
+
+def test_a_user_error_naming_a_strange_path_stays_one_line(tmp_path, capsys):
+    from analysis.cli import main
+
+    assert main(["chain", "--db", str(tmp_path / "no\nsuch\x1b.duckdb")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no\\nsuch\\x1b.duckdb" in err

@@ -12,8 +12,16 @@ import importlib
 import sys
 
 from analysis.errors import UserError
+from analysis.signal_id import printable
 
 SUBCOMMANDS = ("ingest", "simulate", "chain", "whatif", "evaluate", "report", "lab", "schema")
+
+
+def echo(text: str = "", **kwargs) -> None:
+    """Print human-readable output. Names, paths and titles in it come from the data, so
+    each line is shown with its control characters escaped (``signal_id.printable``): a
+    caller called ``\x1b[2J`` cannot clear the terminal, nor a newline forge a line."""
+    print("\n".join(printable(line) for line in text.split("\n")), **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"postmortem: {exc}", file=sys.stderr)
+        print(f"postmortem: {printable(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("postmortem: interrupted", file=sys.stderr)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 
+from analysis.cli import echo
 from analysis.errors import UserError
 from analysis.store import DEFAULT_DB, connect
 
@@ -40,5 +41,8 @@ def run(args: argparse.Namespace) -> int:
         result = find_chain(con)
     finally:
         con.close()
-    print(json.dumps(result.to_dict(), indent=2) if args.json else format_chain(result))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        echo(format_chain(result))
     return 0

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from analysis.cli import echo
+
 
 def _count(text: str) -> int:
     try:
@@ -47,5 +49,8 @@ def run(args: argparse.Namespace) -> int:
                    scale=args.scale, progress=progress, log=args.log)
     if sys.stderr.isatty():
         print(file=sys.stderr)
-    print(dumps(res) if args.json else res.table())
+    if args.json:
+        print(dumps(res))
+    else:
+        echo(res.table())
     return 0

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from analysis.cli import echo
 from analysis.ingest import ingest_paths
 from analysis.store import DEFAULT_DB, connect
 
@@ -34,5 +35,5 @@ def run(args: argparse.Namespace) -> int:
                               progress=sys.stderr.isatty())
     finally:
         con.close()
-    print(report.summary())
+    echo(report.summary())
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from analysis.cli import echo
 from analysis.errors import UserError
 from analysis.store import DEFAULT_DB
 
@@ -36,9 +37,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.data_dir}: no such data directory")
     run_ = build_report(args.db, args.out, data_dir=args.data_dir,
                         notebooks=not args.no_notebooks, reuse_notebooks=not args.rerun)
-    print(f"wrote {run_.report} ({run_.bytes / 1e6:.1f} MB, verdict {run_.verdict})"
+    echo(f"wrote {run_.report} ({run_.bytes / 1e6:.1f} MB, verdict {run_.verdict})"
           f" and {len(run_.pages)} notebook page(s) in {run_.seconds:.0f} s")
     for p in run_.pages:
-        print(f"  {p}")
-    print("  time: " + ", ".join(f"{k} {v:.0f} s" for k, v in run_.phases.items()))
+        echo(f"  {p}")
+    echo("  time: " + ", ".join(f"{k} {v:.0f} s" for k, v in run_.phases.items()))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from analysis.cli import echo
 from analysis.simulate import SCENARIOS, simulate
 
 
@@ -27,10 +28,10 @@ def run(args: argparse.Namespace) -> int:
     res = simulate(args.scenario, args.out, seed=args.seed, scale=args.scale)
     t = res.truth
     culprit = t["culprit"]["caller"] if t["culprit"] else "none"
-    print(f"simulated {t['scenario']} seed={t['seed']} into {res.out}: {res.files} files,"
+    echo(f"simulated {t['scenario']} seed={t['seed']} into {res.out}: {res.files} files,"
           f" {res.request_rows:,} requests, {res.log_lines:,} log lines,"
           f" {res.metric_samples:,} metric samples, {t['corrupt_lines_total']} corrupt lines")
-    print(f"incident={str(t['incident']).lower()} culprit={culprit}"
+    echo(f"incident={str(t['incident']).lower()} culprit={culprit}"
           f" world {res.seconds_world:.1f}s files {res.seconds_files:.1f}s"
           f" ({res.rows_per_s:,.0f} request rows/s)")
     return 0

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from analysis.cli import echo
 from analysis.cli.chain import open_store
 from analysis.errors import UserError
 from analysis.store import DEFAULT_DB
@@ -65,19 +66,19 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(res.to_dict(), indent=2))
         return 0
     changed = {k: v for k, v in vars(res.changed).items() if getattr(res.baseline, k) != v}
-    print("What-if: " + (", ".join(f"{k}={v}" for k, v in changed.items()) or "no change"))
-    print(f"{'':<22}{'dials':>14}{'peak dials/s':>14}{'peak TIME_WAIT':>16}{'errors':>14}"
+    echo("What-if: " + (", ".join(f"{k}={v}" for k, v in changed.items()) or "no change"))
+    echo(f"{'':<22}{'dials':>14}{'peak dials/s':>14}{'peak TIME_WAIT':>16}{'errors':>14}"
           f"{'s with errors':>15}")
     for name, s in (("observed", res.observed), ("replay (as was)", res.replay),
                     ("predicted (what-if)", res.predicted)):
-        print(f"{name:<22}{s.dials:>14,.0f}{s.peak_dials_per_s:>14,.0f}{s.peak_time_wait:>16,.0f}"
+        echo(f"{name:<22}{s.dials:>14,.0f}{s.peak_dials_per_s:>14,.0f}{s.peak_time_wait:>16,.0f}"
               f"{s.errors:>14,.0f}{s.seconds_with_errors:>15,}")
     for sec, _st, title in res.changes:
-        print(f"replay applies the timeline's change at +{sec:,} s: {title}")
-    print("errors: the replay counts failed lookups of logged requests only; observed errors"
+        echo(f"replay applies the timeline's change at +{sec:,} s: {title}")
+    echo("errors: the replay counts failed lookups of logged requests only; observed errors"
           " are every logged address error (weighted by sampling): compare timing, not level")
     if res.tw_agreement is not None:
-        print(f"replay vs observed TIME_WAIT while batches run: {res.tw_agreement:.1%} apart")
+        echo(f"replay vs observed TIME_WAIT while batches run: {res.tw_agreement:.1%} apart")
     verdict = "port exhaustion" if res.predicted.exhausted else "no port exhaustion"
-    print(f"Prediction: {verdict}.")
+    echo(f"Prediction: {verdict}.")
     return 0
