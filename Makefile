@@ -20,7 +20,7 @@ NOTEBOOKS   := $(sort $(wildcard notebooks/*.ipynb))
 help:
 	@echo "make report     build $(BUILD)/report.html from the bundled $(SCENARIO) incident"
 	@echo "make test       run every test (unit, property, end-to-end, notebooks, browser, lab)"
-	@echo "make lab        open JupyterLab on the notebooks"
+	@echo "make lab        JupyterLab on the notebooks (HOST=127.0.0.1 PORT=8888 TOKEN=random)"
 	@echo "make lab-repro  reproduce the outage for real (root, network namespace, memcached)"
 	@echo "make bench      speed and memory benchmark (prints a table, writes $(BUILD)/bench/)"
 
@@ -60,9 +60,18 @@ test: $(BIN)/.installed sysdeps
 	$(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env
 
 # --- interactive and heavy jobs --------------------------------------------------
+# JupyterLab on the notebooks: HOST (default 127.0.0.1; 0.0.0.0 to reach it from another
+# machine), PORT (8888) and TOKEN (a fresh random one unless given) set where and how to
+# reach it; the URL with the token is printed. No browser is opened; root may run it.
+HOST  ?= 127.0.0.1
+PORT  ?= 8888
+TOKEN ?= $(shell $(PYTHON) -c 'import secrets; print(secrets.token_hex(16))')
 lab: $(BIN)/.installed $(DB)
 	$(BIN)/python -m pip install --quiet -e '.[lab]'
-	$(BIN)/jupyter lab notebooks/
+	@echo "JupyterLab: http://$(HOST):$(PORT)/lab?token=$(TOKEN)"
+	$(BIN)/jupyter lab notebooks/ --config=scripts/jupyter_server_config.py \
+	  --ServerApp.ip=$(HOST) --ServerApp.port=$(PORT) --ServerApp.port_retries=0 \
+	  --IdentityProvider.token=$(TOKEN) $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 lab-repro: $(BIN)/.installed sysdeps
 	$(BIN)/postmortem lab --variant naive --out data/lab/naive

@@ -443,3 +443,16 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def strip_on_save(model: dict, **_: object) -> None:
+    """A Jupyter server pre-save hook (``scripts/jupyter_server_config.py``, used by
+    ``make lab``): a notebook saved from JupyterLab keeps outputs only on its checked
+    cells (``strip_unchecked``), so autosave never writes charts into the repository."""
+    if model.get("type") != "notebook" or model.get("content", {}).get("nbformat") != 4:
+        return
+    import nbformat
+
+    nb = nbformat.from_dict(model["content"])
+    strip_unchecked(nb)
+    model["content"] = nb

@@ -101,3 +101,20 @@ def test_strip_unchecked_keeps_claims_and_drops_the_rest() -> None:
     assert stripped.cells[1].execution_count == 3
     assert stripped.cells[2].outputs == [] and stripped.cells[2].execution_count is None
     assert notebook_problems(stripped) == []
+
+
+def test_a_save_from_jupyterlab_strips_all_but_the_checked_outputs() -> None:
+    from analysis.report_notebooks import strip_on_save
+
+    nb = _good_notebook()
+    nb.cells[2].outputs = [nbformat.v4.new_output("display_data", data={"image/svg+xml": "<svg/>"})]
+    nb.cells[2].execution_count = 9
+    model = {"type": "notebook", "content": nbformat.from_dict(copy.deepcopy(nb))}
+    strip_on_save(model=model, path="x.ipynb", contents_manager=None)
+    saved = model["content"]
+    assert saved.cells[1].outputs == nb.cells[1].outputs
+    assert saved.cells[2].outputs == [] and saved.cells[2].execution_count is None
+    assert notebook_problems(saved) == []
+    text = {"type": "file", "content": "print(1)"}
+    strip_on_save(model=text)
+    assert text == {"type": "file", "content": "print(1)"}
