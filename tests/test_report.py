@@ -13,7 +13,7 @@ from test_report_fixture import PORTS, make_store
 
 from analysis import report_data as rd
 from analysis.report import collect, render_html, script_json
-from analysis.report_store import open_analysis, prepare_rollups
+from analysis.report_store import open_analysis
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -22,7 +22,6 @@ HOSTILE = "<script>alert(1)</script>"
 def hostile(tmp_path_factory):
     """Collected content and rendered page of a store whose culprit is named HOSTILE."""
     db = make_store(tmp_path_factory.mktemp("r") / "s.duckdb", heavy_caller=HOSTILE)
-    prepare_rollups(db)
     con = open_analysis(db)
     content = collect(con)
     yield con, content, render_html(content)
@@ -92,7 +91,6 @@ def test_timeline_table_is_in_utc_and_in_order(hostile) -> None:
 
 def test_report_without_a_culprit_still_renders(tmp_path: Path) -> None:
     db = make_store(tmp_path / "quiet.duckdb", seconds=600)  # no burst in the first 10 min
-    prepare_rollups(db)
     con = open_analysis(db)
     try:
         content = collect(con)
