@@ -132,13 +132,14 @@ def store_error(exc: BaseException, db: Path,
     if m := _CONFLICT.search(text):
         other = "writing" if doing == "reading" else "reading"
         return StoreBusy(f"store busy: PID {m[1]} is {other} {db}")
-    if isinstance(exc, OSError):
-        return disk_full(exc)
-    if "No space left on device" in text:
+    if "No space left on device" in text or getattr(exc, "errno", None) == errno.ENOSPC:
         named = _FILE_IN_MESSAGE.search(text)
-        at = f" (at {named[1]})" if named and Path(named[1]) != db else ""
+        where = named[1] if named else getattr(exc, "filename", None)
+        at = f" (at {where})" if where and Path(where) != db else ""
         return UserError(f"{db}: disk full while {doing} the store{at}: no space left on"
                          " device; free some space and run again")
+    if isinstance(exc, OSError):
+        return None
     if "not a valid DuckDB database file" in text:
         return UserError(f"{db}: not a DuckDB database; expected a store made by"
                          f" `postmortem ingest DIR --db {db}`")
@@ -148,12 +149,13 @@ def store_error(exc: BaseException, db: Path,
     return None
 
 
-def disk_full(exc: OSError) -> UserError | None:
-    """The one-line UserError of a full disk (``ENOSPC``), naming the file; None otherwise."""
+def disk_full(exc: OSError, where: str | Path | None = None) -> UserError | None:
+    """The one-line UserError of a full disk (``ENOSPC``) met writing ``exc.filename``
+    (else ``where``, else "a file"); None for any other error."""
     if exc.errno != errno.ENOSPC:
         return None
-    return UserError(f"{exc.filename or 'a file'}: disk full: no space left on device;"
-                     " free some space and run again")
+    return UserError(f"{exc.filename or where or 'a file'}: disk full: no space left on"
+                     " device; free some space and run again")
 
 
 @contextlib.contextmanager

@@ -29,15 +29,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from analysis.access import check_store_file, store_errors
+    from analysis.access import check_store_file, disk_full, store_errors
     from analysis.report import build_report
 
     check_store_file(args.db)
     if args.data_dir is not None and not args.data_dir.is_dir():
         raise UserError(f"{args.data_dir}: no such data directory")
-    with store_errors(args.db, "reading"):
-        run_ = build_report(args.db, args.out, data_dir=args.data_dir,
-                            notebooks=not args.no_notebooks, reuse_notebooks=not args.rerun)
+    with store_errors(args.db, "reading"):  # DuckDB's errors: the store's
+        try:
+            run_ = build_report(args.db, args.out, data_dir=args.data_dir,
+                                notebooks=not args.no_notebooks, reuse_notebooks=not args.rerun)
+        except OSError as exc:  # the system's: writing the pages (the file not always named)
+            raise disk_full(exc, args.out) or exc from None
     print(f"wrote {run_.report} ({run_.bytes / 1e6:.1f} MB, verdict {run_.verdict})"
           f" and {len(run_.pages)} notebook page(s) in {run_.seconds:.0f} s")
     for p in run_.pages:
