@@ -250,8 +250,8 @@ def _execute_and_keep(nb: Path, out_dir: Path, params: dict[str, str],
     """``_execute_logged``, then (with a ``cache``) keep the executed notebook and page
     under ``key``, replacing older runs of the same notebook.
 
-    With a cache, one run per notebook at a time (``<stem>.lock`` there): a
-    second ``report`` asking for the same run waits and copies the kept one.
+    With a cache, one run per notebook at a time (``notebook-<stem>.lock`` beside
+    it): a second ``report`` asking for the same run waits and copies the kept one.
     A run is kept only if the store file is the one it started with
     (``ingest --replace`` may rename a new store into place meanwhile).
     """
@@ -260,8 +260,8 @@ def _execute_and_keep(nb: Path, out_dir: Path, params: dict[str, str],
     from analysis.access import identity
     from analysis.report_cache import replace_atomically
 
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / f"{nb.stem}.lock", "w") as lock:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache.parent / f"notebook-{nb.stem}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if (page := restore_kept(nb, out_dir, cache, key)) is not None:
             return page
@@ -271,6 +271,7 @@ def _execute_and_keep(nb: Path, out_dir: Path, params: dict[str, str],
         if before is None or identity(db) != before:
             return page
         kept = _kept_paths(nb, cache, key)
+        cache.mkdir(exist_ok=True)
         for suffix, src in _out_paths(nb, out_dir).items():
             replace_atomically(kept[suffix], functools.partial(shutil.copyfile, src))
     mine = re.compile(rf"{re.escape(nb.stem)}-[0-9a-f]{{24}}\.(ipynb|html)")
