@@ -138,6 +138,8 @@ def store_error(exc: BaseException, db: Path,
         at = f" (at {where})" if where and Path(where) != db else ""
         return UserError(f"{db}: disk full while {doing} the store{at}: no space left on"
                          " device; free some space and run again")
+    if isinstance(exc, PermissionError):
+        return UserError(f"{exc.filename or db}: permission denied while {doing} the store {db}")
     if isinstance(exc, OSError):
         return None
     if "not a valid DuckDB database file" in text:

@@ -401,12 +401,13 @@ def staged(out: Path) -> Iterator[Path]:
     executed copies are there), replacing an earlier failed run's.
     """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    base = out.absolute()  # `--out .` has a name, and a parent, only so
+    base.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{base.name}.partial-", dir=base.parent))
     try:
         yield stage
     except BaseException as exc:
-        failed = out.with_name(f".{out.name}.failed")
+        failed = base.with_name(f".{base.name}.failed")
         shutil.rmtree(failed, ignore_errors=True)
         try:
             stage.rename(failed)

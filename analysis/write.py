@@ -59,7 +59,7 @@ def write_store(db: str | Path, paths: list[Path], *, replace: bool = False,
     instead of failing with "store busy".
     """
     db = Path(db)
-    with writer_lock(db, wait=wait), store_errors(db, "writing"):
+    with store_errors(db, "writing"), writer_lock(db, wait=wait):
         if replace:
             return _write_beside(db, paths, progress=progress)
         con = open_writer(db, wait=wait)
