@@ -96,14 +96,17 @@ def store(incident, tmp_path) -> Path:
     return db
 
 
-def test_readers_run_side_by_side_with_a_reader_holding_the_store(store) -> None:
-    """JupyterLab holds the store: chain, whatif and the notebooks' open path still work."""
+def test_readers_run_side_by_side_with_a_reader_holding_the_store(store, tmp_path) -> None:
+    """JupyterLab holds the store: chain, whatif, report and the notebooks' open path work."""
     with holding(store) as kernel:
         res = pm("chain", "--db", store, "--json")
         assert res.returncode == 0, res.stderr
         assert json.loads(res.stdout)["culprit"]["caller"] == "feed-indexer"
         res = pm("whatif", "--db", store, "--concurrency-limit", "50")
         assert res.returncode == 0, res.stderr
+        res = pm("report", "--db", store, "--out", tmp_path / "out", "--no-notebooks")
+        assert res.returncode == 0, res.stderr
+        assert "feed-indexer" in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
         before = identity(store)
         con = open_analysis(ensure_store(store))
         assert con.execute("SELECT count(*) FROM signals").fetchall()[0][0] > 0
