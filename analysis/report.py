@@ -14,9 +14,14 @@ caller named ``<script>alert(1)</script>`` shows as that text and runs nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +34,7 @@ from markupsafe import Markup
 
 from analysis import charts
 from analysis import report_data as rd
+from analysis.errors import UserError
 from analysis.report_cache import cached
 
 TEMPLATE = Path(__file__).with_name("report_template.html.j2")
@@ -342,39 +348,82 @@ def build_report(
 ) -> ReportRun:
     """``postmortem report``: run the notebooks (optional) and write the report page.
 
+    Everything is written into a temporary folder beside ``out`` and moved into
+    ``out`` at the end (``staged``): a report that fails leaves the previous
+    one, or nothing. The store is only read, like any reader's; if ``ingest
+    --replace`` renames a new store into place meanwhile, the report (whose
+    page and notebooks might then tell of two stores) fails and says so.
     ``reuse_notebooks``: copy a notebook's page from an earlier run with the same
     notebook and inputs (see ``analysis.report_notebooks.run_notebooks``).
     """
+    from analysis.access import check_store_file, identity
     from analysis.report_notebooks import notebook_paths, run_notebooks
-    from analysis.report_store import open_analysis, prepare_rollups
+    from analysis.report_store import open_analysis
 
     start = time.monotonic()
-    phases: dict[str, float] = {}
+    before = identity(check_store_file(db))
+    with staged(out) as stage:
+        con = open_analysis(db)  # rollups the store lacks are built in memory here
+        t = time.monotonic()
+        phases = {"rollups and opening": t - start}
+        planned = [stage / "notebooks" / f"{p.stem}.html" for p in notebook_paths(notebook_dir)]
+        links = [(p.stem, p.relative_to(stage).as_posix()) for p in planned] if notebooks else []
+        # The notebooks run in worker processes while this one writes the page. The
+        # chain and the what-ifs are computed once, by whichever asks first (the page,
+        # usually: notebooks that need them start last); the others wait and read them.
+        with ThreadPoolExecutor(max_workers=1) as bg:
+            job = bg.submit(run_notebooks, db=db, data_dir=data_dir, out=stage,
+                            notebook_dir=notebook_dir, reuse=reuse_notebooks,
+                            previous=out / "notebooks") if notebooks else None
+            try:
+                path, verdict = write_report(con, stage, links)
+            finally:
+                con.close()
+            phases["report page"] = time.monotonic() - t
+            pages = job.result() if job is not None else []
+        phases["notebooks (parallel with the page)"] = time.monotonic() - t
+        if identity(db) != before:
+            raise UserError(f"{db}: the store was replaced while the report was written"
+                            " (by `postmortem ingest`); run `postmortem report` again")
+    final = out / path.relative_to(stage)
+    return ReportRun(final, final.stat().st_size, [out / p.relative_to(stage) for p in pages],
+                     time.monotonic() - start, verdict, phases)
 
-    def lap(name: str, t0: float) -> float:
-        now = time.monotonic()
-        phases[name] = now - t0
-        return now
 
-    t = start
-    prepare_rollups(db)
-    t = lap("rollups", t)
-    planned = [out / "notebooks" / f"{p.stem}.html" for p in notebook_paths(notebook_dir)]
-    links = [(p.stem, p.relative_to(out).as_posix()) for p in planned] if notebooks else []
-    # The notebooks run in worker processes while this one writes the page. The
-    # chain and the what-ifs are computed once, by whichever asks first (the page,
-    # usually: notebooks that need them start last); the others wait and read them.
-    with ThreadPoolExecutor(max_workers=1) as bg:
-        job = bg.submit(run_notebooks, db=db, data_dir=data_dir, out=out,
-                        notebook_dir=notebook_dir, reuse=reuse_notebooks) if notebooks else None
-        con = open_analysis(db)
+@contextlib.contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """A new temporary folder beside ``out`` to write into, moved into ``out`` at the end.
+
+    On success each entry of the folder (``notebooks/``, then ``report.html``)
+    replaces the one of that name in ``out`` by a rename, and the folder goes;
+    other files in ``out`` are left alone. On failure ``out`` is untouched and
+    the folder is kept as ``.<out>.failed`` beside it (the notebooks' logs and
+    executed copies are there), replacing an earlier failed run's.
+    """
+    out = Path(out)
+    base = out.absolute()  # `--out .` has a name, and a parent, only so
+    base.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{base.name}.partial-", dir=base.parent))
+    try:
+        yield stage
+    except BaseException as exc:
+        failed = base.with_name(f".{base.name}.failed")
+        shutil.rmtree(failed, ignore_errors=True)
         try:
-            path, verdict = write_report(con, out, links)
-        finally:
-            con.close()
-        t_page = time.monotonic() - t
-        pages = job.result() if job is not None else []
-    lap("notebooks (parallel with the page)", t)
-    phases["report page"] = t_page
-    return ReportRun(path, path.stat().st_size, pages, time.monotonic() - start, verdict,
-                     phases)
+            stage.rename(failed)
+        except OSError:  # another failed run took the name meanwhile: keep ours as it is
+            failed = stage
+        if isinstance(exc, UserError):
+            raise UserError(f"{str(exc).replace(str(stage), str(failed))}\n(this run's"
+                            f" output is in {failed}; {out} is unchanged)") from None
+        raise
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        entries = sorted(stage.iterdir(), key=lambda p: p.is_file())  # folders first
+        for entry in entries:
+            target = out / entry.name
+            if entry.is_dir() and target.is_dir():
+                target.rename(stage / f".old-{entry.name}")  # removed with the stage
+            os.replace(entry, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

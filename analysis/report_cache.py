@@ -3,7 +3,8 @@
 The chain takes seconds and each what-if replay tens of seconds on the bundled
 incident; six notebooks and the report would otherwise compute them again and
 again. Results are cached next to the store (``<db>.cache/``) under a key made
-of the store file's size and modification time, the source of the analysis
+of the identity of the store file the reader opened (device, inode, size and
+modification time: ``analysis.access.identity``), the source of the analysis
 modules (``analysis/*.py``: rollups, detection, correlation, roles, chain,
 mechanism, what-if ...; not the sub-packages that only make stores) and the
 call's parameters. So a re-ingested store or any edit of the analysis code (a
@@ -25,11 +26,14 @@ import json
 import os
 import pickle
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import duckdb
+
+from analysis.access import identity, reader_identity
 
 T = TypeVar("T")
 PACKAGE = Path(__file__).resolve().parent
@@ -81,14 +85,34 @@ def store_path(con: duckdb.DuckDBPyConnection) -> Path | None:
     return Path(path) if path else None
 
 
-def cache_key(db: Path, name: str, params: dict) -> str:
-    """Key of one cached result: store identity, analysis source, name and parameters."""
-    st = db.stat()
+def cache_key(db: Path, name: str, params: dict, store: str | None = None) -> str:
+    """Key of one cached result: store identity, analysis source, name and parameters.
+
+    ``store``: the identity of the file the reader attached (``analysis.access.identity``;
+    default: the file at ``db`` now). A reader keeps the store it opened after
+    ``ingest --replace`` renames a new one into place: its results must not be
+    filed under the new file's key.
+    """
     raw = json.dumps(
-        [str(db.resolve()), st.st_size, st.st_mtime_ns, source_fingerprint(), name, params],
+        [str(db.resolve()), store or identity(db), source_fingerprint(), name, params],
         sort_keys=True, default=str,
     )
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+def replace_atomically(target: Path, write: Callable[[Path], object]) -> None:
+    """``write`` a unique temporary file beside ``target``, then rename it over ``target``.
+
+    Concurrent readers see the whole old file or the whole new one, never a part,
+    and concurrent writers never write into one another's temporary file.
+    """
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def cached(con: duckdb.DuckDBPyConnection, name: str, params: dict,
@@ -103,25 +127,30 @@ def cached(con: duckdb.DuckDBPyConnection, name: str, params: dict,
     if db is None or not db.exists():
         return compute()
     directory = db.with_name(db.name + ".cache")
-    target = directory / f"{name}-{cache_key(db, name, params)}.pickle"
-    if target.exists():
-        return _load(target)
+    target = directory / f"{name}-{cache_key(db, name, params, reader_identity(con))}.pickle"
+    if (found := _load(target)) is not _MISSING:
+        return found
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if target.exists():  # another process computed it while we waited
-            return _load(target)
+        if (found := _load(target)) is not _MISSING:  # computed while we waited
+            return found
         value = compute()
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            pickle.dump(value, fh)
-        os.replace(tmp, target)
+        replace_atomically(target, lambda tmp: tmp.write_bytes(pickle.dumps(value)))
     for old in directory.glob(f"{name}-*.pickle"):
         if old != target:
             old.unlink(missing_ok=True)
     return value
 
 
+_MISSING = object()
+
+
 def _load(path: Path):
-    with open(path, "rb") as fh:
-        return pickle.load(fh)
+    """The value pickled at ``path``; ``_MISSING`` if there is none (or another reader of
+    another store version pruned it just now)."""
+    try:
+        with open(path, "rb") as fh:
+            return pickle.load(fh)
+    except FileNotFoundError:
+        return _MISSING

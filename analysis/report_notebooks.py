@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import functools
 import hashlib
 import json
@@ -247,16 +248,32 @@ def restore_kept(nb: Path, out_dir: Path, cache: Path, key: str) -> Path | None:
 def _execute_and_keep(nb: Path, out_dir: Path, params: dict[str, str],
                       cache: Path | None, key: str) -> Path:
     """``_execute_logged``, then (with a ``cache``) keep the executed notebook and page
-    under ``key``, replacing older runs of the same notebook."""
-    page = _execute_logged(nb, out_dir, params)
+    under ``key``, replacing older runs of the same notebook.
+
+    With a cache, one run per notebook at a time (``notebook-<stem>.lock`` beside
+    it): a second ``report`` asking for the same run waits and copies the kept one.
+    A run is kept only if the store file is the one it started with
+    (``ingest --replace`` may rename a new store into place meanwhile).
+    """
     if cache is None:
-        return page
-    cache.mkdir(parents=True, exist_ok=True)
-    kept = _kept_paths(nb, cache, key)
-    for suffix, src in _out_paths(nb, out_dir).items():
-        tmp = kept[suffix].with_name(f"{kept[suffix].name}.{os.getpid()}.tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, kept[suffix])
+        return _execute_logged(nb, out_dir, params)
+    from analysis.access import identity
+    from analysis.report_cache import replace_atomically
+
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache.parent / f"notebook-{nb.stem}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if (page := restore_kept(nb, out_dir, cache, key)) is not None:
+            return page
+        db = Path(params["db"])
+        before = identity(db) if db.is_file() else None
+        page = _execute_logged(nb, out_dir, params)
+        if before is None or identity(db) != before:
+            return page
+        kept = _kept_paths(nb, cache, key)
+        cache.mkdir(exist_ok=True)
+        for suffix, src in _out_paths(nb, out_dir).items():
+            replace_atomically(kept[suffix], functools.partial(shutil.copyfile, src))
     mine = re.compile(rf"{re.escape(nb.stem)}-[0-9a-f]{{24}}\.(ipynb|html)")
     for old in cache.iterdir():
         if mine.fullmatch(old.name) and old not in kept.values():
@@ -316,12 +333,14 @@ def run_notebooks(
     notebook_dir: Path | None = None,
     workers: int = 2,
     reuse: bool = True,
+    previous: Path | None = None,
 ) -> list[Path]:
     """Execute every numbered notebook against ``db``; the HTML pages, in reading order.
 
     ``reuse``: a notebook whose file and inputs (``inputs_fingerprint``) are those
     of a run kept in the store's cache (``<db>.cache/notebooks/``) is copied
-    from it, not executed again.
+    from it, not executed again. ``previous``: the executed notebooks of the
+    last run (default ``out/notebooks``), whose times set the order (``run_order``).
     """
     nbs = notebook_paths(notebook_dir)
     params = {"db": str(Path(db).resolve())}
@@ -332,7 +351,7 @@ def run_notebooks(
     inputs = inputs_fingerprint(params, notebook_dir) if reuse else ""
     keys = {nb: run_key(nb, inputs) for nb in nbs}
     pages = {nb: restore_kept(nb, target, cache, keys[nb]) for nb in nbs} if cache else {}
-    todo = [nb for nb in run_order(nbs, target) if pages.get(nb) is None]
+    todo = [nb for nb in run_order(nbs, previous or target) if pages.get(nb) is None]
     if todo:
         # spawn, not fork: the parent holds DuckDB and polars thread pools
         ctx = multiprocessing.get_context("spawn")

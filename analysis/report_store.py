@@ -3,11 +3,14 @@
 Notebooks must run anywhere: in a clean clone under nbval (no ``make report``
 first), under papermill for the report, and in JupyterLab. So they ask
 ``ensure_store`` for their store, which builds the bundled april-2026 incident
-(simulate, ingest, roll up) when the file is missing, once, under a lock,
-and then ``open_analysis`` opens it *read-only* beneath an in-memory database:
-whatever the analysis derives (rollups, anomalies) lands in memory, so any
-number of notebooks can read one store at the same time and none can damage
-it.
+(simulate, then ``postmortem ingest``, the store's only writer, which also
+stores the rollups) when the file is missing, once, under a lock; an existing
+store is never written. ``open_analysis`` then opens it *read-only* beneath an
+in-memory database (``analysis.access.open_reader``, the reader's connection of
+the CLI too): whatever the analysis derives (rollups missing from, or stale in,
+an older store; anomalies) lands in memory, so any number of notebooks, the
+report and ``chain`` read one store at the same time, JupyterLab included,
+and none can damage it or lock another out.
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ from pathlib import Path
 
 import duckdb
 
+from analysis.access import check_store_file, open_reader, store_errors
 from analysis.errors import UserError
-from analysis.store import connect
+from analysis.rollups import ROLLUP_TABLES, ensure_rollups
+
+__all__ = ["ROLLUP_TABLES", "ensure_store", "open_analysis", "repo_root"]
 
 BUNDLED_SCENARIO = "april-2026"
 BUNDLED_SEED = 1
-ROLLUP_TABLES = ("signals", "signal_catalog", "roll_callers", "roll_errors", "roll_metrics",
-                 "roll_events", "roll_heavy")
 
 
 def repo_root() -> Path:
@@ -42,52 +46,13 @@ def default_paths() -> tuple[Path, Path]:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock next to ``path``: one builder at a time."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def has_tables(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> bool:
-    """Whether every table in ``names`` exists (in any attached database)."""
-    found = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    return set(names) <= found
-
-
-def _store_ready(db: Path) -> bool:
-    if not db.exists():
-        return False
-    try:
-        con = duckdb.connect(str(db), read_only=True)
-    except duckdb.Error:
-        return False
-    try:
-        if not has_tables(con, ("requests", *ROLLUP_TABLES)):
-            return False
-        return con.execute("SELECT count(*) FROM requests").fetchone()[0] > 0
-    finally:
-        con.close()
-
-
-def prepare_rollups(db: Path, *, force: bool = False) -> None:
-    """Build the rollups inside the store file when missing (or always, with ``force``).
-
-    Done once, with a write connection, so that readers find them ready.
-    """
-    from analysis.rollups import build_rollups
-
-    with _locked(db):
-        con = connect(db)
-        try:
-            if force or not has_tables(con, ROLLUP_TABLES):
-                build_rollups(con)
-        finally:
-            con.close()
+def _building(db: Path) -> Iterator[None]:
+    """An exclusive advisory lock beside ``db`` (``<db>.build.lock``): one builder of a
+    missing store at a time (``ingest`` takes the store's own writer lock inside)."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".build.lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def ensure_store(
@@ -99,30 +64,27 @@ def ensure_store(
 ) -> Path:
     """The path of a store ready to read, building it if it is missing.
 
-    When ``db`` does not exist it is built from ``data_dir`` (ingest, then the
-    rollups); with no ``data_dir``, from the bundled ``scenario``, simulated
-    into the Makefile's data directory unless its ``truth.json`` is already
-    there. An existing store is used as it is (rollups added if missing).
+    When ``db`` does not exist it is built from ``data_dir`` (``postmortem
+    ingest``, which stores the rollups too); with no ``data_dir``, from the
+    bundled ``scenario``, simulated into the Makefile's data directory unless
+    its ``truth.json`` is already there. An existing store is used as it is:
+    never written (its readers build missing rollups in memory).
     Defaults are the Makefile's paths, so notebooks and ``make`` share one cache.
     """
     d_default, db_default = default_paths()
     db = Path(db) if db else db_default
-    if _store_ready(db):
-        return db
     if db.exists():
-        prepare_rollups(db)
-        return db
+        return check_store_file(db)
     bundled = data_dir is None
     source = d_default if bundled else Path(data_dir)
     if not bundled and not source.is_dir():
         raise UserError(f"{source}: no such data directory to build the store {db} from")
-    with _locked(db):
+    with _building(db):
         if not db.exists():
             if bundled and not (source / "truth.json").exists():
                 _run(["simulate", "--scenario", scenario, "--seed", str(seed),
                       "--out", str(source)])
-            _run(["ingest", str(source), "--db", str(db), "--replace"])
-    prepare_rollups(db)
+            _run(["ingest", str(source), "--db", str(db), "--replace", "--wait"])
     return db
 
 
@@ -142,20 +104,17 @@ def _run(argv: list[str]) -> None:
 
 
 def open_analysis(db: str | Path) -> duckdb.DuckDBPyConnection:
-    """A connection that reads the store at ``db`` and writes only to memory.
+    """The reader's connection (``analysis.access.open_reader``) with rollups ready.
 
     The store is attached read-only as ``store``; unqualified names resolve in
-    memory first, then in the store, so ``CREATE OR REPLACE TABLE signals``
-    (the analysis rebuilding something) shadows the store's table in memory.
+    memory first, then in the store. Rollups the store lacks, or holds from
+    other code or older data, are built in memory (``ensure_rollups``).
     """
-    db = Path(db)
-    if not db.exists():
-        raise UserError(f"{db}: no such store (expected a DuckDB file from `postmortem ingest`)")
-    con = duckdb.connect(":memory:")
-    con.execute("SET TimeZone = 'UTC'")
-    with contextlib.suppress(duckdb.InvalidInputException):  # refused in Jupyter; off there
-        con.execute("SET enable_progress_bar = false")  # a bar on stdout corrupts outputs
-    path = str(db).replace("'", "''")
-    con.execute(f"ATTACH '{path}' AS store (READ_ONLY)")
-    con.execute("SET search_path = 'memory.main,store.main'")
+    con = open_reader(db)
+    try:
+        with store_errors(db, "reading"):
+            ensure_rollups(con)
+    except BaseException:
+        con.close()
+        raise
     return con

@@ -36,10 +36,12 @@ Rules (the data dictionary of the rollups):
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -58,6 +60,9 @@ KNOWN_COUNTERS: tuple[str, ...] = (
     "memcached_commands",
 )
 SUM_PATTERN = r"(_total|_count|_sum|_bucket|per_second|_rate|_rps|_qps|connections|requests)$"
+ROLLUP_TABLES: tuple[str, ...] = ("signals", "signal_catalog", "roll_callers", "roll_errors",
+                                  "roll_metrics", "roll_events", "roll_heavy")
+"""The derived tables ``build_rollups`` makes; ``ingest`` stores them (``ensure_rollups``)."""
 ERROR_LEVELS: tuple[str, ...] = ("error", "fatal", "panic", "critical")
 MAX_BUCKETS = 5_000_000
 #: ``roll_heavy`` keeps every request of more URIs than this: far below any idle pool
@@ -661,14 +666,57 @@ def _rollups_stale(con: duckdb.DuckDBPyConnection) -> bool:
     return d_lo < lo - timedelta(seconds=2) or d_hi > hi + timedelta(seconds=2)
 
 
+def rollups_fingerprint() -> str:
+    """Which code rolls up: a hash of this module's source (any change rolls up afresh)."""
+    return "postmortem rollups " + hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+def mark_rollups(con: duckdb.DuckDBPyConnection) -> None:
+    """Record on ``signals`` (a table comment) that this code built the rollups.
+
+    ``ingest`` marks the rollups it stores, so that readers of the store can tell
+    them from those of an older version, which they must not trust.
+    """
+    con.execute(f"COMMENT ON TABLE signals IS '{rollups_fingerprint()}'")
+
+
+def _rollups_marked(con: duckdb.DuckDBPyConnection, *, trust_own: bool) -> bool:
+    """Whether every rollup table exists and ``signals`` carries this code's mark.
+
+    ``trust_own``: rollups in the connection's own database count as this code's
+    even unmarked (a caller of ``build_rollups``); only those of a read-only
+    attached store (``analysis.access``), which an older version may have
+    made, must carry the mark.
+    """
+    rows = con.execute(
+        "SELECT database_name = current_database(), comment FROM duckdb_tables()"
+        " WHERE table_name = 'signals' AND schema_name = 'main'"
+    ).fetchall()
+    if trust_own and any(own for own, _ in rows):
+        return True
+    found = {r[0] for r in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()}
+    mark = next((c for own, c in rows if own), rows[0][1] if rows else None)  # the one resolved
+    return set(ROLLUP_TABLES) <= found and mark == rollups_fingerprint()
+
+
+def rollups_current(con: duckdb.DuckDBPyConnection, *, trust_own: bool = True) -> bool:
+    """Whether ``con`` sees rollups it can use: every table present, made by this code
+    (``_rollups_marked``), and reaching as far as the data (``_rollups_stale``)."""
+    return (has_table(con, "signals") and _rollups_marked(con, trust_own=trust_own)
+            and not _rollups_stale(con))
+
+
 def ensure_rollups(con: duckdb.DuckDBPyConnection, grid_s: int = 1) -> bool:
     """Build the rollups unless current ones exist; True when they were (re)built.
 
     Lets every consumer (chain, what-if, notebooks) start from a bare store
-    without rolling up twice.
+    without rolling up twice. On a reader's connection (``analysis.access.open_reader``)
+    they are built in memory, shadowing stale ones in the store.
     """
-    if has_table(con, "signals") and not _rollups_stale(con):
+    if rollups_current(con):
         return False
     build_rollups(con, grid_s)
+    mark_rollups(con)
     return True
 

@@ -170,17 +170,24 @@ def connect(
     if target != ":memory:":
         Path(target).parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(target, read_only=read_only)
-    con.execute("SET TimeZone = 'UTC'")
+    configure(con)
     # ingest numbers lines by the order rows were inserted in (ingest.load.number_rows)
     con.execute("SET preserve_insertion_order = true")
-    # DuckDB draws a progress bar on stdout for queries over ~2 s, even when stdout is
-    # not a terminal: it would corrupt `chain --json` and notebook outputs
-    # (a Jupyter kernel without ipywidgets refuses the setting; its bar is off there)
-    with contextlib.suppress(duckdb.InvalidInputException):
-        con.execute("SET enable_progress_bar = false")
     if not read_only:
         ensure_schema(con)
     return con
+
+
+def configure(con: duckdb.DuckDBPyConnection) -> None:
+    """The session settings every connection gets: UTC, and no progress bar.
+
+    DuckDB draws a progress bar on stdout for queries over ~2 s, even when stdout
+    is not a terminal: it would corrupt `chain --json` and notebook outputs (a
+    Jupyter kernel without ipywidgets refuses the setting; its bar is off there).
+    """
+    con.execute("SET TimeZone = 'UTC'")
+    with contextlib.suppress(duckdb.InvalidInputException):
+        con.execute("SET enable_progress_bar = false")
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from test_report_fixture import make_store
 
-from analysis.report_store import open_analysis, prepare_rollups, repo_root
+from analysis.report_store import open_analysis, repo_root
 
 pytestmark = pytest.mark.browser
 
@@ -119,7 +119,6 @@ def hostile_report(tmp_path_factory) -> Path:
 
     tmp = tmp_path_factory.mktemp("hostile")
     db = make_store(tmp / "s.duckdb", heavy_caller="<script>alert(1)</script>")
-    prepare_rollups(db)
     con = open_analysis(db)
     try:
         path, _ = write_report(con, tmp / "out")

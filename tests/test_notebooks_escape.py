@@ -13,14 +13,12 @@ import re
 from test_report_fixture import make_store
 
 from analysis.report_notebooks import execute, notebook_paths
-from analysis.report_store import prepare_rollups
 
 HOSTILE = "<script>alert(1)</script>"
 
 
 def test_culprit_named_like_markup_is_text_in_the_notebook_page(tmp_path) -> None:
     db = make_store(tmp_path / "s.duckdb", heavy_caller=HOSTILE)
-    prepare_rollups(db)
     (nb,) = [p for p in notebook_paths() if p.name.startswith("04-")]
     page = execute(nb, tmp_path / "out", {"db": str(db)}).read_text(encoding="utf-8")
     assert "culprit: &lt;script&gt;alert(1)&lt;/script&gt;" in page

@@ -13,7 +13,7 @@ from test_report_fixture import PORTS, collected, make_store
 
 from analysis import report_data as rd
 from analysis.report import collect, render_html, script_json
-from analysis.report_store import open_analysis, prepare_rollups
+from analysis.report_store import open_analysis
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -22,7 +22,6 @@ HOSTILE = "<script>alert(1)</script>"
 def hostile(tmp_path_factory):
     """Collected content and rendered page of a store whose culprit is named HOSTILE."""
     db = make_store(tmp_path_factory.mktemp("r") / "s.duckdb", heavy_caller=HOSTILE)
-    prepare_rollups(db)
     con = open_analysis(db)
     content = collect(con)
     yield con, content, render_html(content)

@@ -74,3 +74,15 @@ def test_a_result_being_computed_is_waited_for_not_computed_again(tmp_path) -> N
         release.set()
         assert first.result() == second.result() == {"n": 1}
     assert len(calls) == 1
+
+
+def test_a_reader_of_a_replaced_store_files_results_under_its_own_store(tmp_path) -> None:
+    """``ingest --replace`` renames a new store into place while a notebook still reads the
+    old one: what the old reader computes must not be served to readers of the new one."""
+    db, new = tmp_path / "s.duckdb", tmp_path / "new.duckdb"
+    connect(db).close()
+    old_reader = open_analysis(db)
+    connect(new).close()
+    os.replace(new, db)  # as ingest --replace does
+    assert cached(old_reader, "x", {}, lambda: "from the old store") == "from the old store"
+    assert cached(open_analysis(db), "x", {}, lambda: "from the new store") == "from the new store"

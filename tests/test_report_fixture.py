@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 
 from analysis.report import ReportContent, collect
-from analysis.report_store import open_analysis, prepare_rollups
+from analysis.report_store import open_analysis
 from analysis.store import connect
 
 T0 = "2026-04-06 14:00:00"
@@ -111,8 +111,7 @@ def test_fixture_store_has_every_source(tmp_path: Path) -> None:
 
 
 def collected(db: Path) -> ReportContent:
-    """What the report shows for the store at ``db`` (rolled up first, then read)."""
-    prepare_rollups(db)
+    """What the report shows for the store at ``db``, read as the report reads it."""
     con = open_analysis(db)
     try:
         return collect(con)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -85,3 +87,24 @@ def test_a_failing_notebook_is_named_and_no_further_one_starts(tmp_path) -> None
         run_notebooks(db=db, out=tmp_path / "out", notebook_dir=nbs, workers=1)
     assert not (tmp_path / "out" / "notebooks" / "02-next.ipynb").exists()
     assert not (tmp_path / "s.duckdb.cache" / "notebooks").exists()  # failures are not kept
+
+
+def test_two_reports_at_once_execute_a_notebook_once(tmp_path) -> None:
+    """Two ``report`` processes on one store: one executes the notebook, the other waits
+    for it and copies its kept run."""
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    runs = tmp_path / "runs.txt"
+    _notebook(nbs / "01-only.ipynb", f"open({str(runs)!r}, 'a').write('ran\\n')")
+    db = tmp_path / "s.duckdb"
+    db.write_bytes(b"a store")
+    code = ("import sys; from pathlib import Path; from analysis.report_notebooks import"
+            " run_notebooks; (p,) = run_notebooks(db=Path(sys.argv[1]), out=Path(sys.argv[2]),"
+            " notebook_dir=Path(sys.argv[3]), workers=1); print(p)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(db), str(tmp_path / f"out{i}"),
+                               str(nbs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in (1, 2)]
+    results = [p.communicate(timeout=600) + (p.returncode,) for p in procs]
+    assert all(rc == 0 for _, _, rc in results), results
+    assert runs.read_text() == "ran\n"
+    assert all(Path(out.strip()).exists() for out, _, _ in results)

@@ -49,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"postmortem: {printable(str(exc))}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, wherever it is met, is one line too
+        from analysis.access import disk_full
+
+        if (full := disk_full(exc)) is None:
+            raise
+        print(f"postmortem: {full}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("postmortem: interrupted", file=sys.stderr)
         return 130

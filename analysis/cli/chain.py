@@ -6,24 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-import duckdb
-
 from analysis.cli import echo
-from analysis.errors import UserError
-from analysis.store import DEFAULT_DB, connect
-
-
-def open_store(path: Path) -> duckdb.DuckDBPyConnection:
-    """Open an existing store read-write (rollups may be built); a missing one is a UserError."""
-    if not Path(path).is_file():
-        raise UserError(
-            f"{path}: no such store; expected a DuckDB file made by `postmortem ingest DIR --db"
-            f" {path}`"
-        )
-    try:
-        return connect(path)
-    except duckdb.Error as exc:
-        raise UserError(f"{path}: cannot open as a DuckDB store ({exc})") from exc
+from analysis.store import DEFAULT_DB
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,11 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from analysis.access import open_reader, store_errors
     from analysis.chain import find_chain, format_chain
 
-    con = open_store(args.db)
+    con = open_reader(args.db)  # read-only: rollups the store lacks are built in memory
     try:
-        result = find_chain(con)
+        with store_errors(args.db, "reading"):
+            result = find_chain(con)
     finally:
         con.close()
     if args.json:

@@ -1,4 +1,7 @@
-"""``postmortem ingest DIR... [--db FILE] [--replace]``: load incident exports into the store."""
+"""``postmortem ingest DIR... [--db FILE] [--replace] [--wait]``: load exports into the store.
+
+The store's only writer (``analysis.write``): it also stores the rollups the readers use.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,7 @@ import sys
 from pathlib import Path
 
 from analysis.cli import echo
-from analysis.ingest import ingest_paths
-from analysis.store import DEFAULT_DB, connect
+from analysis.store import DEFAULT_DB
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,16 +26,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", type=Path, default=DEFAULT_DB,
                    help=f"the DuckDB store (default {DEFAULT_DB})")
     p.add_argument("--replace", action="store_true",
-                   help="reload files already loaded (their rows are deleted first)")
+                   help="reload files already loaded (their rows are deleted first); the new"
+                        " store is written beside the old one and renamed into place at the end,"
+                        " so readers (notebooks, report) keep working meanwhile")
+    p.add_argument("--wait", action="store_true",
+                   help="when another ingest is writing the store (or, without --replace,"
+                        " readers hold it), wait for it instead of failing with 'store busy'")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    con = connect(args.db)
-    try:
-        report = ingest_paths(con, args.paths, replace=args.replace,
-                              progress=sys.stderr.isatty())
-    finally:
-        con.close()
-    echo(report.summary())
+    from analysis.write import write_store
+
+    result = write_store(args.db, args.paths, replace=args.replace, wait=args.wait,
+                         progress=sys.stderr.isatty())
+    echo(result.summary())
     return 0

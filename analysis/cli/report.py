@@ -18,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"store (default {DEFAULT_DB})")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="the incident's data directory (passed to the notebooks)")
-    p.add_argument("--out", type=Path, default=Path("build"), help="output directory (build)")
+    p.add_argument("--out", type=Path, default=Path("build"),
+                   help="output directory (build); written at the end, from a temporary folder"
+                        " beside it, so a failed report leaves the previous one")
     p.add_argument("--no-notebooks", action="store_true",
                    help="write only report.html, without running the notebooks")
     p.add_argument("--rerun", action="store_true",
@@ -28,15 +30,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from analysis.access import check_store_file, disk_full, store_errors
     from analysis.report import build_report
 
-    if not args.db.is_file():
-        raise UserError(f"{args.db}: no such store; expected a DuckDB file made by "
-                        f"`postmortem ingest DIR --db {args.db}`")
+    check_store_file(args.db)
     if args.data_dir is not None and not args.data_dir.is_dir():
         raise UserError(f"{args.data_dir}: no such data directory")
-    run_ = build_report(args.db, args.out, data_dir=args.data_dir,
-                        notebooks=not args.no_notebooks, reuse_notebooks=not args.rerun)
+    with store_errors(args.db, "reading"):  # DuckDB's errors: the store's
+        try:
+            run_ = build_report(args.db, args.out, data_dir=args.data_dir,
+                                notebooks=not args.no_notebooks, reuse_notebooks=not args.rerun)
+        except OSError as exc:  # the system's: writing the pages (the file not always named)
+            raise disk_full(exc, args.out) or exc from None
     echo(f"wrote {run_.report} ({run_.bytes / 1e6:.1f} MB, verdict {run_.verdict})"
           f" and {len(run_.pages)} notebook page(s) in {run_.seconds:.0f} s")
     for p in run_.pages:

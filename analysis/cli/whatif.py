@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 from analysis.cli import echo
-from analysis.cli.chain import open_store
 from analysis.errors import UserError
 from analysis.store import DEFAULT_DB
 
@@ -50,16 +49,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from analysis.access import open_reader, store_errors
     from analysis.whatif import whatif
 
     ports = port_range(args.port_range) if args.port_range else None
     if args.idle_pool is not None and args.idle_pool < 0:
         raise UserError(f"--idle-pool {args.idle_pool}: expected 0 or more")
-    con = open_store(args.db)
+    con = open_reader(args.db)  # read-only: rollups the store lacks are built in memory
     try:
-        res = whatif(con, concurrency_limit=args.concurrency_limit, max_batch=args.max_batch,
-                     source_addresses=args.source_addresses, port_range=ports,
-                     idle_pool=args.idle_pool)
+        with store_errors(args.db, "reading"):
+            res = whatif(con, concurrency_limit=args.concurrency_limit,
+                         max_batch=args.max_batch, source_addresses=args.source_addresses,
+                         port_range=ports, idle_pool=args.idle_pool)
     finally:
         con.close()
     if args.json:

@@ -182,6 +182,13 @@ def _delete_files(con: duckdb.DuckDBPyConnection, ids: list[int]) -> None:
     con.execute(f"DELETE FROM ingest_files WHERE file_id IN ({id_list})")
 
 
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll the file's transaction back after an error, if it is still open: a failed
+    COMMIT (a full disk) has ended it already, and that error is the one to report."""
+    with contextlib.suppress(duckdb.TransactionException):
+        con.execute("ROLLBACK")
+
+
 def _ingest_one(con: duckdb.DuckDBPyConnection, path: Path, detected: Detected | None,
                 manifest: Manifest | None, replace: bool, progress: bool,
                 pool: ThreadPoolExecutor) -> FileReport:
@@ -231,7 +238,7 @@ def _ingest_one(con: duckdb.DuckDBPyConnection, path: Path, detected: Detected |
                 expected = None
                 continue
             except BaseException:
-                con.execute("ROLLBACK")
+                _rollback(con)
                 raise
             break
         try:
@@ -256,7 +263,7 @@ def _ingest_one(con: duckdb.DuckDBPyConnection, path: Path, detected: Detected |
                  dt.datetime.now(dt.UTC).replace(tzinfo=None)])
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            _rollback(con)
             raise
     rep.file_id = file_id
     if rep.replaced:

@@ -79,7 +79,7 @@ def build_store(capture: Capture, db_path: str | Path | None = None) -> Path:
     that nothing of the caller's process (a Jupyter kernel, say) changes how
     DuckDB behaves while loading.
     """
-    from analysis.store import connect
+    from analysis.access import open_reader
 
     if db_path is None:
         db_path = Path(tempfile.mkdtemp(prefix="postmortem-lab-")) / "lab.duckdb"
@@ -92,7 +92,7 @@ def build_store(capture: Capture, db_path: str | Path | None = None) -> Path:
     )
     if res.returncode != 0:
         raise UserError(f"{capture.path}: ingest failed: {res.stderr.strip()[-500:]}")
-    con = connect(db_path, read_only=True)
+    con = open_reader(db_path)
     try:
         rejected = con.execute("SELECT count(*) FROM rejects").fetchall()[0][0]
     finally:

@@ -1,0 +1,138 @@
+"""The store's one writer: ingest, then the derived tables the readers use.
+
+``write_store`` is what ``postmortem ingest`` does. It holds the writer lock
+(``analysis.access.writer_lock``) throughout, loads the files
+(``analysis.ingest.ingest_paths``) and then stores the rollups
+(``analysis.rollups``), marked as this code's, so that readers -- the CLI, the
+notebooks, the report, all read-only -- find them ready instead of each
+building them.
+
+Two ways to write, because DuckDB lets no writer in while a reader holds the
+file (``analysis.access``):
+
+* ``replace``: the new store is written into a temporary file beside the old
+  one (a copy of it when it holds files not given now, so that they stay;
+  otherwise an empty one) and renamed over it at the end. Readers never
+  block it: they keep the file they opened, and the next open sees the new
+  one. A failure (bad input, a full disk) removes the temporary file and
+  leaves the old store as it was.
+* otherwise in place, which needs the readers gone: "store busy: PID N is
+  reading <db>", or with ``wait`` a wait until they close it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from analysis.access import open_reader, open_writer, store_errors, writer_lock
+from analysis.errors import UserError
+from analysis.ingest import IngestReport, collect_files, ingest_paths
+from analysis.rollups import ROLLUP_TABLES, build_rollups, mark_rollups, rollups_current
+from analysis.store import connect
+
+
+@dataclass
+class WriteResult:
+    """What ``write_store`` did: each file's accounting and what became of the rollups."""
+
+    ingest: IngestReport
+    rollups: str
+    """One line: the rollups stored (grid, span, signals), kept, or why not stored."""
+
+    def summary(self) -> str:
+        """The ingest's per-file lines and total, then the rollups line."""
+        return f"{self.ingest.summary()}\n{self.rollups}"
+
+
+def write_store(db: str | Path, paths: list[Path], *, replace: bool = False,
+                wait: bool = False, progress: bool = False) -> WriteResult:
+    """Load ``paths`` into the store at ``db`` and store its rollups (see the module doc).
+
+    ``replace`` reloads files already loaded, in a copy renamed into place at
+    the end; ``wait`` waits for another writer (or, in place, for readers)
+    instead of failing with "store busy".
+    """
+    db = Path(db)
+    with store_errors(db, "writing"), writer_lock(db, wait=wait):
+        if replace:
+            return _write_beside(db, paths, progress=progress)
+        con = open_writer(db, wait=wait)
+        try:
+            return _load(con, paths, replace=False, progress=progress)
+        finally:
+            con.close()
+
+
+def _load(con: duckdb.DuckDBPyConnection, paths: list[Path], *, replace: bool,
+          progress: bool) -> WriteResult:
+    report = ingest_paths(con, paths, replace=replace, progress=progress)
+    changed = any(not f.skipped_duplicate for f in report.files)
+    return WriteResult(report, store_rollups(con, changed=changed))
+
+
+def store_rollups(con: duckdb.DuckDBPyConnection, *, changed: bool = True) -> str:
+    """Build and mark the rollups in the store behind ``con``; one line saying what was done.
+
+    Kept as they are when nothing was loaded (``changed`` False) and they are
+    this code's and current. When they cannot be built on the default grid
+    (``UserError``: too many buckets), any old ones are dropped -- stale
+    rollups would be read as current -- and readers build their own.
+    """
+    if not changed and rollups_current(con, trust_own=False):
+        return "rollups: current, kept"
+    try:
+        info = build_rollups(con)
+    except UserError as exc:
+        for t in ROLLUP_TABLES:
+            con.execute(f"DROP TABLE IF EXISTS {t}")
+        return f"rollups: not stored ({exc}); readers build their own"
+    mark_rollups(con)
+    if info.start is None:
+        return "rollups: stored (no timed rows)"
+    return (f"rollups: stored, {info.n_signals:,} signals on a {info.grid_s} s grid from"
+            f" {info.start} to {info.end}")
+
+
+def _write_beside(db: Path, paths: list[Path], *, progress: bool) -> WriteResult:
+    """``_load`` into a copy of ``db`` beside it, renamed over ``db`` when complete."""
+    tmp = db.with_name(f".{db.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    wal, tmp_wal = (p.with_name(p.name + ".wal") for p in (db, tmp))
+    try:
+        if db.exists() and not _all_reloaded(db, paths):
+            shutil.copyfile(db, tmp)
+            if wal.exists():  # a crashed writer's log: DuckDB replays it on opening the copy
+                shutil.copyfile(wal, tmp_wal)
+        else:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        con = connect(tmp)
+        try:
+            result = _load(con, paths, replace=True, progress=progress)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())  # whole on disk before it takes the store's name
+        wal.unlink(missing_ok=True)  # belongs to the old file; it must not replay into the new
+        os.replace(tmp, db)
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp_wal.unlink(missing_ok=True)
+    return result
+
+
+def _all_reloaded(db: Path, paths: list[Path]) -> bool:
+    """Whether every file loaded in ``db`` is among ``paths``' files: then the new store
+    starts empty (a copy would only grow by the rows deleted from it)."""
+    given = {str(p) for p, _ in collect_files([Path(p) for p in paths])}
+    con = open_reader(db)
+    try:
+        loaded = {r[0] for r in con.execute("SELECT path FROM ingest_files").fetchall()}
+    finally:
+        con.close()
+    return loaded <= given
