@@ -20,13 +20,10 @@ and read it, instead of each computing it again on the same two cores.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 import pickle
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -34,6 +31,7 @@ from typing import TypeVar
 import duckdb
 
 from analysis.access import identity, reader_identity
+from analysis.filelock import locked, replaced_atomically
 
 T = TypeVar("T")
 PACKAGE = Path(__file__).resolve().parent
@@ -100,21 +98,6 @@ def cache_key(db: Path, name: str, params: dict, store: str | None = None) -> st
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
-def replace_atomically(target: Path, write: Callable[[Path], object]) -> None:
-    """``write`` a unique temporary file beside ``target``, then rename it over ``target``.
-
-    Concurrent readers see the whole old file or the whole new one, never a part,
-    and concurrent writers never write into one another's temporary file.
-    """
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def cached(con: duckdb.DuckDBPyConnection, name: str, params: dict,
            compute: Callable[[], T]) -> T:
     """``compute()``'s result, from the cache when the same store and code made it before.
@@ -131,12 +114,12 @@ def cached(con: duckdb.DuckDBPyConnection, name: str, params: dict,
     if (found := _load(target)) is not _MISSING:
         return found
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    with locked(directory / name):
         if (found := _load(target)) is not _MISSING:  # computed while we waited
             return found
         value = compute()
-        replace_atomically(target, lambda tmp: tmp.write_bytes(pickle.dumps(value)))
+        with replaced_atomically(target) as tmp:
+            tmp.write_bytes(pickle.dumps(value))
     for old in directory.glob(f"{name}-*.pickle"):
         if old != target:
             old.unlink(missing_ok=True)

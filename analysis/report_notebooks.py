@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import fcntl
 import functools
 import hashlib
 import json
@@ -258,11 +257,9 @@ def _execute_and_keep(nb: Path, out_dir: Path, params: dict[str, str],
     if cache is None:
         return _execute_logged(nb, out_dir, params)
     from analysis.access import identity
-    from analysis.report_cache import replace_atomically
+    from analysis.filelock import locked, replaced_atomically
 
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with open(cache.parent / f"notebook-{nb.stem}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    with locked(cache.parent / f"notebook-{nb.stem}"):
         if (page := restore_kept(nb, out_dir, cache, key)) is not None:
             return page
         db = Path(params["db"])
@@ -273,7 +270,8 @@ def _execute_and_keep(nb: Path, out_dir: Path, params: dict[str, str],
         kept = _kept_paths(nb, cache, key)
         cache.mkdir(exist_ok=True)
         for suffix, src in _out_paths(nb, out_dir).items():
-            replace_atomically(kept[suffix], functools.partial(shutil.copyfile, src))
+            with replaced_atomically(kept[suffix]) as tmp:
+                shutil.copyfile(src, tmp)
     mine = re.compile(rf"{re.escape(nb.stem)}-[0-9a-f]{{24}}\.(ipynb|html)")
     for old in cache.iterdir():
         if mine.fullmatch(old.name) and old not in kept.values():

@@ -16,7 +16,6 @@ and none can damage it or lock another out.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ import duckdb
 
 from analysis.access import check_store_file, open_reader, store_errors
 from analysis.errors import UserError
+from analysis.filelock import locked
 from analysis.rollups import ROLLUP_TABLES, ensure_rollups
 
 __all__ = ["ROLLUP_TABLES", "ensure_store", "open_analysis", "repo_root"]
@@ -49,9 +49,7 @@ def default_paths() -> tuple[Path, Path]:
 def _building(db: Path) -> Iterator[None]:
     """An exclusive advisory lock beside ``db`` (``<db>.build.lock``): one builder of a
     missing store at a time (``ingest`` takes the store's own writer lock inside)."""
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".build.lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes
+    with locked(db.with_name(db.name + ".build")):
         yield
 
 
