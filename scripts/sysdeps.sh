@@ -3,7 +3,7 @@
 # they are missing and we are root. Never fails the build: tests that need a
 # missing package skip and say why.
 set -u
-want=(chromium memcached golang-go golang-github-bradfitz-gomemcache-dev iproute2 procps)
+want=(chromium memcached golang-go golang-github-bradfitz-gomemcache-dev iproute2 procps prometheus)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

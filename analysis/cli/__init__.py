@@ -13,7 +13,8 @@ import sys
 
 from analysis.errors import UserError
 
-SUBCOMMANDS = ("ingest", "simulate", "chain", "whatif", "evaluate", "report", "lab", "schema")
+SUBCOMMANDS = ("pull", "ingest", "simulate", "chain", "whatif", "evaluate", "report", "lab",
+               "schema")
 
 
 def build_parser() -> argparse.ArgumentParser:
