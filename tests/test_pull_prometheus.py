@@ -8,14 +8,13 @@ The round trip through a real Prometheus is ``test_pull_real_prometheus.py``.
 from __future__ import annotations
 
 import base64
-import http.server
 import json
-import threading
 from pathlib import Path
 from urllib.parse import parse_qs
 
 import httpx
 import pytest
+from http_fixture import LocalServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -261,43 +260,6 @@ def test_a_second_pull_into_the_same_directory_is_refused(tmp_path):
 # --- the command, against a local HTTP server ---------------------------------------------
 
 
-class _Server:
-    """A real HTTP server on 127.0.0.1 answering through a FakeProm."""
-
-    def __init__(self, fake: FakeProm) -> None:
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _serve(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                req = httpx.Request(self.command, f"http://x{self.path}", content=body,
-                                    headers=dict(self.headers))
-                resp = outer.fake(req)
-                self.send_response(resp.status_code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(resp.content)))
-                self.end_headers()
-                self.wfile.write(resp.content)
-
-            do_GET = do_POST = _serve
-
-            def log_message(self, *a) -> None:
-                pass
-
-        self.fake = fake
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> _Server:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def _cli(url: str, out: Path, *extra: str) -> list[str]:
     return ["pull", "prometheus", "--url", url, "--start", "2026-04-06T12:00:00Z",
             "--end", "2026-04-06T13:00:00Z", "--out", str(out), *extra]
@@ -305,7 +267,7 @@ def _cli(url: str, out: Path, *extra: str) -> list[str]:
 
 def test_cli_pulls_with_a_password_from_the_environment(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PROM_PW", "s3cret")
-    with _Server(FakeProm(SERIES, user="sre", password="s3cret")) as srv:
+    with LocalServer(FakeProm(SERIES, user="sre", password="s3cret")) as srv:
         code = main(_cli(srv.url, tmp_path / "o", "--basic-auth-user", "sre",
                          "--password-env", "PROM_PW", "--step", "1m"))
     assert code == 0
@@ -315,7 +277,7 @@ def test_cli_pulls_with_a_password_from_the_environment(tmp_path, monkeypatch, c
 def test_cli_token_file_and_failures_are_one_line(tmp_path, capsys):
     (tmp_path / "token").write_text("abc\n")
     q = '{__name__="go_threads"}'
-    with _Server(FakeProm(SERIES, token="abc", fail={q: [(502, "bad gateway")]})) as srv:
+    with LocalServer(FakeProm(SERIES, token="abc", fail={q: [(502, "bad gateway")]})) as srv:
         code = main(_cli(srv.url, tmp_path / "o", "--bearer-token-file",
                          str(tmp_path / "token"), "--retries", "1"))
     err = capsys.readouterr().err
@@ -340,7 +302,7 @@ def test_cli_mistakes_are_one_line(tmp_path, capsys, extra, expected):
 
 
 def test_cli_unreachable_server_is_one_line(tmp_path, capsys):
-    with _Server(FakeProm(SERIES)) as srv:
+    with LocalServer(FakeProm(SERIES)) as srv:
         url = srv.url
     assert main(_cli(url, tmp_path / "o", "--retries", "1")) == 2
     err = capsys.readouterr().err

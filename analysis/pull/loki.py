@@ -7,7 +7,7 @@ is inclusive, and more entries than fit a page may share one nanosecond, so the
 next page starts *at* the last timestamp seen, not after it, and the entries of
 that timestamp already written are dropped from it (the same stream, time and
 line: Loki itself keeps only one of those). A full page that brings nothing new
-(more than ``limit`` entries in one nanosecond) is an error, not a gap.
+(``limit`` or more entries in one nanosecond) is an error, not a gap.
 
 Each entry becomes one JSON object: a JSON log line keeps its own fields, a
 logfmt line is split into its pairs, any other line goes to ``msg``. The
@@ -171,8 +171,8 @@ def pull_loki(req: LokiPull, out: Path,
                 break
             if not new:
                 chunk.status = "failed"
-                chunk.error = (f"more than {req.limit} entries share the time {iso_ns(edge)};"
-                               " expected a larger --limit")
+                chunk.error = (f"{req.limit} or more entries share the time {iso_ns(edge)}"
+                               " (a page can hold no more); expected a larger --limit")
                 break
             if page.last_ns != edge:
                 seen_at_edge.clear()
