@@ -21,10 +21,13 @@ import httpx
 import pytest
 import zstandard
 from http_fixture import LocalServer
+from hypothesis import given
+from hypothesis import strategies as st
 
 from analysis.cli import main
 from analysis.errors import UserError
 from analysis.ingest import ingest_paths
+from analysis.ingest.fields import TIME_ALIASES
 from analysis.pull import LokiPull, Retry, Window, pull_loki
 from analysis.pull.common import parse_time_ms
 from analysis.pull.loki import entry_record
@@ -212,3 +215,28 @@ def test_cli_pulls_pages_through_a_server(tmp_path, capsys):
                      "--out", str(tmp_path / "o")])
     assert code == 0 and fake.pages == 4  # 4 + 3 new + 3 new (+1 repeated each) + the last
     assert "10 entries" in capsys.readouterr().out
+
+
+_key = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zs", "Zl", "Zp")),
+               min_size=1, max_size=12).filter(lambda k: not set(k) & {"=", '"', "\\"})
+_value = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zl", "Zp")),
+                 max_size=20)
+
+
+def _logfmt_value(v: str) -> str:
+    plain = v and not set(v) & {" ", "=", '"', "\\"} and v.strip() == v
+    return v if plain else json.dumps(v, ensure_ascii=False)
+
+
+@given(fields=st.dictionaries(_key, _value, min_size=1, max_size=5),
+       labels=st.dictionaries(_key, _value, max_size=3))
+def test_logfmt_pairs_and_labels_survive_as_fields(fields, labels):
+    line = " ".join(f"{k}={_logfmt_value(v)}" for k, v in fields.items())
+    rec = entry_record(labels, 42, line)
+    for k, v in fields.items():
+        assert rec[k] == v
+    own_time = set(fields) & set(TIME_ALIASES)
+    for k, v in labels.items():
+        clash = k in fields or k in TIME_ALIASES
+        assert rec[f"label_{k}" if clash else k] == v
+    assert own_time or rec["time"] == "1970-01-01T00:00:00.000000042Z"

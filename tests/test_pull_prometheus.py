@@ -22,7 +22,7 @@ from analysis.cli import main
 from analysis.errors import UserError
 from analysis.ingest import ingest_paths
 from analysis.pull import Auth, PromPull, Retry, Window, pull_prometheus
-from analysis.pull.common import iso_ms, parse_time_ms
+from analysis.pull.common import iso_ms, parse_duration_ms, parse_time_ms
 from analysis.pull.prometheus import MAX_POINTS, chain_metric, time_slices
 from analysis.roles import role_of_metric
 from analysis.store import connect
@@ -45,6 +45,18 @@ def test_slices_cover_every_point_once_within_the_cap(points, step, rest, cap):
     assert all(a <= b and (b - a) // step + 1 <= cap and (b - a) % step == 0 for a, b in slices)
     assert slices[0][0] == w.start_ms and slices[-1][1] <= w.end_ms < slices[-1][1] + step
     assert all(nxt[0] == prev[1] + step for prev, nxt in zip(slices, slices[1:], strict=False))
+
+
+@given(ms=st.integers(0, 4_102_444_800_000))
+def test_times_read_back_as_written(ms):
+    assert parse_time_ms(iso_ms(ms), "t") == ms
+    assert parse_time_ms(f"{ms / 1000:.3f}", "t") == ms
+
+
+@pytest.mark.parametrize("text,ms", [("1s", 1000), ("15s", 15000), ("1m", 60000), ("500ms", 500),
+                                     ("2h", 7_200_000), ("0.5", 500), ("1.5s", 1500)])
+def test_steps_in_prometheus_durations(text, ms):
+    assert parse_duration_ms(text, "--step") == ms
 
 
 def test_eight_hours_at_one_second_is_three_requests_per_query():
@@ -90,6 +102,7 @@ class FakeProm:
                  token: str | None = None) -> None:
         self.series = series
         self.fail = fail or {}  # query -> list of (status, body) served before success
+        self.warn: dict[str, str] = {}  # metric -> a warning its responses carry
         self.requests: list[httpx.Request] = []
         self.user, self.password, self.token = user, password, token
 
@@ -125,8 +138,10 @@ class FakeProm:
             ts = [start + i * step for i in range(int((end - start) // step) + 1)]
             result.append({"metric": {"__name__": name, **labels} if "(" not in q else labels,
                            "values": [[t, str(int(t) % 97)] for t in ts]})
-        return httpx.Response(200, json={"status": "success",
-                                         "data": {"resultType": "matrix", "result": result}})
+        body = {"status": "success", "data": {"resultType": "matrix", "result": result}}
+        if name in self.warn:
+            body["warnings"] = [self.warn[name]]
+        return httpx.Response(200, json=body)
 
 
 class Sleeps(list):
@@ -272,6 +287,16 @@ def test_cli_pulls_with_a_password_from_the_environment(tmp_path, monkeypatch, c
                          "--password-env", "PROM_PW", "--step", "1m"))
     assert code == 0
     assert "pulled 2 of 2 chunks" in capsys.readouterr().out
+
+
+def test_cli_says_when_the_server_warned(tmp_path, capsys):
+    fake = FakeProm(SERIES)
+    fake.warn["go_threads"] = "partial response:\n store 3 unreachable"
+    with LocalServer(fake) as srv:
+        assert main(_cli(srv.url, tmp_path / "o", "--step", "1m")) == 0
+    assert "1 chunks came with warnings" in capsys.readouterr().out
+    doc = json.loads((tmp_path / "o" / "pull-manifest.json").read_text())
+    assert doc["chunks"][0]["warnings"] == ["partial response: store 3 unreachable"]
 
 
 def test_cli_token_file_and_failures_are_one_line(tmp_path, capsys):

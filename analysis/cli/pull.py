@@ -104,6 +104,11 @@ def _finish(manifest: PullManifest, out: Path) -> int:
           f" {sum(c.series for c in ok):,} series, {sum(c.samples for c in ok):,}"
           f" {'entries' if manifest.source == 'loki' else 'samples'} in {len(files)} files"
           f" under {out}")
+    warned = [c for c in ok if c.warnings]
+    if warned:
+        print(f"{len(warned)} chunks came with warnings from the server (first: {warned[0].query!r}"
+              f" {warned[0].start}..{warned[0].end}: {warned[0].warnings[0]}); see"
+              f" {out / 'pull-manifest.json'}")
     manifest.check(out)
     return 0
 

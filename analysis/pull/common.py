@@ -254,7 +254,7 @@ class Chunk:
     samples: int = 0
     attempts: int = 0
     error: str | None = None
-    pages: int | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -11,9 +11,9 @@ line: Loki itself keeps only one of those). A full page that brings nothing new
 
 Each entry becomes one JSON object: a JSON log line keeps its own fields, a
 logfmt line is split into its pairs, any other line goes to ``msg``. The
-stream's labels are added as fields (a label whose name the line already uses
-is kept as ``label_<name>``), and ``time`` is Loki's timestamp when the line
-carries no time of its own.
+stream's labels are added as fields (a label whose name the line already uses,
+or a name ingest reads as a time, is kept as ``label_<name>``), and ``time`` is
+Loki's timestamp when the line carries no time of its own.
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ from analysis.pull.common import (
 
 #: Loki's default ``max_entries_limit_per_query``
 DEFAULT_LIMIT = 5000
-_LOGFMT_PAIR = re.compile(r'([^\s="]+)=("(?:[^"\\]|\\.)*"|[^\s"]*)')
-_LOGFMT_LINE = re.compile(r'^\s*(?:[^\s="]+=(?:"(?:[^"\\]|\\.)*"|[^\s"]*)(?:\s+|$))+$')
+# logfmt splits at ASCII white space only (as Go's logfmt and ingest's SQL do)
+_LOGFMT_PAIR = re.compile(r'([^\s="]+)=("(?:[^"\\]|\\.)*"|[^\s"]*)', re.ASCII)
+_LOGFMT_LINE = re.compile(r'^\s*(?:[^\s="]+=(?:"(?:[^"\\]|\\.)*"|[^\s"]*)(?:\s+|$))+$', re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -98,10 +99,10 @@ def entry_record(labels: dict[str, str], ns: int, line: str) -> dict:
         fields = _logfmt(line)
     if fields is None:
         fields = {"msg": line}
-    for k, v in labels.items():
-        fields[k if k not in fields else f"label_{k}"] = v
     if not any(a in fields for a in TIME_ALIASES):
         fields["time"] = iso_ns(ns)
+    for k, v in labels.items():  # a label never stands for the line's time
+        fields[k if k not in fields and k not in TIME_ALIASES else f"label_{k}"] = v
     return fields
 
 

@@ -166,6 +166,8 @@ def pull_chunk(client: httpx.Client, req: PromPull, query: str, span: tuple[int,
         kind = data.get("resultType") if isinstance(data, dict) else type(data).__name__
         chunk.error = f"expected a matrix result, got {kind!r}"
         return chunk
+    # e.g. a partial response from a federated store: kept, and said in the manifest
+    chunk.warnings = [" ".join(str(w).split()) for w in got.doc.get("warnings") or []]
     chunk.series, chunk.samples, renamed = _named(got.doc, query)
     body = json.dumps(got.doc, ensure_ascii=False).encode() if renamed else got.body
     path.write_bytes(body)
