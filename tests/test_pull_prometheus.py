@@ -332,3 +332,15 @@ def test_cli_unreachable_server_is_one_line(tmp_path, capsys):
     assert main(_cli(url, tmp_path / "o", "--retries", "1")) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot list the metric names" in err
+
+
+def test_a_full_disk_fails_the_chunks_it_hits_not_the_accounting(tmp_path, monkeypatch):
+    def full(self, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    m = pull_prometheus(_req(), tmp_path / "o", httpx.MockTransport(FakeProm(SERIES)))
+    assert [c.status for c in m.chunks] == ["failed", "failed"]
+    assert "No space left on device" in m.chunks[0].error
+    doc = json.loads((tmp_path / "o" / "pull-manifest.json").read_text())
+    assert doc["failed"] == 2

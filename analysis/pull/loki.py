@@ -164,8 +164,13 @@ def pull_loki(req: LokiPull, out: Path,
                 chunk.error, chunk.attempts = exc.reason, max(exc.attempts, chunk.attempts)
                 break
             new = [e for e in page.entries if e[0] != edge or (e[1], e[2]) not in seen_at_edge]
-            for ns, _, line, labels in new:
-                f.write(json.dumps(entry_record(labels, ns, line), ensure_ascii=False) + "\n")
+            try:
+                f.writelines(json.dumps(entry_record(labels, ns, line), ensure_ascii=False)
+                             + "\n" for ns, _, line, labels in new)
+                f.flush()
+            except OSError as exc:
+                chunk.error = f"cannot write {out / name} ({exc.strerror})"
+                break
             chunk.status, chunk.samples = "ok", len(new)
             chunk.series = len({e[1] for e in new})
             if not page.full:

@@ -170,7 +170,11 @@ def pull_chunk(client: httpx.Client, req: PromPull, query: str, span: tuple[int,
     chunk.warnings = [" ".join(str(w).split()) for w in got.doc.get("warnings") or []]
     chunk.series, chunk.samples, renamed = _named(got.doc, query)
     body = json.dumps(got.doc, ensure_ascii=False).encode() if renamed else got.body
-    path.write_bytes(body)
+    try:
+        path.write_bytes(body)
+    except OSError as exc:
+        chunk.error = f"cannot write {path} ({exc.strerror})"
+        return chunk
     chunk.status, chunk.file = "ok", path.name
     return chunk
 
