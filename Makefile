@@ -33,7 +33,8 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
-# Debian packages for the browser test and the lab. Installed only when
+# Debian packages for the browser test, the lab and the real-Prometheus round
+# trip. Installed only when
 # missing and when we can (root); the tests that need them skip with a reason
 # otherwise.
 sysdeps:

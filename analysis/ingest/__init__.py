@@ -30,7 +30,13 @@ from analysis.errors import UserError
 from analysis.ingest.detect import Detected, detect
 from analysis.ingest.lines import MAX_LINE, LineStats, line_stats, sha256_file
 from analysis.ingest.load import FastPathMiss, Job, StderrProgress, load_file
-from analysis.ingest.manifest import MANIFEST_NAMES, Manifest, find_manifest, load_manifest
+from analysis.ingest.manifest import (
+    MANIFEST_NAMES,
+    PULL_MANIFEST_NAME,
+    Manifest,
+    find_manifest,
+    load_manifest,
+)
 from analysis.ingest.neterr import NetError, cache_from_msg, parse_net_error
 from analysis.ingest.timeparse import parse_duration_ms, parse_time, time_sql
 from analysis.store import ensure_schema
@@ -51,7 +57,7 @@ __all__ = [
 INGEST_MEMORY_LIMIT_BYTES = 2560 << 20
 DATA_TABLES = ("requests", "log_events", "metrics", "events", "rejects")
 #: names never taken for data when walking a directory
-IGNORED_NAMES = {"truth.json", ".ds_store", *MANIFEST_NAMES}
+IGNORED_NAMES = {"truth.json", ".ds_store", PULL_MANIFEST_NAME, *MANIFEST_NAMES}
 IGNORED_SUFFIXES = (".md", ".duckdb", ".wal", ".tmp", ".lock", ".pyc")
 
 
@@ -288,7 +294,8 @@ def ingest_paths(
     """Load every file under ``paths`` into the store behind ``con``.
 
     Directories are walked (sub-folders too; hidden files, manifests,
-    ``truth.json``, ``*.md`` and DuckDB files skipped); an ``incident.toml`` /
+    ``truth.json``, ``pull-manifest.json``, ``*.md`` and DuckDB files skipped); an
+    ``incident.toml`` /
     ``.yaml`` at a directory's root (or its nearest ancestor's) is applied to
     its files and stored in the ``incident`` table. Every file's format is told
     before anything loads, so an unknown format fails fast (``UserError``)

@@ -19,6 +19,9 @@ import yaml
 from analysis.errors import UserError
 
 MANIFEST_NAMES = ("incident.toml", "incident.yaml", "incident.yml")
+#: what ``postmortem pull`` writes beside the responses it keeps (source, queries, chunks);
+#: a record of the pull, not data, so ingest skips it
+PULL_MANIFEST_NAME = "pull-manifest.json"
 KINDS = ("requests", "errors", "metrics", "events")
 KIND_ALIASES = {"logs": "errors", "log": "errors", "error": "errors", "request": "requests",
                 "metric": "metrics", "event": "events", "timeline": "events"}
