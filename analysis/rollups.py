@@ -342,6 +342,14 @@ def build_rollups(
         UNION ALL
         SELECT k, i, avg(v) FROM end_buckets WHERE i >= 0 AND i < {n_buckets} GROUP BY k, i
     """)
+    # raw samples per series in the window: detection tells a gauge of 5 samples, held
+    # over hundreds of buckets, from one of hundreds (``detection.MIN_SAMPLES``)
+    con.execute(f"""
+        CREATE OR REPLACE TABLE roll_samples AS
+        SELECT metric, labels, count(*) AS samples
+        FROM _msamples JOIN _mser USING (k)
+        WHERE time >= {lo} AND time < {hi_excl} GROUP BY ALL
+    """)
     con.execute(f"""
         CREATE OR REPLACE TABLE roll_metrics AS
         SELECT {lo} + to_microseconds(i * {us}) AS t, metric, labels, value
