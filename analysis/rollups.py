@@ -108,8 +108,8 @@ class RollupInfo:
         return f"grid {self.grid_s} s ({why}; {self.n_buckets:,} buckets); window {span}"
 
     def outside_line(self) -> str | None:
-        """"N rows outside the window [start, end] (per table)", or None when none are."""
-        if self.window is None or self.window.n_outside == 0:
+        """"N rows outside the window [start, end] (per table)" (None without data)."""
+        if self.window is None or self.window.start is None:
             return None
         return self.window.outside_line()
 

@@ -30,7 +30,7 @@ import duckdb
 
 from analysis.errors import UserError
 
-Source = Literal["flag", "manifest", "inferred", "data"]
+Source = Literal["flag", "manifest", "inferred"]
 GridSource = Literal["flag", "auto"]
 
 WINDOW_TABLES: tuple[str, ...] = ("requests", "log_events", "metrics")
@@ -57,6 +57,11 @@ INFERENCE_RULE = (
 )
 
 _EPOCH = datetime(1970, 1, 1)
+_WHY: dict[str, str] = {
+    "flag": "set by --start/--end",
+    "manifest": "from the manifest's window",
+    "inferred": "inferred from where the rows are dense",
+}
 
 
 @dataclass(frozen=True)
@@ -76,11 +81,10 @@ class Window:
         return sum(self.outside.values())
 
     def how(self) -> str:
-        """Where the window came from: ``flag``, ``manifest``, ``inferred`` or, when the
-        sides differ, ``start from flag, end inferred``."""
+        """Where the window came from, in words (each side when they differ)."""
         if self.start_from == self.end_from:
-            return self.start_from
-        return f"start from {self.start_from}, end {self.end_from}"
+            return _WHY[self.start_from]
+        return f"start {_WHY[self.start_from]}, end {_WHY[self.end_from]}"
 
     def outside_line(self) -> str:
         """The "N rows outside the window [start, end] (per table)" sentence."""

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from analysis.cli.timeflags import add_time_flags, time_args
 from analysis.ingest import ingest_paths
 from analysis.store import DEFAULT_DB, connect
 
@@ -24,14 +25,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"the DuckDB store (default {DEFAULT_DB})")
     p.add_argument("--replace", action="store_true",
                    help="reload files already loaded (their rows are deleted first)")
+    add_time_flags(p, grid=False)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    times = time_args(args)
     con = connect(args.db)
     try:
         report = ingest_paths(con, args.paths, replace=args.replace,
                               progress=sys.stderr.isatty())
+        # the window given here outranks the manifest's, as its keys in the incident table
+        for side in ("start", "end"):
+            if times[side] is not None:
+                con.execute("INSERT OR REPLACE INTO incident VALUES (?, ?)",
+                            [f"window_{side}", times[side].isoformat(sep=" ")])
     finally:
         con.close()
     print(report.summary())

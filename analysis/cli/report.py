@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from analysis.cli.timeflags import add_time_flags, time_args
 from analysis.errors import UserError
 from analysis.store import DEFAULT_DB
 
@@ -23,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rerun", action="store_true",
                    help="execute every notebook, even one whose file and inputs (store, data,"
                         " analysis code, installed packages) are those of a kept earlier run")
+    add_time_flags(p)
     p.set_defaults(func=run)
 
 
@@ -34,8 +36,9 @@ def run(args: argparse.Namespace) -> int:
                         f"`postmortem ingest DIR --db {args.db}`")
     if args.data_dir is not None and not args.data_dir.is_dir():
         raise UserError(f"{args.data_dir}: no such data directory")
+    times = time_args(args)
     run_ = build_report(args.db, args.out, data_dir=args.data_dir,
-                        notebooks=not args.no_notebooks, reuse_notebooks=not args.rerun)
+                        notebooks=not args.no_notebooks, reuse_notebooks=not args.rerun, **times)
     print(f"wrote {run_.report} ({run_.bytes / 1e6:.1f} MB, verdict {run_.verdict})"
           f" and {len(run_.pages)} notebook page(s) in {run_.seconds:.0f} s")
     for p in run_.pages:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from analysis.cli.chain import open_store
+from analysis.cli.timeflags import add_time_flags, time_args
 from analysis.errors import UserError
 from analysis.store import DEFAULT_DB
 
@@ -45,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port-range", metavar="LO-HI", help="ephemeral port range")
     p.add_argument("--idle-pool", type=int, metavar="N", help="idle connections kept")
     p.add_argument("--json", action="store_true", help="print settings, summaries and series")
+    add_time_flags(p)
     p.set_defaults(func=run)
 
 
@@ -54,11 +56,12 @@ def run(args: argparse.Namespace) -> int:
     ports = port_range(args.port_range) if args.port_range else None
     if args.idle_pool is not None and args.idle_pool < 0:
         raise UserError(f"--idle-pool {args.idle_pool}: expected 0 or more")
+    times = time_args(args)
     con = open_store(args.db)
     try:
         res = whatif(con, concurrency_limit=args.concurrency_limit, max_batch=args.max_batch,
                      source_addresses=args.source_addresses, port_range=ports,
-                     idle_pool=args.idle_pool)
+                     idle_pool=args.idle_pool, **times)
     finally:
         con.close()
     if args.json:
@@ -66,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     changed = {k: v for k, v in vars(res.changed).items() if getattr(res.baseline, k) != v}
     print("What-if: " + (", ".join(f"{k}={v}" for k, v in changed.items()) or "no change"))
+    if res.rollup is not None:
+        print(f"Data: {res.rollup.describe()}")
+    if res.window is not None and res.window.start is not None:
+        print(f"Outside the window: {res.window.outside_line()}")
     print(f"{'':<22}{'dials':>14}{'peak dials/s':>14}{'peak TIME_WAIT':>16}{'errors':>14}"
           f"{'s with errors':>15}")
     for name, s in (("observed", res.observed), ("replay (as was)", res.replay),
