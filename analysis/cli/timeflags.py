@@ -9,20 +9,21 @@ from datetime import datetime
 from analysis.window import parse_time
 
 
-def _grid(text: str) -> int:
+def positive(text: str) -> int:
+    """An argparse type: a whole number >= 1 (``--grid``, ``whatif``'s counts)."""
     try:
         n = int(text)
     except ValueError:
         n = 0
     if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of seconds >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return n
 
 
 def add_time_flags(p: argparse.ArgumentParser, *, grid: bool = True) -> None:
     """Add ``--start``/``--end`` (and ``--grid`` unless ``grid`` is False) to ``p``."""
     if grid:
-        p.add_argument("--grid", type=_grid, metavar="SECONDS", default=None,
+        p.add_argument("--grid", type=positive, metavar="SECONDS", default=None,
                        help="bucket width of the time grid (default: chosen from the window's"
                             " length, 1 s for hours, coarser for weeks and months)")
     p.add_argument("--start", metavar="TIME", default=None,

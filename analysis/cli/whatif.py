@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from analysis.cli.chain import open_store
-from analysis.cli.timeflags import add_time_flags, time_args
+from analysis.cli.timeflags import add_time_flags, positive, time_args
 from analysis.errors import UserError
 from analysis.store import DEFAULT_DB
 
@@ -24,22 +24,12 @@ def port_range(text: str) -> tuple[int, int]:
     return pair
 
 
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return n
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("whatif", help="replay the request log under changed settings")
     p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"store (default {DEFAULT_DB})")
-    p.add_argument("--concurrency-limit", type=_positive, metavar="N",
+    p.add_argument("--concurrency-limit", type=positive, metavar="N",
                    help="cap one request's concurrent lookups (the fix: 50)")
-    p.add_argument("--max-batch", type=_positive, metavar="N",
+    p.add_argument("--max-batch", type=positive, metavar="N",
                    help="reject requests with more URIs than N")
     p.add_argument("--source-addresses", choices=("fixed", "random", "default"),
                    help="source address policy (random = the 127.a.b.c workaround)")
