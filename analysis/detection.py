@@ -43,7 +43,7 @@ baseline needs (``MIN_SAMPLES``: 10 for gauges and rates, whose baseline takes
 the warm-up their bursts need) gets no windows and ``too_short`` with the reason
 (``detect_series``). A series' samples are its finite buckets, unless the caller
 knows better: ``detect_all`` passes a metric's raw sample count
-(``roll_samples``), since the rollups hold a gauge's sample over every bucket
+(from ``metrics`` over the grid's span), since the rollups hold a gauge's sample over every bucket
 until the next one: 5 samples a minute apart are 5 samples, not 300 buckets. On
 a coarse grid the baseline window is at least ``MIN_BASELINE_BUCKETS`` buckets,
 whatever ``baseline_s``.
@@ -61,7 +61,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from analysis.rollups import signal_parts
+from analysis.rollups import rollup_info, signal_parts
 
 MAD_TO_SD = 1.4826
 #: the fewest samples a series needs for a baseline (see the module docstring)
@@ -695,18 +695,21 @@ def detect_all(
 
 
 def _raw_samples(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """Raw samples behind each metric signal in the grid, from ``roll_samples`` (per metric
-    and label set) and the catalog: a label set's own count; an aggregate over label sets,
-    that of its best-sampled set. Empty when the rollups have no ``roll_samples``."""
-    try:
-        rows = con.execute("""
-            SELECT c.signal, max(s.samples) FROM signal_catalog c
-            JOIN roll_samples s ON s.metric = c.metric
-             AND (c.labels IS NULL OR s.labels = c.labels)
-            WHERE c.source = 'metrics' GROUP BY c.signal
-        """).fetchall()
-    except duckdb.Error:
+    """Raw samples behind each metric signal on the grid (``roll_info``'s buckets): a label
+    set's own count; an aggregate over label sets, that of its best-sampled set. Empty
+    without ``roll_info``."""
+    info = rollup_info(con)
+    if info is None or info.start is None or info.end is None:
         return {}
+    rows = con.execute("""
+        WITH s AS (
+            SELECT metric, coalesce(labels, '{}') AS labels, count(*) AS n FROM metrics
+            WHERE time >= $lo AND time < $hi AND value IS NOT NULL AND NOT isnan(value)
+            GROUP BY ALL)
+        SELECT c.signal, max(s.n) FROM signal_catalog c
+        JOIN s ON s.metric = c.metric AND (c.labels IS NULL OR s.labels = c.labels)
+        WHERE c.source = 'metrics' GROUP BY c.signal
+    """, {"lo": info.start, "hi": info.end + timedelta(seconds=info.grid_s)}).fetchall()
     return {str(k): int(v) for k, v in rows}
 
 

@@ -27,7 +27,7 @@ from analysis.store import connect
 BUNDLED_SCENARIO = "april-2026"
 BUNDLED_SEED = 1
 ROLLUP_TABLES = ("signals", "signal_catalog", "roll_callers", "roll_errors", "roll_metrics",
-                 "roll_events", "roll_heavy", "roll_info", "roll_samples")
+                 "roll_events", "roll_heavy", "roll_info")
 
 
 def repo_root() -> Path:

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import duckdb
@@ -58,6 +58,7 @@ from analysis.window import (
     GridSource,
     Window,
     choose_grid,
+    count_outside,
     resolve_window,
 )
 from analysis.window import (
@@ -181,19 +182,17 @@ def _epoch_us(t: datetime) -> int:
 def _grid_range(
     con: duckdb.DuckDBPyConnection, window: Window
 ) -> tuple[datetime | None, datetime | None]:
-    """First and last row time inside the window over ``requests``, ``log_events`` and
-    ``metrics`` (not ``events``: a deploy a week earlier must not stretch the grid);
-    (None, None) when no row is inside."""
+    """The span the grid covers: the data of ``requests``, ``log_events`` and ``metrics``
+    (not ``events``: a deploy a week earlier must not stretch it) clipped to the window;
+    (None, None) when there is no data or none inside."""
     if window.start is None or window.end is None:
         return None, None
-    q = " UNION ALL ".join(
-        f"SELECT min(time) lo, max(time) hi FROM {t} WHERE time >= $lo AND time <= $hi"
-        for t in WINDOW_TABLES
-    )
-    lo, hi = con.execute(
-        f"SELECT min(lo), max(hi) FROM ({q})", {"lo": window.start, "hi": window.end}
-    ).fetchall()[0]
-    return (None, None) if lo is None or hi is None else (lo, hi)
+    q = " UNION ALL ".join(f"SELECT min(time) lo, max(time) hi FROM {t}" for t in WINDOW_TABLES)
+    lo, hi = con.execute(f"SELECT min(lo), max(hi) FROM ({q})").fetchall()[0]
+    if lo is None or hi is None:
+        return None, None
+    lo, hi = max(lo, window.start), min(hi, window.end)
+    return (None, None) if hi < lo else (lo, hi)
 
 
 def build_rollups(
@@ -228,10 +227,9 @@ def build_rollups(
         n_buckets = count_buckets(first, last, g)
     lo = "TIMESTAMP '1970-01-01'" if start is None else f"TIMESTAMP '{start}'"
     hi_excl = "TIMESTAMP '1970-01-01'" if end is None else f"TIMESTAMP '{end}' + to_seconds({g})"
-    in_grid = (
-        "FALSE" if start is None
-        else f"time >= TIMESTAMP '{window.start}' AND time <= TIMESTAMP '{window.end}'"
-    )
+    in_grid = f"time >= {lo} AND time < {hi_excl}"
+    window = replace(window, outside=count_outside(
+        con, start, None if end is None else end + timedelta(seconds=g)))
     b = _bucket("time", g)
 
     def idx(col: str) -> str:
@@ -341,14 +339,6 @@ def build_rollups(
         SELECT k, i, v AS value FROM inner_buckets WHERE i >= 0 AND i < {n_buckets}
         UNION ALL
         SELECT k, i, avg(v) FROM end_buckets WHERE i >= 0 AND i < {n_buckets} GROUP BY k, i
-    """)
-    # raw samples per series in the window: detection tells a gauge of 5 samples, held
-    # over hundreds of buckets, from one of hundreds (``detection.MIN_SAMPLES``)
-    con.execute(f"""
-        CREATE OR REPLACE TABLE roll_samples AS
-        SELECT metric, labels, count(*) AS samples
-        FROM _msamples JOIN _mser USING (k)
-        WHERE time >= {lo} AND time < {hi_excl} GROUP BY ALL
     """)
     con.execute(f"""
         CREATE OR REPLACE TABLE roll_metrics AS

@@ -66,8 +66,10 @@ _WHY: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Window:
-    """The incident window ``[start, end]`` (inclusive; None when the store has no rows),
-    where each side came from, and the rows of each table outside it."""
+    """The incident window ``[start, end]`` (None when the store has no rows), where each
+    side came from, and the rows of each table outside it: outside the grid's buckets,
+    which cover the window's data in whole buckets (a row a fraction of a bucket past
+    ``end``, in the last bucket, is inside)."""
 
     start: datetime | None
     end: datetime | None
@@ -158,8 +160,9 @@ def resolve_window(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> Window:
-    """The incident window: flags, else the manifest, else inferred (module docstring),
-    with the rows of each table outside it counted."""
+    """The incident window: flags, else the manifest, else inferred (module docstring).
+    ``build_rollups`` counts the rows outside it (``Window.outside``) once it knows the
+    grid, since the grid widens the window to whole buckets."""
     manifest = _manifest_sides(con)
     sides: dict[str, tuple[datetime | None, Source]] = {}
     inferred: tuple[datetime | None, datetime | None] | None = None
@@ -177,19 +180,19 @@ def resolve_window(
             f"the window ends ({_iso(hi)}, {hi_from}) before it starts ({_iso(lo)}, {lo_from}):"
             " give --start before --end (or fix [window] in incident.toml)"
         )
-    return Window(lo, hi, lo_from, hi_from, count_outside(con, lo, hi))
+    return Window(lo, hi, lo_from, hi_from)
 
 
 def count_outside(
-    con: duckdb.DuckDBPyConnection, start: datetime | None, end: datetime | None
+    con: duckdb.DuckDBPyConnection, start: datetime | None, end_excl: datetime | None
 ) -> dict[str, int]:
-    """Rows of each of ``WINDOW_TABLES`` before ``start`` or after ``end``."""
-    if start is None or end is None:
-        return {t: 0 for t in WINDOW_TABLES}
-    q = " UNION ALL ".join(
-        f"SELECT '{t}', count(*) FROM {t} WHERE time < $lo OR time > $hi" for t in WINDOW_TABLES
-    )
-    rows = dict(con.execute(q, {"lo": start, "hi": end}).fetchall())
+    """Rows of each of ``WINDOW_TABLES`` before ``start`` or at or after ``end_excl`` (every
+    row when either is None: nothing is inside)."""
+    cond = ("TRUE" if start is None or end_excl is None
+            else "time < $lo OR time >= $hi")
+    q = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {t} WHERE {cond}" for t in WINDOW_TABLES)
+    params = {} if cond == "TRUE" else {"lo": start, "hi": end_excl}
+    rows = dict(con.execute(q, params).fetchall())
     return {t: int(rows.get(t, 0)) for t in WINDOW_TABLES}
 
 
