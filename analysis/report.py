@@ -378,7 +378,7 @@ def build_report(
     from analysis.report_notebooks import notebook_paths, run_notebooks
     from analysis.report_store import open_analysis, prepare_rollups
 
-    start = time.monotonic()
+    began = time.monotonic()
     phases: dict[str, float] = {}
 
     def lap(name: str, t0: float) -> float:
@@ -386,7 +386,7 @@ def build_report(
         phases[name] = now - t0
         return now
 
-    t = start
+    t = began
     prepare_rollups(db)
     t = lap("rollups", t)
     planned = [out / "notebooks" / f"{p.stem}.html" for p in notebook_paths(notebook_dir)]
@@ -406,5 +406,5 @@ def build_report(
         pages = job.result() if job is not None else []
     lap("notebooks (parallel with the page)", t)
     phases["report page"] = t_page
-    return ReportRun(path, path.stat().st_size, pages, time.monotonic() - start, verdict,
+    return ReportRun(path, path.stat().st_size, pages, time.monotonic() - began, verdict,
                      phases)

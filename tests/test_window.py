@@ -202,3 +202,16 @@ def test_ingest_start_end_record_the_window(tmp_path, capsys):
     assert (info.window.start_from, info.window.end_from) == ("manifest", "manifest")
     assert info.window.outside == {"requests": 7, "log_events": 0, "metrics": 0}
     con.close()
+
+
+def test_report_says_the_grid_and_window_and_takes_the_flags(store, tmp_path, capsys):
+    con = connect(store)
+    _add_strays(con)
+    con.close()
+    out = tmp_path / "build"
+    assert main(["report", "--db", str(store), "--out", str(out), "--no-notebooks",
+                 "--grid", "5", "--start", "2026-04-06T14:00:00Z"]) == 0
+    page = (out / "report.html").read_text()
+    assert "grid 5 s (set by --grid" in page
+    assert "start set by --start/--end, end inferred from where the rows are dense" in page
+    assert "2 rows outside the window [2026-04-06T14:00:00Z," in page
