@@ -50,6 +50,10 @@ def test_two_stray_rows_change_nothing_and_are_counted():
     assert "2 rows outside the window" in format_chain(r)
     # the rows stay in the store
     assert con.execute("SELECT count(*) FROM requests WHERE time = ?", [STRAYS[0]]).fetchone()[0]
+    # the what-if replays the window's requests, not 8,000 years of seconds
+    w, w_clean = whatif(con, concurrency_limit=50), whatif(build(seed=0), concurrency_limit=50)
+    assert (w.replay, w.predicted) == (w_clean.replay, w_clean.predicted)
+    assert w.window.outside == {"requests": 1, "log_events": 1, "metrics": 0}
 
 
 def _store_with_times(times_by_table: dict[str, list[datetime]]):
