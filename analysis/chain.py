@@ -911,7 +911,8 @@ def _mechanism(
         if first_hit is not None:
             predicted = t[first_hit]
             delta = (observed - predicted).total_seconds()
-            passed = fills and abs(delta) <= settings.exhaustion_tolerance_s
+            # a grid coarser than the tolerance cannot time either moment more finely
+            passed = fills and abs(delta) <= max(settings.exhaustion_tolerance_s, grid_s)
             when = (f"predicted exhaustion {_iso(predicted)}, observed {_iso(observed)}"
                     f" ({delta:+.0f} s)")
         else:

@@ -743,15 +743,17 @@ def ensure_rollups(
     end: datetime | None = None,
 ) -> RollupInfo:
     """The stored rollups' ``RollupInfo`` when they are current and match what is asked
-    (a given ``grid_s``, ``start`` or ``end``); otherwise (re)build them and return the
-    new one. Lets every consumer (chain, what-if, notebooks) start from a bare store
-    without rolling up twice.
+    (a given ``grid_s``, ``start`` or ``end``; one not given asks for the default, so
+    rollups an earlier run built on its own flags are not taken for it); otherwise
+    (re)build them and return the new one. Lets every consumer (chain, what-if,
+    notebooks) start from a bare store without rolling up twice.
     """
     info = None if _rollups_stale(con) else rollup_info(con)
     if info is not None and info.window is not None and (
-        (grid_s is None or grid_s == info.grid_s)
-        and (start is None or start == info.window.start)
-        and (end is None or end == info.window.end)
+        (info.grid_s == grid_s if grid_s is not None else info.grid_from == "auto")
+        and (info.window.start == start if start is not None
+             else info.window.start_from != "flag")
+        and (info.window.end == end if end is not None else info.window.end_from != "flag")
     ):
         return info
     return build_rollups(con, grid_s, start, end)

@@ -149,6 +149,10 @@ def test_a_months_long_window_runs_the_chain_end_to_end_at_a_coarse_grid():
     assert (r.rollup.grid_s, r.rollup.grid_from) == (300, "auto")
     assert (r.rollup.window.start_from, r.rollup.window.end_from) == ("flag", "flag")
     assert r.verdict == ROOT_CAUSE and r.culprit.caller == "feed-indexer"
+    # at a 60 s grid every role shows, and the port arithmetic still holds
+    r60 = find_chain(con, start=lo, end=hi, grid_s=60)
+    assert r60.culprit.caller == "feed-indexer" and r60.mechanism_passed
+    assert len(r60.hops) == 5
     w = whatif(con, concurrency_limit=50, start=lo, end=hi)
     assert w.rollup.grid_s == 300 and w.replay.exhausted and not w.predicted.exhausted
 
