@@ -234,5 +234,7 @@ def choose_grid(
     for g in GRID_STEPS:
         if n_buckets(first, last, g) <= TARGET_BUCKETS:
             return g, "auto"
-    span_s = (last - first).total_seconds()
-    return 3600 * math.ceil(span_s / TARGET_BUCKETS / 3600 + 1e-9), "auto"
+    g = 3600 * math.ceil((last - first).total_seconds() / TARGET_BUCKETS / 3600)
+    while n_buckets(first, last, g) > TARGET_BUCKETS:  # at most a step or two
+        g += 3600
+    return g, "auto"

@@ -19,7 +19,7 @@ from analysis.cli import main
 from analysis.rollups import build_rollups
 from analysis.store import connect
 from analysis.whatif import whatif
-from analysis.window import infer_window
+from analysis.window import GRID_STEPS, TARGET_BUCKETS, choose_grid, infer_window, n_buckets
 
 STRAYS = (datetime(1970, 1, 1, 0, 0, 1), datetime(9999, 12, 31, 23, 59, 59))
 
@@ -101,6 +101,16 @@ def test_random_stray_rows_never_move_the_inferred_window_off_the_dense_mass(
     mass = met + req
     con = _store_with_times({"requests": req + strays[::2], "metrics": met + strays[1::2]})
     assert infer_window(con) == (min(mass), max(mass))
+
+
+@given(first=st.datetimes(datetime(1970, 1, 1), datetime(2200, 1, 1)),
+       span_s=st.integers(0, 20 * 365 * 86400))
+def test_the_automatic_grid_is_the_finest_step_within_the_bucket_target(first, span_s):
+    last = first + timedelta(seconds=span_s)
+    g, how = choose_grid(first, last)
+    assert how == "auto" and n_buckets(first, last, g) <= TARGET_BUCKETS
+    finer = [s for s in GRID_STEPS if s < g]
+    assert not finer or n_buckets(first, last, finer[-1]) > TARGET_BUCKETS
 
 
 def test_a_real_twelve_hour_incident_with_a_quiet_tail_is_kept_whole():
