@@ -398,6 +398,9 @@ def find_chain(
     info = ensure_rollups(con, grid_s, start, end)
     result = _chain(con, settings or ChainSettings())
     result.rollup = info
+    if info.n_buckets == 0 and info.window is not None and info.window.n_outside:
+        result.notes = ["too little data: no row inside the window (--start/--end or the"
+                        " manifest's [window] leaves every row out)"]
     return result
 
 

@@ -184,12 +184,18 @@ def _grid_range(
 ) -> tuple[datetime | None, datetime | None]:
     """The span the grid covers: the data of ``requests``, ``log_events`` and ``metrics``
     (not ``events``: a deploy a week earlier must not stretch it) clipped to the window;
-    (None, None) when there is no data or none inside."""
+    (None, None) when no row is inside it."""
     if window.start is None or window.end is None:
         return None, None
-    q = " UNION ALL ".join(f"SELECT min(time) lo, max(time) hi FROM {t}" for t in WINDOW_TABLES)
-    lo, hi = con.execute(f"SELECT min(lo), max(hi) FROM ({q})").fetchall()[0]
-    if lo is None or hi is None:
+    q = " UNION ALL ".join(
+        f"SELECT min(time) lo, max(time) hi,"
+        f" count(*) FILTER (WHERE time >= $ws AND time <= $we) AS n FROM {t}"
+        for t in WINDOW_TABLES
+    )
+    lo, hi, inside = con.execute(
+        f"SELECT min(lo), max(hi), sum(n) FROM ({q})", {"ws": window.start, "we": window.end}
+    ).fetchall()[0]
+    if lo is None or hi is None or not inside:
         return None, None
     lo, hi = max(lo, window.start), min(hi, window.end)
     return (None, None) if hi < lo else (lo, hi)
