@@ -233,3 +233,13 @@ def test_report_says_the_grid_and_window_and_takes_the_flags(store, tmp_path, ca
     assert "grid 5 s (set by --grid" in page
     assert "start set by --start/--end, end inferred from where the rows are dense" in page
     assert "2 rows outside the window [2026-04-06T14:00:00Z," in page
+
+
+def test_a_window_with_no_row_inside_says_so():
+    con = build(seed=0)
+    r = find_chain(con, start=datetime(2020, 1, 1), end=datetime(2020, 1, 2))
+    assert r.verdict != ROOT_CAUSE and r.rollup.n_buckets == 0
+    assert "no row inside the window" in r.notes[0]
+    total = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+             for t in ("requests", "log_events", "metrics")}
+    assert r.rollup.window.outside == total
