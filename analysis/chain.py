@@ -36,7 +36,14 @@ import polars as pl
 from analysis.correlation import Coincidence, coincidence, lead_lag
 from analysis.detection import AnomalyWindow, DetectorSettings, detect
 from analysis.roles import ROLES, role_by_data, role_of_signal, role_order
-from analysis.rollups import HEAVY_URIS, ensure_rollups, has_table, signal_frame, signal_ids
+from analysis.rollups import (
+    HEAVY_URIS,
+    RollupInfo,
+    ensure_rollups,
+    has_table,
+    signal_frame,
+    signal_ids,
+)
 from analysis.signal_id import SignalId, printable, quote
 
 ROOT_CAUSE = "root_cause_found"
@@ -222,11 +229,14 @@ class ChainResult:
     roles: dict[str, str] = field(default_factory=dict)  # signal -> role (or rival:<kind>)
     mechanism_passed: bool | None = None
     notes: list[str] = field(default_factory=list)
+    rollup: RollupInfo | None = None  # the grid and window the chain ran on
 
     def to_dict(self) -> dict:
         """The JSON object of ``postmortem chain --json``."""
         return {
             "verdict": self.verdict,
+            "grid": None if self.rollup is None else self.rollup.to_dict(),
+            "outside_window": None if self.rollup is None else self.rollup.outside_line(),
             "culprit": None if self.culprit is None else asdict(self.culprit),
             "hops": [
                 {**asdict(h), "lag_ci_s": list(h.lag_ci_s)} for h in self.hops
@@ -388,12 +398,29 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def find_chain(
-    con: duckdb.DuckDBPyConnection, settings: ChainSettings | None = None
+    con: duckdb.DuckDBPyConnection,
+    settings: ChainSettings | None = None,
+    *,
+    grid_s: int | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
 ) -> ChainResult:
-    """Reconstruct the root-cause chain from the store (see the module docstring)."""
-    settings = settings or ChainSettings()
+    """Reconstruct the root-cause chain from the store (see the module docstring), on the
+    rollups of the given grid and window (``analysis.rollups.ensure_rollups``: by default
+    the stored ones, or a grid and window chosen from the data); the result says which
+    (``rollup``)."""
+    info = ensure_rollups(con, grid_s, start, end)
+    result = _chain(con, settings or ChainSettings())
+    result.rollup = info
+    if info.n_buckets == 0 and info.window is not None and info.window.n_outside:
+        result.notes = ["too little data: no row inside the window (--start/--end or the"
+                        " manifest's [window] leaves every row out)"]
+    return result
+
+
+def _chain(con: duckdb.DuckDBPyConnection, settings: ChainSettings) -> ChainResult:
+    """The chain on the current rollups (``find_chain``)."""
     env = environment(con)
-    ensure_rollups(con)
     ids = signal_ids(con)
     matches = {s: m for s, sid in ids.items() if (m := role_of_signal(sid)) is not None}
     by_role: dict[str, list[str]] = {r: [] for r in ROLES}
@@ -603,7 +630,7 @@ def _onsets(
                 onset = t[lo + int(nz[0])]
         elif role in ("runtime_stress", "user_impact"):
             v = np.abs(rs.values)  # user traffic is stored negated
-            before = v[max(0, i0 - int(600 / grid_s)):i0]
+            before = v[max(0, i0 - max(1, int(600 / grid_s))):i0]
             base = float(np.nanmedian(before)) if np.isfinite(before).any() else float("nan")
             if np.isfinite(base) and base > 0:
                 if role == "runtime_stress" and "thread" in rs.signal:
@@ -695,17 +722,42 @@ def forced_dials(
     per = np.zeros((pairs.height, n))
     values = rows["v"].cast(pl.Float64).to_numpy()
     np.add.at(per, (rows["k"].to_numpy(), rows["b"].to_numpy()), values)
-    win = np.ones(max(1, int(env.time_wait_s / grid_s)))
     room = max(env.ports - cap, 1)
+    fills = _fills(con, source, t0, n * grid_s, cap, env.time_wait_s)
     out: dict[str, Forced] = {}
     owners = pairs["caller"].to_numpy()
     for caller in pairs["caller"].unique(maintain_order=True).to_list():
-        parts = per[owners == caller]
-        total = parts.sum(axis=0)
-        fill = max(float(np.convolve(v, win)[:n].max()) for v in parts) / room
+        total = per[owners == caller].sum(axis=0)
         nz = np.flatnonzero(total)
-        out[caller] = Forced(total, fill, int(nz[0]) if nz.size else None)
+        out[caller] = Forced(total, fills.get(caller, 0.0) / room, int(nz[0]) if nz.size else None)
     return out
+
+
+def _fills(
+    con: duckdb.DuckDBPyConnection, source: str, t0: datetime, span_s: float, cap: int,
+    time_wait_s: int,
+) -> dict[str, float]:
+    """Per caller, the most dials its requests force past the pool on one host within one
+    TIME_WAIT period (``time_wait_s`` whole seconds), from the request times at 1 s
+    whatever the grid: on a grid coarser than TIME_WAIT a bucket's sum would count
+    several periods' dials as one."""
+    rows = con.execute(
+        f"""WITH s AS (
+              SELECT caller, coalesce(host, '') AS host,
+                     CAST(floor(epoch(time) - epoch($t0::TIMESTAMP)) AS BIGINT) AS sec,
+                     sum(uris - $cap) AS v
+              FROM {source}
+              WHERE caller IS NOT NULL AND uris > $cap
+                AND time >= $t0::TIMESTAMP
+                AND time < $t0::TIMESTAMP + to_microseconds(CAST($span * 1e6 AS BIGINT))
+              GROUP BY ALL)
+            SELECT caller, max(w) FROM (
+              SELECT caller, sum(v) OVER (PARTITION BY caller, host ORDER BY sec
+                                          RANGE BETWEEN $back PRECEDING AND CURRENT ROW) AS w
+              FROM s) GROUP BY caller""",
+        {"t0": t0, "cap": cap, "span": float(span_s), "back": max(1, int(time_wait_s)) - 1},
+    ).fetchall()
+    return {str(c): float(w) for c, w in rows}
 
 
 def _score_caller(
@@ -862,12 +914,15 @@ def _mechanism(
     fan = series.get("fan_out")
     if fan is not None and host_dials and "port_exhaustion" in onsets:
         win = max(1, int(env.time_wait_s / grid_s))
+        # sockets in TIME_WAIT: the dials of the last ``time_wait_s`` seconds (a grid coarser
+        # than TIME_WAIT holds the bucket's mean rate for that long)
+        held_s = min(win * grid_s, env.time_wait_s)
         room = env.ports - (env.idle_pool or 0)
         first_hit: int | None = None
         rate = 0.0
         for v in host_dials:
             dials = np.nan_to_num(v)
-            tw_pred = np.convolve(dials, np.ones(win))[: dials.size] * grid_s
+            tw_pred = np.convolve(dials, np.ones(win))[: dials.size] * (held_s / win)
             hit = np.flatnonzero(tw_pred >= room)
             if hit.size and (first_hit is None or hit[0] < first_hit):
                 first_hit = int(hit[0])
@@ -879,7 +934,8 @@ def _mechanism(
         if first_hit is not None:
             predicted = t[first_hit]
             delta = (observed - predicted).total_seconds()
-            passed = fills and abs(delta) <= settings.exhaustion_tolerance_s
+            # a grid coarser than the tolerance cannot time either moment more finely
+            passed = fills and abs(delta) <= max(settings.exhaustion_tolerance_s, grid_s)
             when = (f"predicted exhaustion {_iso(predicted)}, observed {_iso(observed)}"
                     f" ({delta:+.0f} s)")
         else:
@@ -1034,7 +1090,7 @@ def _change_in_windows(
     for w in windows:
         a = int((w.start - t0).total_seconds() / grid_s)
         b = int((w.end - t0).total_seconds() / grid_s) + 1
-        before = v[max(0, a - int(300 / grid_s)):a]
+        before = v[max(0, a - max(1, int(300 / grid_s))):a]
         inside = v[a:b]
         if np.isfinite(before).any() and np.isfinite(inside).any():
             ref = float(np.nanmean(before))
@@ -1060,6 +1116,11 @@ def format_chain(result: ChainResult) -> str:
         f"{env.idle_pool if env.idle_pool is not None else 'unknown'}"
         f" (from manifest: {', '.join(env.from_manifest) or 'none, kernel defaults'})",
     ]
+    if result.rollup is not None:
+        lines.append(f"Data: {result.rollup.describe()}")
+        outside = result.rollup.outside_line()
+        if outside:
+            lines.append(f"Outside the window: {outside}")
     if result.verdict != ROOT_CAUSE:
         lines.append("Verdict: no supported cause. " + "; ".join(result.notes))
     else:

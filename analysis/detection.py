@@ -36,6 +36,17 @@ A window that runs to the end of the series or lasts at least ``baseline_s``
 is a ``shift``; otherwise an upward window is a ``spike`` and a downward one a
 ``drop``. Known limit: the first buckets have no past, so an anomaly under way
 when the series starts is taken as its normal level.
+
+Too little data is said, not guessed at: a series with fewer samples than its
+baseline needs (``MIN_SAMPLES``: 10 for gauges and rates, whose baseline takes
+5 samples before it judges one and as many again for its scale; 30 for counts,
+the warm-up their bursts need) gets no windows and ``too_short`` with the reason
+(``detect_series``). A series' samples are its finite buckets, unless the caller
+knows better: ``detect_all`` passes a metric's raw sample count
+(from ``metrics`` over the grid's span), since the rollups hold a gauge's sample over every bucket
+until the next one: 5 samples a minute apart are 5 samples, not 300 buckets. On
+a coarse grid the baseline window is at least ``MIN_BASELINE_BUCKETS`` buckets,
+whatever ``baseline_s``.
 """
 
 from __future__ import annotations
@@ -50,9 +61,15 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from analysis.rollups import signal_parts
+from analysis.rollups import rollup_info, signal_parts
 
 MAD_TO_SD = 1.4826
+#: the fewest samples a series needs for a baseline (see the module docstring)
+MIN_SAMPLES = 10
+MIN_SAMPLES_COUNTS = 30
+#: the baseline window spans at least this many buckets (coarse grids: ``baseline_s`` of
+#: 900 s is 3 buckets of 300 s, too few for a median and a MAD)
+MIN_BASELINE_BUCKETS = 30
 
 
 @dataclass(frozen=True)
@@ -275,7 +292,7 @@ def robust_z(
     if settings.daily_curve == "on" or (settings.daily_curve == "auto" and span >= 2 * 86400):
         profile = _daily_profile(t, xb, settings.profile_bin_s)
     r, rb = x - profile, xb - profile
-    window = max(3, int(round(settings.baseline_s / step_s)))
+    window = max(MIN_BASELINE_BUCKETS, int(round(settings.baseline_s / step_s)))
     # the first buckets have little past: counts, bursty by nature, need more of it
     min_samples = min(window, 30 if counts else 5)
     if mask is not None:
@@ -545,6 +562,45 @@ def _prepare(
 # --- public API ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Detection:
+    """What detection found in one series: its windows, how many samples it has against
+    the ``needed`` its baseline wants, and ``too_short`` (then no windows) with the
+    reason."""
+
+    signal: str
+    windows: list[AnomalyWindow]
+    samples: int
+    needed: int
+    too_short: bool = False
+    reason: str | None = None
+
+
+def detect_series(
+    series: pl.DataFrame,
+    settings: DetectorSettings | None = None,
+    *,
+    signal: str | None = None,
+    counts: bool = False,
+    samples: int | None = None,
+) -> Detection:
+    """``detect`` with what it could not do said: a series with fewer samples than
+    ``MIN_SAMPLES`` (``MIN_SAMPLES_COUNTS`` for counts) is ``too_short`` and gets no
+    windows. ``samples``: the raw samples behind the series when known (a metric's),
+    else its finite buckets."""
+    needed = MIN_SAMPLES_COUNTS if counts else MIN_SAMPLES
+    name = signal or (str(series["signal"][0]) if "signal" in series.columns
+                      and series.height else "series")
+    if samples is None:
+        values = series["value"].cast(pl.Float64).fill_nan(None)
+        samples = values.len() - values.null_count()
+    n = int(samples)
+    if n < needed:
+        return Detection(name, [], n, needed, True,
+                         f"{n} samples, fewer than the {needed} its baseline needs: no windows")
+    return Detection(name, _detect_windows(series, settings, signal, counts), n, needed)
+
+
 def detect(
     series: pl.DataFrame,
     settings: DetectorSettings | None = None,
@@ -555,8 +611,16 @@ def detect(
     """Anomaly windows in ``series`` (columns ``t``, ``value``; optionally ``signal``).
 
     ``counts`` says the values are event rates (requests, log lines), which
-    adds a Poisson floor to the scale. Windows are ordered by start.
+    adds a Poisson floor to the scale. Windows are ordered by start. A series too short
+    for its baseline has none (``detect_series`` says why).
     """
+    return detect_series(series, settings, signal=signal, counts=counts).windows
+
+
+def _detect_windows(
+    series: pl.DataFrame, settings: DetectorSettings | None, signal: str | None, counts: bool
+) -> list[AnomalyWindow]:
+    """The detector itself (the module docstring), on a series long enough for it."""
     settings = settings or DetectorSettings()
     prepared = _prepare(series, signal)
     if prepared is None:
@@ -599,7 +663,9 @@ def detect_all(
     *,
     signals: Sequence[str] | None = None,
 ) -> pl.DataFrame:
-    """Windows of every signal in the ``signals`` table; also written to table ``anomalies``.
+    """Windows of every signal in the ``signals`` table; also written to table ``anomalies``,
+    and the signals too short for a baseline to table ``too_short`` (signal, samples,
+    needed, reason).
 
     Count signals (catalog kind ``count``) get the Poisson scale floor. The
     frame has the ``AnomalyWindow`` fields plus ``duration_s``, ordered by start.
@@ -608,13 +674,43 @@ def detect_all(
     kinds = dict(con.execute("SELECT signal, kind FROM signal_catalog").fetchall())
     wanted = None if signals is None else [s for s in signals if s in kinds]
     windows: list[AnomalyWindow] = []
+    short: list[Detection] = []
+    raw = _raw_samples(con)
     for name, part in signal_parts(con, wanted):
-        windows += detect(part, settings, signal=name, counts=kinds.get(name) == "count")
+        found = detect_series(part, settings, signal=name, counts=kinds.get(name) == "count",
+                              samples=raw.get(name))
+        windows += found.windows
+        short += [found] if found.too_short else []
     frame = windows_frame(windows).sort("start", "signal")
-    con.register("_anomalies_view", frame)
-    con.execute("CREATE OR REPLACE TABLE anomalies AS SELECT * FROM _anomalies_view")
-    con.unregister("_anomalies_view")
+    notes = pl.DataFrame(
+        [(d.signal, d.samples, d.needed, d.reason) for d in short],
+        schema={"signal": pl.String, "samples": pl.Int64, "needed": pl.Int64,
+                "reason": pl.String}, orient="row",
+    )
+    for table, data in (("anomalies", frame), ("too_short", notes)):
+        con.register("_detect_view", data)
+        con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM _detect_view")
+        con.unregister("_detect_view")
     return frame
+
+
+def _raw_samples(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Raw samples behind each metric signal on the grid (``roll_info``'s buckets): a label
+    set's own count; an aggregate over label sets, that of its best-sampled set. Empty
+    without ``roll_info``."""
+    info = rollup_info(con)
+    if info is None or info.start is None or info.end is None:
+        return {}
+    rows = con.execute("""
+        WITH s AS (
+            SELECT metric, coalesce(labels, '{}') AS labels, count(*) AS n FROM metrics
+            WHERE time >= $lo AND time < $hi AND value IS NOT NULL AND NOT isnan(value)
+            GROUP BY ALL)
+        SELECT c.signal, max(s.n) FROM signal_catalog c
+        JOIN s ON s.metric = c.metric AND (c.labels IS NULL OR s.labels = c.labels)
+        WHERE c.source = 'metrics' GROUP BY c.signal
+    """, {"lo": info.start, "hi": info.end + timedelta(seconds=info.grid_s)}).fetchall()
+    return {str(k): int(v) for k, v in rows}
 
 
 def baseline_detect(

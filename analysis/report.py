@@ -36,6 +36,7 @@ from analysis import charts
 from analysis import report_data as rd
 from analysis.errors import UserError
 from analysis.report_cache import cached
+from analysis.rollups import ensure_rollups
 
 TEMPLATE = Path(__file__).with_name("report_template.html.j2")
 TIMELINE_ROWS = 3000
@@ -125,11 +126,7 @@ def summary_items(chain, imp: rd.Impact, events: pl.DataFrame, wi: rd.WhatIfs | 
     """The executive summary as (label, sentence) pairs, every number from the data."""
     items: list[tuple[str, str]] = []
     if imp.signal and imp.baseline is not None:
-        drop = f"{imp.drop_pct:.0f} %" if imp.drop_pct is not None else "—"
-        items.append(("Impact", (
-            f"{imp.label} fell from a median of {imp.baseline:,.0f}"
-            f" to {imp.trough:,.0f} (one-minute low), a drop of {drop}."
-        )))
+        items.append(("Impact", impact_sentence(imp)))
     else:
         items.append(("Impact", "no user-facing signal in the store: impact not measured."))
     if imp.start is not None:
@@ -172,6 +169,19 @@ def summary_items(chain, imp: rd.Impact, events: pl.DataFrame, wi: rd.WhatIfs | 
                          f" lookups (peak TIME_WAIT {fix['peak_time_wait']:,}).")
         items.append((label, text))
     return items
+
+
+def impact_sentence(imp: rd.Impact) -> str:
+    """The impact headline: a fall only when the one-minute low is measurably (at least
+    0.5 %, so it rounds to 1 % or more) below the median, never "a drop of 0 %"."""
+    name = imp.label or "user-facing traffic"
+    level = f"a median of {imp.baseline:,.4g}, one-minute low {imp.trough:,.4g}"
+    if imp.drop_pct is None:
+        return f"{name}: {level}; no change can be measured against a baseline of 0."
+    if round(imp.drop_pct) <= 0:
+        return f"{name} did not fall measurably ({level})."
+    return (f"{name} fell from a median of {imp.baseline:,.0f} to {imp.trough:,.0f}"
+            f" (one-minute low), a drop of {imp.drop_pct:.0f} %.")
 
 
 def _scenario(wi: rd.WhatIfs, prefix: str) -> dict | None:
@@ -225,13 +235,24 @@ def follow_ups(chain, imp: rd.Impact, wi: rd.WhatIfs | None) -> list[str]:
 # --- collecting and rendering ------------------------------------------------------------
 
 
-def collect(con: duckdb.DuckDBPyConnection, *, whatif: bool = True) -> ReportContent:
-    """Run the analysis on the store behind ``con`` and gather what the report shows."""
-    chain = rd.root_cause_chain(con)
+def collect(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    whatif: bool = True,
+    grid_s: int | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> ReportContent:
+    """Run the analysis on the store behind ``con`` and gather what the report shows;
+    ``grid_s``, ``start``, ``end`` override the grid and window (``find_chain``)."""
+    times = {"grid_s": grid_s, "start": start, "end": end}
+    chain = rd.root_cause_chain(con, **times)
+    if any(v is not None for v in times.values()):
+        ensure_rollups(con, grid_s, start, end)  # the charts and impact read these rollups
     env = chain.environment
     imp = rd.impact(con, chain)
     td = rd.timeline_data(con, onsets=chain.onsets, port_range=env.port_range)
-    wi = rd.whatifs(con) if whatif and chain.culprit is not None else None
+    wi = rd.whatifs(con, **times) if whatif and chain.culprit is not None else None
     blocks: list[ChartBlock] = []
     if td.panels:
         blocks.append(ChartBlock(
@@ -267,6 +288,10 @@ def collect(con: duckdb.DuckDBPyConnection, *, whatif: bool = True) -> ReportCon
         ("idle pool", "unknown" if env.idle_pool is None else f"{env.idle_pool:,}"),
         ("from the manifest", ", ".join(env.from_manifest) or "none (kernel defaults)"),
     ]
+    info = getattr(chain, "rollup", None)
+    if info is not None:
+        facts += [("grid and window", info.describe()),
+                  ("outside the window", info.outside_line() or "no data")]
     return ReportContent(
         title=f"Post-mortem: {_incident_name(con)}",
         verdict=chain.verdict,
@@ -332,9 +357,11 @@ def render_html(content: ReportContent, vega_js: str | None = None) -> str:
 
 
 def write_report(con: duckdb.DuckDBPyConnection, out: Path,
-                 notebooks: list[tuple[str, str]] | None = None) -> tuple[Path, str]:
-    """Collect and render the report of ``con``'s store into ``out/report.html``."""
-    content = collect(con)
+                 notebooks: list[tuple[str, str]] | None = None,
+                 **times) -> tuple[Path, str]:
+    """Collect and render the report of ``con``'s store into ``out/report.html``
+    (``times``: ``grid_s``, ``start``, ``end`` for ``collect``)."""
+    content = collect(con, **times)
     content.notebooks = notebooks or []
     out.mkdir(parents=True, exist_ok=True)
     path = out / "report.html"
@@ -345,6 +372,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out: Path,
 def build_report(
     db: Path, out: Path, *, data_dir: Path | None = None, notebooks: bool = True,
     notebook_dir: Path | None = None, reuse_notebooks: bool = True,
+    grid_s: int | None = None, start: datetime | None = None, end: datetime | None = None,
 ) -> ReportRun:
     """``postmortem report``: run the notebooks (optional) and write the report page.
 
@@ -354,18 +382,20 @@ def build_report(
     --replace`` renames a new store into place meanwhile, the report (whose
     page and notebooks might then tell of two stores) fails and says so.
     ``reuse_notebooks``: copy a notebook's page from an earlier run with the same
-    notebook and inputs (see ``analysis.report_notebooks.run_notebooks``).
+    notebook and inputs (see ``analysis.report_notebooks.run_notebooks``). ``grid_s``,
+    ``start``, ``end`` override the grid and window of the page's analysis (the
+    notebooks read the store's rollups).
     """
     from analysis.access import check_store_file, identity
     from analysis.report_notebooks import notebook_paths, run_notebooks
     from analysis.report_store import open_analysis
 
-    start = time.monotonic()
+    began = time.monotonic()
     before = identity(check_store_file(db))
     with staged(out) as stage:
         con = open_analysis(db)  # rollups the store lacks are built in memory here
         t = time.monotonic()
-        phases = {"rollups and opening": t - start}
+        phases = {"rollups and opening": t - began}
         planned = [stage / "notebooks" / f"{p.stem}.html" for p in notebook_paths(notebook_dir)]
         links = [(p.stem, p.relative_to(stage).as_posix()) for p in planned] if notebooks else []
         # The notebooks run in worker processes while this one writes the page. The
@@ -376,7 +406,8 @@ def build_report(
                             notebook_dir=notebook_dir, reuse=reuse_notebooks,
                             previous=out / "notebooks") if notebooks else None
             try:
-                path, verdict = write_report(con, stage, links)
+                path, verdict = write_report(con, stage, links, grid_s=grid_s, start=start,
+                                             end=end)
             finally:
                 con.close()
             phases["report page"] = time.monotonic() - t
@@ -387,7 +418,7 @@ def build_report(
                             " (by `postmortem ingest`); run `postmortem report` again")
     final = out / path.relative_to(stage)
     return ReportRun(final, final.stat().st_size, [out / p.relative_to(stage) for p in pages],
-                     time.monotonic() - start, verdict, phases)
+                     time.monotonic() - began, verdict, phases)
 
 
 @contextlib.contextmanager

@@ -370,32 +370,44 @@ class WhatIfs:
     tw_agreement: float | None
 
 
-def root_cause_chain(con: duckdb.DuckDBPyConnection):
-    """``analysis.chain.find_chain`` with default settings, cached per store and code version."""
+def _time_params(times: dict) -> dict:
+    """The grid and window flags that were given, as cache parameters ({} by default)."""
+    return {k: str(v) for k, v in times.items() if v is not None}
+
+
+def root_cause_chain(con: duckdb.DuckDBPyConnection, **times):
+    """``analysis.chain.find_chain`` with default settings, cached per store and code version;
+    ``times``: ``grid_s``, ``start``, ``end`` as ``find_chain`` takes them."""
     from analysis.chain import find_chain
 
-    return cached(con, "chain", {}, lambda: find_chain(con))
+    return cached(con, "chain", _time_params(times), lambda: find_chain(con, **times))
 
 
-def whatifs(con: duckdb.DuckDBPyConnection, scenarios: dict[str, dict] | None = None) -> WhatIfs:
-    """Replay the request log under each scenario (default ``WHATIF_SCENARIOS``), cached.
+def whatifs(
+    con: duckdb.DuckDBPyConnection, scenarios: dict[str, dict] | None = None, **times
+) -> WhatIfs:
+    """Replay the request log under each scenario (default ``WHATIF_SCENARIOS``), cached;
+    ``times``: ``grid_s``, ``start``, ``end`` as ``analysis.whatif.whatifs`` takes them.
 
     ``summary``: one row for the observed incident, one for the replay as it
     was, one per scenario (dials, peak TIME_WAIT, errors, seconds with errors).
     ``long``: ``t, scenario, series, value`` for TIME_WAIT and errors, per 10 s.
     """
     scenarios = scenarios if scenarios is not None else WHATIF_SCENARIOS
-    return cached(con, "whatifs", scenarios, lambda: _whatifs(con, scenarios))
+    params = {**scenarios, **_time_params(times)}
+    return cached(con, "whatifs", params, lambda: _whatifs(con, scenarios, times))
 
 
-def _whatifs(con: duckdb.DuckDBPyConnection, scenarios: dict[str, dict]) -> WhatIfs:
+def _whatifs(
+    con: duckdb.DuckDBPyConnection, scenarios: dict[str, dict], times: dict
+) -> WhatIfs:
     from analysis.whatif import whatifs as replay_scenarios
 
     n_requests = con.execute("SELECT count(*) FROM requests").fetchall()[0][0]
     if n_requests == 0:
         scenarios = {}  # nothing to replay: an empty answer, not an error
     # one load and one as-it-was replay for every scenario (a replay takes well under a second)
-    results = replay_scenarios(con, scenarios) if scenarios else {}
+    results = replay_scenarios(con, scenarios, **times) if scenarios else {}
     rows = []
     longs = []
     first = next(iter(results.values()), None)

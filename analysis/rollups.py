@@ -9,8 +9,13 @@ Rules (the data dictionary of the rollups):
 
 - Buckets are aligned to the Unix epoch: bucket ``t`` holds ``[t, t + grid_s)``.
   The grid spans the data of ``requests``, ``log_events`` and ``metrics``
-  (not ``events``: a deploy a week earlier must not stretch it), clipped to the
-  ``incident`` keys ``window_start``/``window_end`` when they are given.
+  (not ``events``: a deploy a week earlier must not stretch it) inside the
+  incident window: ``--start/--end``, else the ``incident`` keys
+  ``window_start``/``window_end``, else where the rows are dense
+  (``analysis.window``). Rows outside it are kept in the store, left out of
+  every roll table and counted (``RollupInfo.window.outside``, ``roll_info``).
+- The step ``grid_s`` is given (``--grid``) or chosen from the window's length:
+  the finest of 1, 5, 10, 30, 60, 300, 900, 3600 s with at most 100,000 buckets.
 - ``roll_heavy`` holds, as they were logged, the requests in the grid with more than
   ``HEAVY_URIS`` URIs: the rare batches that can dial past an idle pool.
 - Counts (requests, URIs, log lines) are per-second rates: the bucket's count
@@ -39,7 +44,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -48,8 +53,20 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from analysis.errors import UserError
 from analysis.signal_id import SignalId
+from analysis.window import (
+    MAX_BUCKETS,
+    TARGET_BUCKETS,
+    WINDOW_TABLES,
+    GridSource,
+    Window,
+    choose_grid,
+    count_outside,
+    resolve_window,
+)
+from analysis.window import (
+    n_buckets as count_buckets,
+)
 
 COUNTER_PATTERN = r"(_total|_count|_sum|_bucket)$"
 KNOWN_COUNTERS: tuple[str, ...] = (
@@ -61,25 +78,68 @@ KNOWN_COUNTERS: tuple[str, ...] = (
 )
 SUM_PATTERN = r"(_total|_count|_sum|_bucket|per_second|_rate|_rps|_qps|connections|requests)$"
 ROLLUP_TABLES: tuple[str, ...] = ("signals", "signal_catalog", "roll_callers", "roll_errors",
-                                  "roll_metrics", "roll_events", "roll_heavy")
+                                  "roll_metrics", "roll_events", "roll_heavy", "roll_info")
 """The derived tables ``build_rollups`` makes; ``ingest`` stores them (``ensure_rollups``)."""
 ERROR_LEVELS: tuple[str, ...] = ("error", "fatal", "panic", "critical")
-MAX_BUCKETS = 5_000_000
 #: ``roll_heavy`` keeps every request of more URIs than this: far below any idle pool
 #: (hundreds to thousands of connections) and above every ordinary batch (1-50 URIs), so
 #: the few heavy requests, not the raw log, answer what batches force past a pool.
 HEAVY_URIS = 64
 
 
+__all__ = ["MAX_BUCKETS", "RollupInfo", "build_rollups", "ensure_rollups", "rollup_info"]
+
+
 @dataclass(frozen=True)
 class RollupInfo:
-    """What ``build_rollups`` built: the grid and how many signals it holds."""
+    """What ``build_rollups`` built: the grid (step, first and last bucket, bucket count),
+    how many signals it holds, whether the step was given or chosen (``grid_from``), and
+    the incident window with where it came from and the rows left outside it
+    (``analysis.window.Window``)."""
 
     grid_s: int
     start: datetime | None
     end: datetime | None
     n_buckets: int
     n_signals: int
+    grid_from: GridSource = "auto"
+    window: Window | None = None
+
+    def describe(self) -> str:
+        """One line: the grid and the window, and why each was used."""
+        why = ("set by --grid" if self.grid_from == "flag" else
+               f"chosen for the window's length, at most {TARGET_BUCKETS:,} buckets")
+        w = self.window
+        span = "no data" if w is None or w.start is None else (
+            f"{_iso(w.start)} to {_iso(w.end)} ({w.how()})")
+        return f"grid {self.grid_s} s ({why}; {self.n_buckets:,} buckets); window {span}"
+
+    def outside_line(self) -> str | None:
+        """"N rows outside the window [start, end] (per table)" (None without data)."""
+        if self.window is None or self.window.start is None:
+            return None
+        return self.window.outside_line()
+
+    def to_dict(self) -> dict:
+        """The grid and window as JSON-ready values (``chain --json``)."""
+        w = self.window
+        return {
+            "grid_s": self.grid_s,
+            "grid_from": self.grid_from,
+            "n_buckets": self.n_buckets,
+            "window": None if w is None else {
+                "start": None if w.start is None else _iso(w.start),
+                "end": None if w.end is None else _iso(w.end),
+                "start_from": w.start_from,
+                "end_from": w.end_from,
+                "outside": dict(w.outside),
+                "outside_total": w.n_outside,
+            },
+        }
+
+
+def _iso(t: datetime | None) -> str:
+    return "none" if t is None else t.isoformat(sep="T") + "Z"
 
 
 def _bucket(col: str, grid_s: int) -> str:
@@ -151,63 +211,63 @@ def _epoch_us(t: datetime) -> int:
 
 
 def _grid_range(
-    con: duckdb.DuckDBPyConnection, grid_s: int
+    con: duckdb.DuckDBPyConnection, window: Window
 ) -> tuple[datetime | None, datetime | None]:
-    """First and last bucket of the grid (None, None when there is no data)."""
-    lo, hi = con.execute(
-        f"""
-        WITH r AS (
-            SELECT min(time) lo, max(time) hi FROM requests
-            UNION ALL SELECT min(time), max(time) FROM log_events
-            UNION ALL SELECT min(time), max(time) FROM metrics
-        ), w AS (
-            SELECT
-              max(CASE WHEN key = 'window_start'
-                  THEN CAST(TRY_CAST(value AS TIMESTAMPTZ) AS TIMESTAMP) END) ws,
-              max(CASE WHEN key = 'window_end'
-                  THEN CAST(TRY_CAST(value AS TIMESTAMPTZ) AS TIMESTAMP) END) we
-            FROM incident
-        )
-        SELECT {_bucket("greatest(min(lo), coalesce(any_value(ws), min(lo)))", grid_s)},
-               {_bucket("least(max(hi), coalesce(any_value(we), max(hi)))", grid_s)}
-        FROM r, w
-        """
-    ).fetchall()[0]
-    if lo is None or hi is None or hi < lo:
+    """The span the grid covers: the data of ``requests``, ``log_events`` and ``metrics``
+    (not ``events``: a deploy a week earlier must not stretch it) clipped to the window;
+    (None, None) when no row is inside it."""
+    if window.start is None or window.end is None:
         return None, None
-    return lo, hi
+    q = " UNION ALL ".join(
+        f"SELECT min(time) lo, max(time) hi,"
+        f" count(*) FILTER (WHERE time >= $ws AND time <= $we) AS n FROM {t}"
+        for t in WINDOW_TABLES
+    )
+    lo, hi, inside = con.execute(
+        f"SELECT min(lo), max(hi), sum(n) FROM ({q})", {"ws": window.start, "we": window.end}
+    ).fetchall()[0]
+    if lo is None or hi is None or not inside:
+        return None, None
+    lo, hi = max(lo, window.start), min(hi, window.end)
+    return (None, None) if hi < lo else (lo, hi)
 
 
 def build_rollups(
-    con: duckdb.DuckDBPyConnection, grid_s: int = 1, *, stale_s: int = 300
+    con: duckdb.DuckDBPyConnection,
+    grid_s: int | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    *,
+    stale_s: int = 300,
 ) -> RollupInfo:
-    """Create or replace ``roll_*``, ``signals`` and ``signal_catalog`` on a ``grid_s`` grid.
+    """Create or replace ``roll_*``, ``signals``, ``signal_catalog`` and ``roll_info``.
 
-    The roll tables are computed in DuckDB SQL with one scan of each raw table, and
-    ``signals`` is filled densely from their values in numpy (see ``_build_signals``);
-    the module docstring states the rules. Returns the grid and the signal count. Its
-    cost grows with the raw rows only in the scans of ``requests`` and ``log_events``;
-    the rest grows with the grid and the number of series.
+    The incident window is ``start``/``end`` when given, else the manifest's, else
+    inferred from where the rows are dense (``analysis.window.resolve_window``); rows
+    outside it stay in the store and are counted in ``RollupInfo.window.outside``. The
+    grid step is ``grid_s`` when given, else chosen from the window's length
+    (``analysis.window.choose_grid``). The roll tables are computed in DuckDB SQL with
+    one scan of each raw table, and ``signals`` is filled densely from their values in
+    numpy (see ``_build_signals``); the module docstring states the rules. Its cost
+    grows with the raw rows only in the scans of ``requests`` and ``log_events``; the
+    rest grows with the grid and the number of series.
     """
-    if int(grid_s) != grid_s or grid_s < 1:
-        raise UserError(f"grid must be a whole number of seconds >= 1, got {grid_s!r}")
-    g = int(grid_s)
-    start, end = _grid_range(con, g)
-    if start is not None:
-        n_buckets = int((end - start).total_seconds()) // g + 1
-        if n_buckets > MAX_BUCKETS:
-            raise UserError(
-                f"a {g} s grid from {start} to {end} has {n_buckets:,} buckets"
-                f" (limit {MAX_BUCKETS:,}): use a coarser grid"
-            )
-    else:
-        n_buckets = 0
+    window = resolve_window(con, start, end)
+    first, last = _grid_range(con, window)
+    g, grid_from = choose_grid(first, last, grid_s)
+    us = g * 1_000_000
+    start = end = None
+    n_buckets = 0
+    if first is not None and last is not None:
+        start = _EPOCH + timedelta(microseconds=(_epoch_us(first) // us) * us)
+        end = _EPOCH + timedelta(microseconds=(_epoch_us(last) // us) * us)
+        n_buckets = count_buckets(first, last, g)
     lo = "TIMESTAMP '1970-01-01'" if start is None else f"TIMESTAMP '{start}'"
     hi_excl = "TIMESTAMP '1970-01-01'" if end is None else f"TIMESTAMP '{end}' + to_seconds({g})"
     in_grid = f"time >= {lo} AND time < {hi_excl}"
+    window = replace(window, outside=count_outside(
+        con, start, None if end is None else end + timedelta(seconds=g)))
     b = _bucket("time", g)
-
-    us = g * 1_000_000
 
     def idx(col: str) -> str:
         return _index_sql(col, g, start)
@@ -334,7 +394,57 @@ def build_rollups(
                 "_ccat"):
         con.execute(f"DROP TABLE IF EXISTS {tmp}")
     n_signals = con.execute("SELECT count(*) FROM signal_catalog").fetchall()[0][0]
-    return RollupInfo(grid_s=g, start=start, end=end, n_buckets=n_buckets, n_signals=n_signals)
+    info = RollupInfo(g, start, end, n_buckets, n_signals, grid_from, window)
+    _write_info(con, info)
+    return info
+
+
+_INFO_COLUMNS = (
+    "grid_s INTEGER, grid_from VARCHAR, first_bucket TIMESTAMP, last_bucket TIMESTAMP,"
+    " n_buckets BIGINT, n_signals BIGINT, window_start TIMESTAMP, window_end TIMESTAMP,"
+    " start_from VARCHAR, end_from VARCHAR, outside JSON, rows JSON, asked JSON"
+)
+
+
+def _table_rows(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Rows per raw table the rollups read (cheap: DuckDB keeps the counts)."""
+    q = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {t}" for t in (*WINDOW_TABLES, "events"))
+    return {str(k): int(v) for k, v in con.execute(q).fetchall()}
+
+
+def _manifest_keys(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    return {str(k): str(v) for k, v in con.execute(
+        "SELECT key, value FROM incident WHERE key IN ('window_start', 'window_end')"
+    ).fetchall()}
+
+
+def _write_info(con: duckdb.DuckDBPyConnection, info: RollupInfo) -> None:
+    """``roll_info``: one row saying what grid and window the rollups were built on, the raw
+    row counts and manifest window they were built from (how ``ensure_rollups`` tells
+    stale rollups) and the rows left outside the window."""
+    w = info.window
+    assert w is not None
+    con.execute(f"CREATE OR REPLACE TABLE roll_info ({_INFO_COLUMNS})")
+    con.execute(
+        "INSERT INTO roll_info VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [info.grid_s, info.grid_from, info.start, info.end, info.n_buckets, info.n_signals,
+         w.start, w.end, w.start_from, w.end_from, json.dumps(w.outside),
+         json.dumps(_table_rows(con)), json.dumps(_manifest_keys(con))],
+    )
+
+
+def rollup_info(con: duckdb.DuckDBPyConnection) -> RollupInfo | None:
+    """What the stored rollups were built on (``roll_info``), None when there is none."""
+    if not has_table(con, "roll_info"):
+        return None
+    row = con.execute(
+        "SELECT grid_s, grid_from, first_bucket, last_bucket, n_buckets, n_signals,"
+        " window_start, window_end, start_from, end_from, outside FROM roll_info"
+    ).fetchone()
+    if row is None:
+        return None
+    window = Window(row[6], row[7], row[8], row[9], json.loads(row[10]))
+    return RollupInfo(row[0], row[2], row[3], row[4], row[5], row[1], window)
 
 
 def _build_signals(
@@ -640,30 +750,15 @@ def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
 
 
 def _rollups_stale(con: duckdb.DuckDBPyConnection) -> bool:
-    """True when loaded data reach past the rolled-up grid (files ingested after the
-    rollups were built); data added inside the grid's span is not detected."""
-    lo, hi = con.execute("SELECT min(t), max(t) FROM signals").fetchall()[0]
-    if lo is None:
+    """True when the stored rollups no longer match the raw tables: no ``roll_info`` (or
+    no ``signals``), rows added or removed since they were built (files ingested later),
+    or a manifest window that changed."""
+    if not has_table(con, "signals") or not has_table(con, "roll_info"):
         return True
-    d_lo, d_hi = con.execute(
-        """SELECT min(lo), max(hi) FROM (
-             SELECT min(time) lo, max(time) hi FROM requests
-             UNION ALL SELECT min(time), max(time) FROM log_events
-             UNION ALL SELECT min(time), max(time) FROM metrics)"""
-    ).fetchall()[0]
-    w = dict(con.execute(
-        "SELECT key, value FROM incident WHERE key IN ('window_start', 'window_end')"
-    ).fetchall())
-    try:
-        if w.get("window_start"):
-            d_lo = max(d_lo, datetime.fromisoformat(str(w["window_start"]).replace("Z", "")))
-        if w.get("window_end"):
-            d_hi = min(d_hi, datetime.fromisoformat(str(w["window_end"]).replace("Z", "")))
-    except (TypeError, ValueError):
-        pass
-    if d_lo is None or d_hi is None:
-        return False
-    return d_lo < lo - timedelta(seconds=2) or d_hi > hi + timedelta(seconds=2)
+    row = con.execute("SELECT rows, asked FROM roll_info").fetchone()
+    if row is None:
+        return True
+    return json.loads(row[0]) != _table_rows(con) or json.loads(row[1]) != _manifest_keys(con)
 
 
 def rollups_fingerprint() -> str:
@@ -707,16 +802,28 @@ def rollups_current(con: duckdb.DuckDBPyConnection, *, trust_own: bool = True) -
             and not _rollups_stale(con))
 
 
-def ensure_rollups(con: duckdb.DuckDBPyConnection, grid_s: int = 1) -> bool:
-    """Build the rollups unless current ones exist; True when they were (re)built.
-
-    Lets every consumer (chain, what-if, notebooks) start from a bare store
-    without rolling up twice. On a reader's connection (``analysis.access.open_reader``)
-    they are built in memory, shadowing stale ones in the store.
+def ensure_rollups(
+    con: duckdb.DuckDBPyConnection,
+    grid_s: int | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> RollupInfo:
+    """The current rollups' ``RollupInfo`` when they match what is asked (a given
+    ``grid_s``, ``start`` or ``end``; one not given asks for the default, so rollups an
+    earlier run built on its own flags are not taken for it); otherwise (re)build and
+    mark them and return the new one. Lets every consumer (chain, what-if, notebooks)
+    start from a bare store without rolling up twice. On a reader's connection
+    (``analysis.access.open_reader``) they are built in memory, shadowing the store's.
     """
-    if rollups_current(con):
-        return False
-    build_rollups(con, grid_s)
+    info = rollup_info(con) if rollups_current(con) else None
+    if info is not None and info.window is not None and (
+        (info.grid_s == grid_s if grid_s is not None else info.grid_from == "auto")
+        and (info.window.start == start if start is not None
+             else info.window.start_from != "flag")
+        and (info.window.end == end if end is not None else info.window.end_from != "flag")
+    ):
+        return info
+    info = build_rollups(con, grid_s, start, end)
     mark_rollups(con)
-    return True
+    return info
 

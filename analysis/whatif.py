@@ -26,7 +26,8 @@ from analysis.chain import environment
 from analysis.errors import UserError
 from analysis.mechanism import PoolSeries, PoolSettings, demand_from_requests, simulate_pool
 from analysis.roles import PORT_EXHAUSTION_ERRNOS, role_of_signal
-from analysis.rollups import ensure_rollups, signal_ids
+from analysis.rollups import RollupInfo, ensure_rollups, signal_ids
+from analysis.window import Window, resolve_window
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class WhatIfResult:
     predicted: WhatIfSummary
     tw_agreement: float | None
     changes: list[tuple[int, PoolSettings, str]] = field(default_factory=list)
+    window: Window | None = None  # the requests replayed are those inside it
+    rollup: RollupInfo | None = None  # the grid of the observed series (None: no rollups)
 
     def to_dict(self, every_s: int = 10) -> dict:
         """JSON-ready: settings, summaries and the series on a coarser ``every_s`` grid."""
@@ -86,6 +89,9 @@ class WhatIfResult:
             "replay": asdict(self.replay),
             "predicted": asdict(self.predicted),
             "tw_agreement": self.tw_agreement,
+            "grid": None if self.rollup is None else self.rollup.to_dict(),
+            "outside_window": None if self.window is None or self.window.start is None
+            else self.window.outside_line(),
             "observed_changes": [
                 {"second": sec, "title": title, "settings": _settings_dict(st)}
                 for sec, st, title in self.changes
@@ -166,8 +172,11 @@ def observed_changes(
     return out
 
 
-def _observed(con: duckdb.DuckDBPyConnection, t0, n: int) -> dict[str, np.ndarray]:
-    """Observed dials/s, TIME_WAIT (summed over hosts) and address errors/s per second."""
+def _observed(
+    con: duckdb.DuckDBPyConnection, t0, n: int, rollup: RollupInfo | None
+) -> dict[str, np.ndarray]:
+    """Observed dials/s, TIME_WAIT (summed over hosts) and address errors/s per second; on
+    a grid coarser than a second a bucket's value holds for each of its seconds."""
     out = {k: np.full(n, np.nan) for k in ("dials", "time_wait")}
     errs = con.execute(
         f"""SELECT CAST(floor(epoch(time) - epoch(?::TIMESTAMP)) AS BIGINT) AS s,
@@ -182,11 +191,9 @@ def _observed(con: duckdb.DuckDBPyConnection, t0, n: int) -> dict[str, np.ndarra
         if 0 <= s < n:
             e[s] += v
     out["errors"] = e
-    try:
-        ensure_rollups(con)
-        ids = signal_ids(con)
-    except duckdb.Error:  # a read-only store without rollups: observed series stay NaN
+    if rollup is None:  # a read-only store without rollups: observed series stay NaN
         return out
+    ids = signal_ids(con)
     roles = {s: role_of_signal(sid) for s, sid in ids.items()}
 
     def metric_of(s: str) -> str:
@@ -207,8 +214,8 @@ def _observed(con: duckdb.DuckDBPyConnection, t0, n: int) -> dict[str, np.ndarra
             [t0, *sigs],
         ).fetchall()
         for s, v in rows:
-            if 0 <= s < n and v is not None:
-                out[key][s] = v
+            if v is not None and -rollup.grid_s < s < n:
+                out[key][max(s, 0):s + rollup.grid_s] = v
     return out
 
 
@@ -235,25 +242,48 @@ def whatif(
     port_range: tuple[int, int] | None = None,
     idle_pool: int | None = None,
     batch_min: int = 1000,
+    grid_s: int | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
 ) -> WhatIfResult:
-    """Replay the request log under changed settings (``None`` keeps the observed one)."""
+    """Replay the request log under changed settings (``None`` keeps the observed one);
+    ``grid_s``, ``start``, ``end`` as for ``analysis.rollups.ensure_rollups``."""
     kw = dict(concurrency_limit=concurrency_limit, max_batch=max_batch,
               source_addresses=source_addresses, port_range=port_range, idle_pool=idle_pool)
-    return whatifs(con, {"": kw}, batch_min=batch_min)[""]
+    return whatifs(con, {"": kw}, batch_min=batch_min, grid_s=grid_s, start=start, end=end)[""]
 
 
 def whatifs(
-    con: duckdb.DuckDBPyConnection, scenarios: dict[str, dict], *, batch_min: int = 1000
+    con: duckdb.DuckDBPyConnection,
+    scenarios: dict[str, dict],
+    *,
+    batch_min: int = 1000,
+    grid_s: int | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
 ) -> dict[str, WhatIfResult]:
     """``whatif`` for several scenarios (name -> keyword arguments of ``whatif``).
 
     The request log, the observed series and the as-it-was replay are the same
     for every scenario, so they are loaded and run once; each scenario adds one
-    replay under its settings. Results equal separate ``whatif`` calls.
+    replay under its settings. Results equal separate ``whatif`` calls. Only the
+    requests inside the incident window are replayed (per second, whatever the grid);
+    the observed series come from the rollups on ``grid_s``.
     """
-    n_req = con.execute("SELECT count(*) FROM requests").fetchall()[0][0]
+    try:
+        rollup: RollupInfo | None = ensure_rollups(con, grid_s, start, end)
+        window = rollup.window
+    except duckdb.Error:  # a read-only store without rollups: observed series stay NaN
+        rollup, window = None, None
+    window = window or resolve_window(con, start, end)
+    n_req = con.execute(
+        "SELECT count(*) FROM requests WHERE time >= $lo AND time <= $hi",
+        {"lo": window.start, "hi": window.end},
+    ).fetchall()[0][0] if window.start is not None else 0
     if n_req == 0:
-        raise UserError("the store has no requests to replay: ingest a request log first")
+        raise UserError("the store has no requests to replay"
+                        + (" inside the window" if window.start is not None else "")
+                        + ": ingest a request log first (or widen --start/--end)")
     base = baseline_settings(con)
     targets: dict[str, PoolSettings] = {}
     for name, kw in scenarios.items():
@@ -264,14 +294,16 @@ def whatifs(
             targets[name] = replace(base, **{k: v for k, v in kw.items() if v is not None})
         except ValueError as exc:
             raise UserError(f"what-if settings: {exc}") from exc
+    inside = {"lo": window.start, "hi": window.end}
     t0, t1 = con.execute(
         "SELECT date_trunc('second', min(time)), max(time) FROM requests"
+        " WHERE time >= $lo AND time <= $hi", inside
     ).fetchall()[0]
     req = con.sql(
-        """SELECT CAST(floor(epoch(time) - epoch(?::TIMESTAMP)) AS BIGINT) AS s,
+        """SELECT CAST(floor(epoch(time) - epoch($t0::TIMESTAMP)) AS BIGINT) AS s,
                   coalesce(host, '?') AS host, coalesce(uris, 1) AS uris
-           FROM requests""",
-        params=[t0],
+           FROM requests WHERE time >= $lo AND time <= $hi""",
+        params={"t0": t0, **inside},
     ).pl()
     n = int((t1 - t0).total_seconds()) + 1
     hosts = sorted(req["host"].unique().to_list())
@@ -282,7 +314,7 @@ def whatifs(
     )
     changes = observed_changes(con, t0, base)
     replay = simulate_pool(demand, base, [(s, st) for s, st, _ in changes])
-    obs = _observed(con, t0, n)
+    obs = _observed(con, t0, n, rollup)
     batches = np.bincount(demand.batches.second, minlength=n)[:n]
     t = pl.datetime_range(t0, t0 + timedelta(seconds=n - 1), "1s", eager=True)
     common = pl.DataFrame(
@@ -314,7 +346,7 @@ def whatifs(
                              frame["predicted_time_wait"].to_numpy(),
                              frame["predicted_errors"].to_numpy())
         out[name] = WhatIfResult(base, changed, frame, observed, replayed, predicted, agreement,
-                                 list(changes))
+                                 list(changes), window, rollup)
     return out
 
 

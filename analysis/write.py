@@ -26,6 +26,7 @@ import os
 import secrets
 import shutil
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -51,28 +52,37 @@ class WriteResult:
 
 
 def write_store(db: str | Path, paths: list[Path], *, replace: bool = False,
-                wait: bool = False, progress: bool = False) -> WriteResult:
+                wait: bool = False, progress: bool = False, start: datetime | None = None,
+                end: datetime | None = None) -> WriteResult:
     """Load ``paths`` into the store at ``db`` and store its rollups (see the module doc).
 
     ``replace`` reloads files already loaded, in a copy renamed into place at
     the end; ``wait`` waits for another writer (or, in place, for readers)
-    instead of failing with "store busy".
+    instead of failing with "store busy". ``start``/``end`` (``--start/--end``)
+    record the incident window, outranking the manifest's, before the rollups.
     """
     db = Path(db)
+    window = {"start": start, "end": end}
     with store_errors(db, "writing"), writer_lock(db, wait=wait):
         if replace:
-            return _write_beside(db, paths, progress=progress)
+            return _write_beside(db, paths, progress=progress, window=window)
         con = open_writer(db, wait=wait)
         try:
-            return _load(con, paths, replace=False, progress=progress)
+            return _load(con, paths, replace=False, progress=progress, window=window)
         finally:
             con.close()
 
 
 def _load(con: duckdb.DuckDBPyConnection, paths: list[Path], *, replace: bool,
-          progress: bool) -> WriteResult:
+          progress: bool, window: dict[str, datetime | None]) -> WriteResult:
     report = ingest_paths(con, paths, replace=replace, progress=progress)
-    changed = any(not f.skipped_duplicate for f in report.files)
+    # the window given to ingest outranks the manifest's, as its keys in the incident table
+    for side, when in window.items():
+        if when is not None:
+            con.execute("INSERT OR REPLACE INTO incident VALUES (?, ?)",
+                        [f"window_{side}", when.isoformat(sep=" ")])
+    changed = (any(not f.skipped_duplicate for f in report.files)
+               or any(w is not None for w in window.values()))
     return WriteResult(report, store_rollups(con, changed=changed))
 
 
@@ -95,11 +105,13 @@ def store_rollups(con: duckdb.DuckDBPyConnection, *, changed: bool = True) -> st
     mark_rollups(con)
     if info.start is None:
         return "rollups: stored (no timed rows)"
-    return (f"rollups: stored, {info.n_signals:,} signals on a {info.grid_s} s grid from"
-            f" {info.start} to {info.end}")
+    line = f"rollups: stored, {info.n_signals:,} signals; {info.describe()}"
+    outside = info.outside_line()
+    return line + (f"\noutside the window: {outside}" if outside else "")
 
 
-def _write_beside(db: Path, paths: list[Path], *, progress: bool) -> WriteResult:
+def _write_beside(db: Path, paths: list[Path], *, progress: bool,
+                  window: dict[str, datetime | None]) -> WriteResult:
     """``_load`` into a copy of ``db`` beside it, renamed over ``db`` when complete."""
     tmp = db.with_name(f".{db.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     wal, tmp_wal = (p.with_name(p.name + ".wal") for p in (db, tmp))
@@ -112,7 +124,7 @@ def _write_beside(db: Path, paths: list[Path], *, progress: bool) -> WriteResult
             db.parent.mkdir(parents=True, exist_ok=True)
         con = connect(tmp)
         try:
-            result = _load(con, paths, replace=True, progress=progress)
+            result = _load(con, paths, replace=True, progress=progress, window=window)
             con.execute("CHECKPOINT")
         finally:
             con.close()

@@ -81,7 +81,9 @@ def test_packet_loss_is_rejected_with_a_reason(incident):
 def test_json_contract(incident):
     _, r = incident
     d = json.loads(json.dumps(r.to_dict()))
-    assert set(d) == {"verdict", "culprit", "hops", "rejected", "onsets"}
+    assert set(d) == {"verdict", "grid", "outside_window", "culprit", "hops", "rejected",
+                      "onsets"}
+    assert set(d["grid"]) == {"grid_s", "grid_from", "n_buckets", "window"}
     assert set(d["culprit"]) == {"caller", "method", "evidence"}
     assert set(d["hops"][0]) == {
         "cause", "effect", "cause_role", "effect_role", "lag_s", "lag_ci_s", "coincidence",

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from analysis.cli import echo
+from analysis.cli.timeflags import add_time_flags, time_args
 from analysis.store import DEFAULT_DB
 
 
@@ -32,13 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wait", action="store_true",
                    help="when another ingest is writing the store (or, without --replace,"
                         " readers hold it), wait for it instead of failing with 'store busy'")
+    add_time_flags(p, grid=False)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from analysis.write import write_store
 
+    times = time_args(args)
     result = write_store(args.db, args.paths, replace=args.replace, wait=args.wait,
-                         progress=sys.stderr.isatty())
+                         progress=sys.stderr.isatty(), start=times["start"], end=times["end"])
     echo(result.summary())
     return 0

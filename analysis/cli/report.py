@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from analysis.cli import echo
+from analysis.cli.timeflags import add_time_flags, time_args
 from analysis.errors import UserError
 from analysis.store import DEFAULT_DB
 
@@ -26,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rerun", action="store_true",
                    help="execute every notebook, even one whose file and inputs (store, data,"
                         " analysis code, installed packages) are those of a kept earlier run")
+    add_time_flags(p)
     p.set_defaults(func=run)
 
 
@@ -36,10 +38,12 @@ def run(args: argparse.Namespace) -> int:
     check_store_file(args.db)
     if args.data_dir is not None and not args.data_dir.is_dir():
         raise UserError(f"{args.data_dir}: no such data directory")
+    times = time_args(args)
     with store_errors(args.db, "reading"):  # DuckDB's errors: the store's
         try:
             run_ = build_report(args.db, args.out, data_dir=args.data_dir,
-                                notebooks=not args.no_notebooks, reuse_notebooks=not args.rerun)
+                                notebooks=not args.no_notebooks, reuse_notebooks=not args.rerun,
+                                **times)
         except OSError as exc:  # the system's: writing the pages (the file not always named)
             raise disk_full(exc, args.out) or exc from None
     echo(f"wrote {run_.report} ({run_.bytes / 1e6:.1f} MB, verdict {run_.verdict})"

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from analysis.cli import echo
+from analysis.cli.timeflags import add_time_flags, positive, time_args
 from analysis.errors import UserError
 from analysis.store import DEFAULT_DB
 
@@ -23,28 +24,19 @@ def port_range(text: str) -> tuple[int, int]:
     return pair
 
 
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return n
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("whatif", help="replay the request log under changed settings")
     p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"store (default {DEFAULT_DB})")
-    p.add_argument("--concurrency-limit", type=_positive, metavar="N",
+    p.add_argument("--concurrency-limit", type=positive, metavar="N",
                    help="cap one request's concurrent lookups (the fix: 50)")
-    p.add_argument("--max-batch", type=_positive, metavar="N",
+    p.add_argument("--max-batch", type=positive, metavar="N",
                    help="reject requests with more URIs than N")
     p.add_argument("--source-addresses", choices=("fixed", "random", "default"),
                    help="source address policy (random = the 127.a.b.c workaround)")
     p.add_argument("--port-range", metavar="LO-HI", help="ephemeral port range")
     p.add_argument("--idle-pool", type=int, metavar="N", help="idle connections kept")
     p.add_argument("--json", action="store_true", help="print settings, summaries and series")
+    add_time_flags(p)
     p.set_defaults(func=run)
 
 
@@ -55,12 +47,13 @@ def run(args: argparse.Namespace) -> int:
     ports = port_range(args.port_range) if args.port_range else None
     if args.idle_pool is not None and args.idle_pool < 0:
         raise UserError(f"--idle-pool {args.idle_pool}: expected 0 or more")
+    times = time_args(args)
     con = open_reader(args.db)  # read-only: rollups the store lacks are built in memory
     try:
         with store_errors(args.db, "reading"):
             res = whatif(con, concurrency_limit=args.concurrency_limit,
                          max_batch=args.max_batch, source_addresses=args.source_addresses,
-                         port_range=ports, idle_pool=args.idle_pool)
+                         port_range=ports, idle_pool=args.idle_pool, **times)
     finally:
         con.close()
     if args.json:
@@ -68,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     changed = {k: v for k, v in vars(res.changed).items() if getattr(res.baseline, k) != v}
     echo("What-if: " + (", ".join(f"{k}={v}" for k, v in changed.items()) or "no change"))
+    if res.rollup is not None:
+        echo(f"Data: {res.rollup.describe()}")
+    if res.window is not None and res.window.start is not None:
+        echo(f"Outside the window: {res.window.outside_line()}")
     echo(f"{'':<22}{'dials':>14}{'peak dials/s':>14}{'peak TIME_WAIT':>16}{'errors':>14}"
           f"{'s with errors':>15}")
     for name, s in (("observed", res.observed), ("replay (as was)", res.replay),
