@@ -106,7 +106,7 @@ def store_rollups(con: duckdb.DuckDBPyConnection, *, changed: bool = True) -> st
     if info.start is None:
         return "rollups: stored (no timed rows)"
     line = f"rollups: stored, {info.n_signals:,} signals; {info.describe()}"
-    outside = info.outside_line()
+    outside = info.outside_line() if info.window and info.window.n_outside else None
     return line + (f"\noutside the window: {outside}" if outside else "")
 
 

@@ -97,8 +97,10 @@ def test_cli_prints_per_file_and_total_then_is_a_no_op(tmp_path, capsys):
     out = capsys.readouterr()
     lines = out.out.strip().splitlines()
     # 16 format samples + the 4 files of the lab capture in lab-naive/ (tests/test_lab.py)
-    assert len(lines) == 22 and lines[-2].startswith("total: 20 files")
-    assert lines[-1].startswith("rollups: stored")  # readers find them ready
+    assert len(lines) == 23 and lines[-3].startswith("total: 20 files")
+    assert lines[-2].startswith("rollups: stored")  # readers find them ready
+    # the lab capture's rows lie outside the samples' manifest window: counted, visibly
+    assert lines[-1].startswith("outside the window: 12,040 rows outside the window")
     assert "read 3, loaded 3, rejected 0" in out.out
     assert out.err == ""  # not a terminal: no progress
     assert main(["ingest", str(SAMPLES / "requests.jsonl"), "--db", str(db)]) == 0
