@@ -159,7 +159,7 @@ def test_detection_sees_through_compression(tmp_path):
 def test_unknown_format_is_a_user_error_naming_the_file(tmp_path):
     p = tmp_path / "notes.bin"
     p.write_bytes(b"\x00\x01\x02 hello\n")
-    with pytest.raises(UserError, match="notes.bin: unknown format; expected"):
+    with pytest.raises(UserError, match=r"notes.bin: unknown format \(binary content\); expected"):
         detect(p)
 
 

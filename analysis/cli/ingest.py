@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from analysis.errors import UserError
 from analysis.ingest import ingest_paths
 from analysis.store import DEFAULT_DB, connect
 
@@ -35,4 +36,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         con.close()
     print(report.summary())
+    for warning in report.warnings():
+        print(f"postmortem: warning: {warning}", file=sys.stderr)
+    if (why := report.nothing_loaded()) is not None:
+        raise UserError(why)
     return 0

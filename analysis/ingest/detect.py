@@ -8,14 +8,14 @@ words, what was guessed, for the per-file report line.
 from __future__ import annotations
 
 import csv
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from analysis.errors import UserError
+from analysis.ingest.bounds import json_object
 from analysis.ingest.fields import KIND_FIELDS
-from analysis.ingest.lines import text_head
+from analysis.ingest.lines import head, text_head
 from analysis.ingest.manifest import FORMATS, Manifest
 
 COMPRESSED = (".gz", ".zst", ".zstd")
@@ -36,6 +36,15 @@ _NAME_KIND = (
     (re.compile(r"event|timeline|incident"), "events"),
     (re.compile(r"error|log|dataplane|memcache"), "errors"),
 )
+
+
+class UnknownFormat(UserError):
+    """Nothing tells a non-empty file's format; ``why`` says in a few words what its
+    first bytes look like. In a run of many files it is skipped, and said so."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(f"{path}: unknown format ({why}); {EXPECTED}")
+        self.why = why
 
 
 @dataclass(frozen=True)
@@ -78,10 +87,10 @@ def _content_kind_fmt(path: Path, lines: list[str]) -> tuple[str, str, str] | No
         whole = "\n".join(lines)
         if '"resultType"' in whole or ('"status"' in whole and '"data"' in whole):
             return "metrics", "prometheus", "JSON with resultType: Prometheus range query"
-        try:
-            keys = set(json.loads(first))
-        except ValueError:
+        obj = json_object(first)
+        if obj is None:
             return None
+        keys = set(obj)
         if keys & _REQUEST_KEYS:
             found = ", ".join(sorted(keys & _REQUEST_KEYS))
             return "requests", "jsonl", f"JSON lines with request keys ({found})"
@@ -157,6 +166,19 @@ def detect(path: Path, manifest: Manifest | None = None) -> Detected | None:
                 return Detected(kind, fmt, "name", f"name says {kind}; {how}")
     if content is not None:
         return Detected(content[0], content[1], "content", content[2])
-    if path.stat().st_size == 0 or not text_head(path):
+    head = text_head(path)
+    if path.stat().st_size == 0 or not head:
         return None
-    raise UserError(f"{path}: unknown format; {EXPECTED}")
+    raise UnknownFormat(path, _unknown_why(path, head))
+
+
+def _unknown_why(path: Path, lines: list[str]) -> str:
+    """What the first bytes of a file no format fits look like, in a few words."""
+    data = head(path, 4096)
+    if b"\0" in data or data.decode("utf-8", errors="replace").count("\ufffd") > len(data) // 10:
+        return "binary content"
+    first = lines[0].lstrip("\ufeff").strip()
+    if first.startswith(("{", "[")):
+        return ("JSON without request keys, log keys (msg, level, error) or a Prometheus"
+                " resultType")
+    return f"text whose first line fits no format: {first[:60]!r}"

@@ -196,12 +196,14 @@ class LineReader:
 
 @dataclass(frozen=True)
 class LineStats:
-    """Physical lines of a file's content, its longest line, and the 1-based numbers of
-    its whitespace-only lines (which DuckDB's ``read_json`` skips); None if damaged."""
+    """Physical lines of a file's content, its longest line, the 1-based numbers of
+    its whitespace-only lines (which DuckDB's ``read_json`` skips) and of the lines
+    over the screen (more than ``over`` of the ``screen`` bytes); None if damaged."""
 
     lines: int
     longest: int
     blank: tuple[int, ...] = ()
+    suspect: tuple[int, ...] = ()
 
 
 #: the bytes DuckDB's JSON reader skips as whitespace on a line of its own
@@ -214,20 +216,42 @@ def _is_blank(data: bytes) -> bool:
     return not data.translate(None, BLANK_BYTES)
 
 
-def line_stats(path: Path) -> LineStats | None:
+def _screened(arr: np.ndarray, ends: np.ndarray, screen: np.ndarray, carry: int,
+              over: int, first: int) -> tuple[list[int], int]:
+    """Line numbers (the line ending at ``ends[k]`` is ``first + k``) with more than
+    ``over`` screen bytes, the first one counting ``carry`` from the chunk before;
+    and the count carried into the next chunk."""
+    hits = np.flatnonzero(screen[arr])
+    upto = np.searchsorted(hits, ends)
+    per_line = np.diff(upto, prepend=0)
+    if len(per_line):
+        per_line[0] += carry
+    found = [first + int(k) for k in np.flatnonzero(per_line > over)]
+    return found, len(hits) - (int(upto[-1]) if len(upto) else 0) + (0 if len(ends) else carry)
+
+
+def line_stats(path: Path, screen: bytes = b"", over: int = 0) -> LineStats | None:
     """Count lines (a last line without newline counts), find the longest and the
     whitespace-only ones, vectorised; None when the compressed stream is damaged.
+    With ``screen``, also the lines holding more than ``over`` of those bytes.
 
     Only lines that start with a blank byte (or are empty) are looked at one by one.
     """
     n, last, run, longest = 0, b"\n", 0, 0
     blank: list[int] = []
+    suspect: list[int] = []
+    table = np.zeros(256, dtype=bool)
+    table[list(screen)] = True
     cur_blank = True  # the line being read so far is whitespace only
+    carry = 0  # screen bytes of the line being read so far
     for buf, broken in decompressed_chunks(path):
         if broken is not None:
             return None
         arr = np.frombuffer(buf, np.uint8)
         ends = np.flatnonzero(arr == 10)
+        if screen:
+            found, carry = _screened(arr, ends, table, carry, over, n + 1)
+            suspect += found
         if len(ends):
             gaps = np.diff(ends)
             longest = max(longest, run + int(ends[0]), int(gaps.max()) - 1 if len(gaps) else 0)
@@ -246,7 +270,9 @@ def line_stats(path: Path) -> LineStats | None:
         last = buf[-1:]
     if last != b"\n" and last and cur_blank:
         blank.append(n + 1)
-    return LineStats(n + (last != b"\n"), max(longest, run), tuple(blank))
+    if last != b"\n" and last and carry > over:
+        suspect.append(n + 1)
+    return LineStats(n + (last != b"\n"), max(longest, run), tuple(blank), tuple(suspect))
 
 
 def pick_lines(path: Path, wanted: list[int]) -> pa.Table:

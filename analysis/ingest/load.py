@@ -19,7 +19,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import csv
-import json
 import re
 import sys
 import threading
@@ -33,6 +32,7 @@ import yaml
 
 from analysis.errors import UserError
 from analysis.ingest import sql as S
+from analysis.ingest.bounds import MAX_FIELDS, json_object
 from analysis.ingest.detect import Detected
 from analysis.ingest.fields import NUMBER_UNIT_MS, Field, fields_for
 from analysis.ingest.lines import (
@@ -260,23 +260,17 @@ def parse_series_name(column: str) -> tuple[str, dict[str, str]]:
 
 
 def _json_keys(line: str) -> set[str]:
-    try:
-        obj = json.loads(line)
-    except ValueError:
-        return set()
-    return set(obj) if isinstance(obj, dict) else set()
+    obj = json_object(line)
+    return set(obj) if obj is not None else set()
 
 
 def json_number_keys(path: Path) -> set[str]:
     """Keys whose value is a JSON number on every one of the first lines that has them."""
     number, other = set(), set()
     for line in text_head(path, n_lines=SNIFF_LINES, n_bytes=SNIFF_BYTES):
-        with contextlib.suppress(ValueError):
-            obj = json.loads(line)
-            if isinstance(obj, dict):
-                for k, v in obj.items():
-                    is_num = isinstance(v, int | float) and not isinstance(v, bool)
-                    (number if is_num else other).add(k)
+        for k, v in (json_object(line) or {}).items():
+            is_num = isinstance(v, int | float) and not isinstance(v, bool)
+            (number if is_num else other).add(k)
     return number - other
 
 
@@ -480,7 +474,7 @@ def _fast(con: duckdb.DuckDBPyConnection, job: Job, stage: str,
         if len(skipped) > MAX_SKIPPED:
             raise FastPathMiss(f"{len(skipped)} lines skipped by DuckDB's reader")
         rows = stats.lines - header - len(skipped)
-        if len(bad) > MAX_AGAIN:
+        if len(bad) + len(stats.suspect) > MAX_AGAIN:
             raise FastPathMiss(f"over {MAX_AGAIN} rows to check line by line")
         if loaded + len(bad) != rows:
             raise FastPathMiss(f"DuckDB gave {loaded + len(bad)} rows for {rows} lines")
@@ -488,15 +482,29 @@ def _fast(con: duckdb.DuckDBPyConnection, job: Job, stage: str,
             con.execute(f"UPDATE {TABLE_OF[kind]} SET line = {_renumber_sql(skipped)}"
                         f" WHERE file_id = {job.file_id}")
             bad = [_line_of(skipped)(k) for k in bad]
+        loaded -= _unload(con, job, sorted(set(stats.suspect) - {*bad, *skipped}))
     except duckdb.Error as exc:
         raise FastPathMiss(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
-    again = sorted({*bad, *skipped})
+    again = sorted({*bad, *skipped, *stats.suspect})
     rest = load_lines(con, job, only=again) if again else Counts()
     if rest.read != len(again):
         raise FastPathMiss(f"line path read {rest.read} of {len(again)} lines")
     if job.progress:
         job.progress(stats.lines, 0)
     return Counts(stats.lines - header, loaded + rest.loaded, rest.rejected)
+
+
+def _unload(con: duckdb.DuckDBPyConnection, job: Job, lines: list[int]) -> int:
+    """Delete the rows a fast path loaded from ``lines`` (one row each: the lines over
+    the bounds screen, which the line path checks instead); returns how many."""
+    if not lines:
+        return 0
+    table = TABLE_OF[job.detected.kind]
+    gone = con.execute(f"DELETE FROM {table} WHERE file_id = ? AND list_contains(?, line)",
+                       [job.file_id, lines]).fetchall()[0][0]
+    if gone != len(lines):
+        raise FastPathMiss(f"{gone} rows for {len(lines)} lines over the bounds screen")
+    return gone
 
 
 def load_lines(con: duckdb.DuckDBPyConnection, job: Job,
@@ -677,6 +685,9 @@ def load_file(con: duckdb.DuckDBPyConnection, job: Job,
         return load_prometheus(con, job)
     if fmt == "yaml":
         return load_yaml_events(con, job)
+    if fmt.startswith("csv") and (width := _first_line(job.path).count(",") + 1) > MAX_FIELDS:
+        return reject_all_lines(con, job, f"the CSV header has {width:,} or more columns,"
+                                f" more than {MAX_FIELDS:,}")
     if fmt == "jsonl" and lines:
         return load_jsonl_fast(con, job, lines)
     if fmt.startswith("csv") and lines:

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from analysis.ingest.bounds import json_bounds_sql
 from analysis.ingest.fields import EVENT_KINDS, LEVELS, NUMBER_UNIT_MS, Field, all_aliases
 from analysis.ingest.lines import RAW_KEEP
 from analysis.ingest.timeparse import go_duration_ms_sql, sql_str, time_sql
@@ -72,7 +73,8 @@ def _alias_cols(aliases: list[str], value_of: Callable[[str], str]) -> tuple[str
 
 
 def parse_jsonl(aliases: list[str]) -> tuple[str, dict[str, Col]]:
-    """JSON lines: one object per line; every alias read as text."""
+    """JSON lines: one object per line; every alias read as text. A line beyond the
+    limits of ``bounds`` (nesting, fields) is rejected before it is parsed."""
     struct = sql_str(json.dumps({a: "VARCHAR" for a in aliases}))
     select, cols = _alias_cols(aliases, lambda a: f"j.{q(a)}")
     sql = f"""
@@ -83,7 +85,8 @@ def parse_jsonl(aliases: list[str]) -> tuple[str, dict[str, Col]]:
            {select}
     FROM (SELECT *, CASE WHEN preason IS NULL AND starts_with(ltrim(txt), '{{')
                          THEN try(from_json(txt, {struct})) END AS j
-          FROM ({base_lines()}))"""
+          FROM (SELECT line, raw, txt, coalesce(preason, {json_bounds_sql("txt")}) AS preason
+                FROM ({base_lines()})))"""
     return sql, cols
 
 
