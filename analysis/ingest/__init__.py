@@ -27,7 +27,7 @@ from pathlib import Path
 import duckdb
 
 from analysis.errors import UserError
-from analysis.ingest.bounds import MAX_DEPTH, SCREEN_BYTES
+from analysis.ingest.bounds import SCREEN_LENGTH, SCREEN_OPENERS
 from analysis.ingest.detect import EXPECTED, Detected, UnknownFormat, detect
 from analysis.ingest.lines import MAX_LINE, LineStats, line_stats, sha256_file
 from analysis.ingest.load import FastPathMiss, Job, StderrProgress, load_file
@@ -253,7 +253,7 @@ def _ingest_one(con: duckdb.DuckDBPyConnection, path: Path, detected: Detected |
         # JSON lines and CSV first try DuckDB's own reader, exact if it reads one row a line
         fast = detected.fmt == "jsonl" or detected.fmt.startswith("csv")
         # counted while DuckDB reads; JSON lines also screened for the bounds
-        screen = (SCREEN_BYTES, MAX_DEPTH) if detected.fmt == "jsonl" else ()
+        screen = (SCREEN_OPENERS, SCREEN_LENGTH) if detected.fmt == "jsonl" else ()
         stats = pool.submit(line_stats, path, *screen) if fast else None
 
         def lines() -> LineStats | None:
@@ -307,6 +307,7 @@ def _ingest_one(con: duckdb.DuckDBPyConnection, path: Path, detected: Detected |
             con.execute("ROLLBACK")
             raise
     rep.file_id = file_id
+    rep.note = "; ".join(filter(None, [*job.notes, rep.note]))
     if rep.replaced:
         rep.note = "; ".join(filter(None, [rep.note, "replaced the earlier load"]))
     return rep

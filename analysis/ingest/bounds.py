@@ -6,11 +6,11 @@ never an exception: Python's ``json`` recurses (10,000 nested brackets raise
 million-column SQL statement. The limits are checked where they are cheap:
 
 * on the line path (SQL, every line): ``json_bounds_sql`` screens a line by its
-  count of ``{``, ``[`` and ``,`` and measures only the few that could break a
-  limit;
+  count of ``{`` and ``[`` and its length, and measures only the few that could
+  break a limit;
 * on the fast paths (DuckDB's readers, which read deep lines fine): ``line_stats``
-  counts the same bytes per line, vectorised, and hands the lines over the screen
-  to the line path, which decides;
+  applies the same screen, vectorised, and hands the lines over it to the line
+  path, which decides;
 * when sniffing the first lines in Python: ``json_object``.
 """
 
@@ -25,8 +25,10 @@ from analysis.ingest.lines import MAX_LINE
 MAX_DEPTH = 64
 #: more top-level fields (JSON keys, CSV columns) than this rejects a line or a header
 MAX_FIELDS = 10_000
-#: the bytes counted by the screen: a line with more of them may break a limit
-SCREEN_BYTES = b"{[,"
+#: the screen: a line with more ``{``/``[`` than this may nest too deep, and a line
+#: longer than this may have too many fields (each takes 5 bytes at least: ``"k":0,``)
+SCREEN_OPENERS = MAX_DEPTH
+SCREEN_LENGTH = 5 * MAX_FIELDS
 TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
 TOO_WIDE = f"more than {MAX_FIELDS:,} fields"
 
@@ -48,12 +50,18 @@ def too_deep(text: str) -> bool:
 
 
 def json_limit(text: str) -> str | None:
-    """Which limit a JSON line breaks (in words), or None."""
+    """Which limit a JSON line breaks (in words), or None: the rule of the SQL."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_LINE:
         return f"line longer than {MAX_LINE} bytes"
-    if sum(text.count(c) for c in "{[,") <= MAX_DEPTH:
+    if text.count("{") + text.count("[") <= SCREEN_OPENERS and len(text) <= SCREEN_LENGTH:
         return None
-    return TOO_DEEP if too_deep(text) else None
+    if too_deep(text):
+        return TOO_DEEP
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return None
+    return TOO_WIDE if isinstance(obj, dict) and len(obj) > MAX_FIELDS else None
 
 
 def json_object(text: str) -> dict | None:
@@ -73,17 +81,17 @@ def json_object(text: str) -> dict | None:
 def json_bounds_sql(txt: str) -> str:
     """SQL: the limit the JSON line ``txt`` breaks (in words), or NULL.
 
-    Lines with at most ``MAX_DEPTH`` of ``{[,`` cannot break one and cost two
-    ``length``/``replace`` calls; the others have their strings removed and their
-    innermost bracket pairs stripped ``MAX_DEPTH`` times: brackets left mean deeper.
+    Lines within the screen cost two ``replace`` and three ``length`` calls; the
+    others have their strings removed and their innermost bracket pairs stripped
+    ``MAX_DEPTH`` times (brackets left mean deeper), and their keys counted.
     """
-    screen = (f"length({txt}) - length(replace(replace(replace({txt}, '{{', ''), '[', ''),"
-              f" ',', ''))")
+    screen = (f"length({txt}) - length(replace(replace({txt}, '{{', ''), '[', ''))"
+              f" > {SCREEN_OPENERS} OR length({txt}) > {SCREEN_LENGTH}")
     bare = (f"regexp_replace(regexp_replace({txt}, '\"(?:[^\"\\\\]|\\\\.)*\"', '', 'g'),"
             f" '[^\\[\\]{{}}]', '', 'g')")
     for _ in range(MAX_DEPTH):
         bare = f"regexp_replace({bare}, '\\[\\]|\\{{\\}}', '', 'g')"
-    return (f"CASE WHEN {screen} > {MAX_DEPTH} THEN CASE"
+    return (f"CASE WHEN {screen} THEN CASE"
             f" WHEN {bare} <> '' THEN '{TOO_DEEP}'"
-            f" WHEN json_valid({txt}) AND len(json_keys({txt})) > {MAX_FIELDS}"
-            f" THEN '{TOO_WIDE}' END END")
+            f" WHEN json_valid({txt}) AND json_type({txt}) = 'OBJECT'"
+            f" AND len(json_keys({txt})) > {MAX_FIELDS} THEN '{TOO_WIDE}' END END")

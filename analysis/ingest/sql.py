@@ -150,9 +150,9 @@ def _unquote_csv(v: str) -> str:
             f" ELSE {v} END, '')")
 
 
-def parse_csv(header: list[str]) -> str:
-    """CSV with ``header`` (line 1, not loaded): fields split by a regex, quotes undone;
-    column i is ``"c:i"``.
+def parse_csv(header: list[str], header_rows: int = 1) -> str:
+    """CSV with ``header`` (the first ``header_rows`` lines, not loaded): fields split by
+    a regex, quotes undone; column i is ``"c:i"``.
 
     A row with another number of fields than the header, or a field that does
     not parse (a stray quote), is rejected; quoted newlines are not supported.
@@ -169,7 +169,7 @@ def parse_csv(header: list[str]) -> str:
              AS preason,
            {select}
     FROM (SELECT *, regexp_extract_all(coalesce(txt, ''), '{CSV_FIELD_RE}', 1) AS fl
-          FROM ({base_lines()}) WHERE line > 1)"""
+          FROM ({base_lines()}) WHERE line > {header_rows})"""
 
 
 # --- convert layers -------------------------------------------------------------
