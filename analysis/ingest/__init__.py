@@ -6,8 +6,8 @@ Public API:
 * ``parse_net_error(text) -> NetError``, ``cache_from_msg(msg)`` (Go error texts)
 * ``parse_time`` / ``time_sql`` (every time format, in one place)
 
-Each file is detected (manifest glob, then name, then first lines), loaded in
-its own transaction, and accounted: lines read = loaded + rejected, always;
+Each file is detected (manifest glob, then first lines, a name breaking ties),
+loaded in its own transaction, and accounted: lines read = loaded + rejected, always;
 every rejected line lands in ``rejects`` with its reason. A file whose content
 hash is already in ``ingest_files`` is skipped (``replace`` reloads it, after
 deleting its rows from every table); a file at a known path whose content

@@ -1,8 +1,10 @@
-"""Tell a file's kind and format: manifest glob, then name, then first lines.
+"""Tell a file's kind and format: manifest glob, then first lines; a name breaks ties.
 
-Kinds: requests, errors (the service's own log), metrics, events. The result
-says how it was told (``detected_by``: manifest | name | content) and, in
-words, what was guessed, for the per-file report line.
+Content outranks names: ``ec2_request_latency.csv`` holding ``time,value`` is a
+metric series, whatever its name says. Kinds: requests, errors (the service's
+own log), metrics, events. The result says how it was told (``detected_by``:
+manifest | name, when the name picked or agreed | content) and, in words, what
+was guessed, for the per-file report line.
 """
 
 from __future__ import annotations
