@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import analysis.ingest as ingest_module
@@ -192,3 +192,30 @@ def test_the_screen_finds_exactly_the_lines_over_it(tmp_path_factory, lines, new
         stats = line_stats(path, 3, 50)
     want = [i for i, b in enumerate(lines, 1) if b.count(b"{") + b.count(b"[") > 3 or len(b) > 50]
     assert list(stats.suspect) == want
+
+
+ANY_LINE = st.one_of(
+    st.just(json.dumps(GOOD)),
+    st.integers(MAX_DEPTH - 2, MAX_DEPTH + 2).map(nested),
+    st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60),
+    BRACKETY,
+).map(lambda s: s.replace("\n", " ").replace("\r", " "))
+
+
+@given(st.lists(ANY_LINE, min_size=1, max_size=12))
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_lines_are_accounted_exactly_the_same_on_both_paths(tmp_path_factory, lines):
+    path = tmp_path_factory.mktemp("a") / "requests.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    seen = []
+    for line_by_line in (False, True):
+        con, report = _load([path], line_by_line=line_by_line)
+        f = report.files[0]
+        assert not f.failed, f.line()
+        assert f.lines_read == len(lines) == f.loaded + f.rejected
+        seen.append((con.execute("SELECT line, reason FROM rejects ORDER BY line").fetchall(),
+                     con.execute("SELECT line FROM requests ORDER BY line").fetchall()))
+    assert seen[0] == seen[1]
+    deep = [i for i, s in enumerate(lines, 1) if too_deep(s)]
+    assert [n for n, why in seen[0][0] if why == TOO_DEEP] == deep

@@ -39,8 +39,12 @@ _PAIR = re.compile(r"\[\]|\{\}")
 
 def too_deep(text: str) -> bool:
     """Whether a JSON text nests deeper than ``MAX_DEPTH`` (brackets in strings not
-    counted): its brackets left after stripping innermost pairs ``MAX_DEPTH`` times
-    (an unbalanced text counts its unclosed brackets). The same rule as the SQL."""
+    counted): it has more ``{``/``[`` than that, and brackets are left after its
+    innermost pairs are stripped ``MAX_DEPTH`` times. (A text with that many brackets
+    that leaves any unclosed counts as too deep: it is no JSON either way.) The same
+    rule as the SQL."""
+    if text.count("{") + text.count("[") <= SCREEN_OPENERS:
+        return False
     bare = "".join(_BRACKETS.findall(_STRING.sub("", text)))
     for _ in range(MAX_DEPTH):
         if not bare:
