@@ -60,13 +60,16 @@ def parse_rows(lines: list[str]) -> list[list[str]]:
 
 
 def first_lines(path: Path, n: int = HEAD_LINES) -> list[str]:
-    """The first ``n`` lines of the file's content (each cut at 1 MiB), decoded leniently."""
+    """The first ``n`` lines of the file's content, decoded leniently; at most 1 MiB in
+    all (a line is cut where that runs out)."""
     out: list[str] = []
+    budget = MAX_LINE
     with open_decompressed(path) as f:
         for _ in range(n):
-            raw = f.readline(MAX_LINE)
+            raw = f.readline(budget)
             if not raw:
                 break
+            budget -= len(raw)
             out.append(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
     if out:
         out[0] = out[0].lstrip("\ufeff")

@@ -629,6 +629,8 @@ def load_yaml_events(con: duckdb.DuckDBPyConnection, job: Job) -> Counts:
         data = yaml.safe_load(text)
     except (UnicodeDecodeError, yaml.YAMLError, OSError, EOFError) as exc:
         return reject_all_lines(con, job, f"not valid YAML: {str(exc).splitlines()[0][:300]}")
+    except RecursionError:  # PyYAML recurses per level
+        return reject_all_lines(con, job, "YAML nested too deep to read")
     if isinstance(data, dict) and isinstance(data.get("events"), list):
         items = data["events"]
         node = next(v for k, v in node.value if k.value == "events")
@@ -664,6 +666,10 @@ def load_yaml_events(con: duckdb.DuckDBPyConnection, job: Job) -> Counts:
         con.unregister("_yaml")
 
 
+def _header_width(path: Path) -> int:
+    return max(map(len, parse_rows(first_lines(path, 1))), default=0)
+
+
 def load_file(con: duckdb.DuckDBPyConnection, job: Job,
               lines: Callable[[], LineStats | None] | None = None) -> Counts:
     """Load one detected file; the caller holds the transaction.
@@ -679,8 +685,8 @@ def load_file(con: duckdb.DuckDBPyConnection, job: Job,
         return load_prometheus(con, job)
     if fmt == "yaml":
         return load_yaml_events(con, job)
-    if fmt.startswith("csv") and (width := first_lines(job.path, 1)[0].count(",") + 1) > MAX_FIELDS:
-        return reject_all_lines(con, job, f"the CSV header has {width:,} or more columns,"
+    if fmt.startswith("csv") and (width := _header_width(job.path)) > MAX_FIELDS:
+        return reject_all_lines(con, job, f"the CSV header has {width:,} columns,"
                                 f" more than {MAX_FIELDS:,}")
     if fmt == "jsonl" and lines:
         return load_jsonl_fast(con, job, lines)
