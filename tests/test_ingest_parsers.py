@@ -147,7 +147,10 @@ SLOG_ERR = '{"time":"2026-04-06T14:02:03Z","level":"ERROR","msg":"m","error":"EO
         ("requests.log", "time=2026-04-06T12:00:00Z level=error msg=x\n", "errors/logfmt",
          "content"),
         ("request-rates.csv", "time,metric,value\n", "metrics/csv-long", "content"),
-        # the lines fit two kinds: the name picks
+        # the lines fit two kinds (request keys but no batch size, and log keys): the name
+        # picks (the lab's error log names the caller)
+        ("dataplane-errors.jsonl", '{"time":"2026-04-06T12:00:00Z","level":"ERROR","msg":"m",'
+         '"error":"EOF","caller":"feed-indexer"}\n', "errors/jsonl", "name"),
         ("dataplane.jsonl", '{"time":"2026-04-06T12:00:00Z","level":"ERROR","msg":"m",'
          '"method":"GetPost"}\n', "errors/jsonl", "name"),
         ("calls.jsonl", '{"time":"2026-04-06T12:00:00Z","level":"ERROR","msg":"m",'

@@ -31,6 +31,7 @@ _GO_LINE = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d")
 _LOGFMT = re.compile(r'^(?:[^\s="]+=(?:"(?:[^"\\]|\\.)*"|[^\s"]*)(?:\s+|$))+$')
 _REQUEST_KEYS = {a for c in ("uris", "caller") for a in KIND_FIELDS["requests"][c].aliases}
 _REQUEST_KEYS |= {"method"}
+_BATCH_KEYS = set(KIND_FIELDS["requests"]["uris"].aliases)
 _PROMETHEUS = re.compile(r'"resultType"\s*:|"status"\s*:\s*"(?:success|error)"')
 _LOG_KEYS = {"msg", "message", "error", "err", "level"}
 #: columns of requests, errors and events (but their times): a wide CSV's columns of
@@ -124,7 +125,7 @@ def _json_content(first: str, whole: str) -> _Content | None:
     if "status" in keys and keys & {"data", "errorType"}:  # a response, or an error response
         return prometheus
     req, log = sorted(keys & _REQUEST_KEYS), sorted(keys & _LOG_KEYS)
-    if req == ["method"] and log:  # a caller or a batch size says request; a method alone not
+    if req and log and not keys & _BATCH_KEYS:  # only a batch size says request for sure
         return _Content((("requests", "jsonl"), ("errors", "jsonl")),
                         f"JSON lines with request keys ({', '.join(req)}) and log keys"
                         f" ({', '.join(log)}): request log or service log")
