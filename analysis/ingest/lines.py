@@ -236,7 +236,9 @@ def _screened(arr: np.ndarray, ends: np.ndarray, openers: int, longer: int, carr
     the ``carry`` brackets and ``run`` bytes of the chunks before. Returns them and the
     brackets carried into the next chunk. (``x | 32 == 123`` is ``{`` or ``[``: one
     pass over the bytes.)"""
-    hits = np.flatnonzero((arr | 32) == 123)
+    step = 1 << 20  # in slices: two temporaries of the chunk's size would cost 16 MB
+    hits = np.concatenate([np.flatnonzero((arr[i:i + step] | 32) == 123) + i
+                           for i in range(0, len(arr), step)] or [np.zeros(0, np.int64)])
     upto = np.searchsorted(hits, ends)
     per_line = np.diff(upto, prepend=0)
     if not len(ends):
