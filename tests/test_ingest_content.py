@@ -198,3 +198,25 @@ def test_detecting_any_bytes_tells_a_format_or_says_unknown(tmp_path_factory, da
 def test_the_header_pandas_wrote_is_four_lines_of_three_named_levels():
     header = read_header(parse_rows(PANDAS_WROTE.splitlines()))
     assert header.rows == 4 and [n for n, _ in header.levels] == ["entity", "metric", "statistic"]
+
+
+@given(st.lists(st.text(max_size=40).map(lambda s: s.replace("\n", " ").replace("\r", " ")),
+                min_size=1, max_size=10))
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_lines_under_a_multi_level_header_are_accounted_exactly(tmp_path_factory, lines):
+    p = tmp_path_factory.mktemp("l") / "frame.csv"
+    # one data line tells the header's end; then anything
+    lines = ["2026-04-06 12:00:00,1,2,3", *lines]
+    head = multi_level_csv(FRAME_COLUMNS, ["entity", "metric", "statistic"], "time", [])
+    p.write_text(head + "".join(line + "\n" for line in lines), encoding="utf-8")
+    seen = []
+    for line_by_line in (False, True):
+        con, report = _load(p, line_by_line=line_by_line)
+        f = report.files[0]
+        assert not f.failed and f.format == "metrics/csv-wide", f.line()
+        assert f.lines_read == len(lines) == f.loaded + f.rejected
+        seen.append((con.execute("SELECT line, reason FROM rejects ORDER BY line").fetchall(),
+                     _series(con)))
+    assert seen[0] == seen[1]
+    assert all(line > 4 for line, _ in seen[0][0])

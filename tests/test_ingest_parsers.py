@@ -159,6 +159,9 @@ SLOG_ERR = '{"time":"2026-04-06T14:02:03Z","level":"ERROR","msg":"m","error":"EO
         ("events.csv", "time,what,by\n2026-04-06T12:00:00Z,deploy v2,ops\n", "events/csv",
          "name"),
         ("board.csv", "time,what,by\n2026-04-06T12:00:00Z,1,2\n", "metrics/csv-wide", "content"),
+        # a CSV header with a = in a column name is no logfmt line
+        ("board3.csv", 'time,go_threads{job=dp}\n2026-04-06T14:00:00Z,1\n', "metrics/csv-wide",
+         "content"),
         # the lines fit nothing: the name tells
         ("requests.jsonl", "{broken\n", "requests/jsonl", "name"),
     ],

@@ -28,7 +28,9 @@ EXPECTED = (
 )
 
 _GO_LINE = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d")
-_LOGFMT = re.compile(r'^(?:[^\s="]+=(?:"(?:[^"\\]|\\.)*"|[^\s"]*)(?:\s+|$))+$')
+#: logfmt pairs; a key has no comma (a CSV header such as ``time,go_threads{job=x}`` is
+#: no logfmt line)
+_LOGFMT = re.compile(r'^(?:[^\s=",]+=(?:"(?:[^"\\]|\\.)*"|[^\s"]*)(?:\s+|$))+$')
 _REQUEST_KEYS = {a for c in ("uris", "caller") for a in KIND_FIELDS["requests"][c].aliases}
 _REQUEST_KEYS |= {"method"}
 _BATCH_KEYS = set(KIND_FIELDS["requests"]["uris"].aliases)
