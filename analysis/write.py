@@ -76,6 +76,9 @@ def write_store(db: str | Path, paths: list[Path], *, replace: bool = False,
 def _load(con: duckdb.DuckDBPyConnection, paths: list[Path], *, replace: bool,
           progress: bool, window: dict[str, datetime | None]) -> WriteResult:
     report = ingest_paths(con, paths, replace=replace, progress=progress)
+    if (why := report.nothing_loaded()) is not None:
+        # nothing to store: the store is left as it was (``--replace`` renames nothing)
+        raise UserError(why)
     # the window given to ingest outranks the manifest's, as its keys in the incident table
     for side, when in window.items():
         if when is not None:

@@ -277,7 +277,7 @@ def test_changed_file_at_the_same_path_replaces_the_old_rows(tmp_path):
     [
         (lambda d: d / "nowhere", "nowhere: no such file or directory; expected"),
         (lambda d: (d / "blob.bin").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00") and d / "blob.bin",
-         "blob.bin: unknown format; expected"),
+         "blob.bin: skipped: unknown format (binary content); expected"),
         (lambda d: os.mkfifo(d / "pipe") or d / "pipe", "pipe: not a regular file; expected"),
     ],
 )
@@ -290,13 +290,15 @@ def test_user_errors_are_one_line_with_exit_2(tmp_path, capsys, make, message):
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_unknown_format_loads_nothing(tmp_path):
+def test_unknown_file_is_skipped_with_its_reason_and_the_rest_loads(tmp_path):
     (tmp_path / "requests.jsonl").write_text(req(1) + "\n")
     (tmp_path / "mystery.bin").write_bytes(b"\x00\x01\x02")
     con = connect(None)
-    with pytest.raises(UserError, match="mystery.bin"):
-        ingest_paths(con, [tmp_path])
-    assert con.execute("SELECT count(*) FROM ingest_files").fetchall()[0][0] == 0
+    report = ingest_paths(con, [tmp_path])
+    mystery, requests = report.files
+    assert mystery.line() == f"{mystery.path}: skipped: unknown format (binary content)"
+    assert requests.loaded == 1 and report.nothing_loaded() is None
+    assert con.execute("SELECT path FROM ingest_files").fetchall() == [(requests.path,)]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
@@ -306,3 +308,62 @@ def test_unreadable_file_is_a_user_error(tmp_path):
     p.chmod(0)
     with pytest.raises(UserError, match="requests.jsonl: cannot read"):
         ingest_paths(connect(None), [tmp_path])
+
+
+def _cli(tmp_path, *paths, capsys):
+    code = main(["ingest", *map(str, paths), "--db", str(tmp_path / "cli.duckdb")])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_unknown_files_in_a_folder_are_listed_as_skipped(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "requests.jsonl").write_text(req(1) + "\n")
+    (data / "target.json").write_text('{"target": {"rps": [1, 2, 3]}, "owner": "sre"}\n')
+    (data / "README.txt").write_text("what these files are\n")
+    (data / "plot.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    code, out, err = _cli(tmp_path, data, capsys=capsys)
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert f"{data / 'target.json'}: skipped: unknown format (JSON without" in out
+    assert f"{data / 'plot.png'}: skipped: unknown format (binary content)" in lines
+    assert f"{data / 'README.txt'}: skipped: documentation (README or Markdown), not data" in lines
+    assert lines[-2] == "total: 4 files (0 already loaded, 3 skipped): read 1, loaded 1, rejected 0"
+    code, out, err = _cli(tmp_path, data, capsys=capsys)  # nothing new: not a failure
+    assert code == 0 and err == "" and "already loaded" in out
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({}, "no data files under "),
+        ({"target.json": '{"a": 1}\n', "notes.txt": "hello\n"},
+         "nothing loaded from 2 files: "),
+        ({"requests.jsonl": "".join(f"garbage {i}\n" for i in range(95))},
+         "nothing loaded from 1 file: "),
+    ],
+    ids=["empty folder", "only unknown files", "only garbage"],
+)
+def test_a_run_that_loads_nothing_exits_non_zero_with_one_line(tmp_path, capsys, files, message):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, text in files.items():
+        (data / name).write_text(text)
+    code, _, err = _cli(tmp_path, data, capsys=capsys)
+    assert code == 2
+    last = err.splitlines()[-1]
+    assert last.startswith(f"postmortem: {message}") and "expected a request log" in last
+    assert "Traceback" not in err
+
+
+def test_a_file_of_pure_garbage_is_a_warning_even_when_others_load(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "requests-good.jsonl").write_text(req(1) + "\n")
+    (data / "requests-junk.jsonl").write_text("".join(f"garbage {i}\n" for i in range(95)))
+    code, out, err = _cli(tmp_path, data, capsys=capsys)
+    assert code == 0
+    assert "read 95, loaded 0, rejected 95" in out
+    assert err == (f"postmortem: warning: {data / 'requests-junk.jsonl'}: loaded none of its"
+                   " 95 lines (every one rejected; see the rejects table for why)\n")

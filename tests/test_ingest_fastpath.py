@@ -90,7 +90,7 @@ def _load(path: Path, *, line_by_line: bool = False):
     con = connect(None)
     with pytest.MonkeyPatch.context() as mp:
         if line_by_line:  # no line statistics: the fast paths are not tried
-            mp.setattr(ingest_module, "line_stats", lambda p: None)
+            mp.setattr(ingest_module, "line_stats", lambda *_: None)
         report = ingest_paths(con, [path])
     return con, report.files[0]
 

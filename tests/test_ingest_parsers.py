@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from analysis.errors import UserError
 from analysis.ingest import parse_duration_ms, parse_time, time_sql
+from analysis.ingest.csvhead import parse_series_name
 from analysis.ingest.detect import detect
-from analysis.ingest.load import parse_series_name
 from analysis.ingest.manifest import load_manifest
 from analysis.ingest.sql import canonical_labels, labels_json
 
@@ -140,13 +140,37 @@ SLOG_ERR = '{"time":"2026-04-06T14:02:03Z","level":"ERROR","msg":"m","error":"EO
         ("events.yaml", "- time: 2026-04-06T14:00:00Z\n  kind: page\n", "events/yaml", "name"),
         ("tl.csv", "time,kind,title\n", "events/csv", "content"),
         ("calls.csv", "ts,client,batch_size\n", "requests/csv", "content"),
+        # content outranks names (issue 11):
+        # the content contradicts the name, and fits one kind: the content wins
+        ("errors.jsonl", '{"time":"2026-04-06T12:00:00Z","caller":"x","uris":3}\n',
+         "requests/jsonl", "content"),
+        ("requests.log", "time=2026-04-06T12:00:00Z level=error msg=x\n", "errors/logfmt",
+         "content"),
+        ("request-rates.csv", "time,metric,value\n", "metrics/csv-long", "content"),
+        # the lines fit two kinds (request keys but no batch size, and log keys): the name
+        # picks (the lab's error log names the caller)
+        ("dataplane-errors.jsonl", '{"time":"2026-04-06T12:00:00Z","level":"ERROR","msg":"m",'
+         '"error":"EOF","caller":"feed-indexer"}\n', "errors/jsonl", "name"),
+        ("dataplane.jsonl", '{"time":"2026-04-06T12:00:00Z","level":"ERROR","msg":"m",'
+         '"method":"GetPost"}\n', "errors/jsonl", "name"),
+        ("calls.jsonl", '{"time":"2026-04-06T12:00:00Z","level":"ERROR","msg":"m",'
+         '"method":"GetPost"}\n', "requests/jsonl", "content"),
+        # a weak fit (these columns need not be series): the name breaks the tie
+        ("events.csv", "time,what,by\n2026-04-06T12:00:00Z,deploy v2,ops\n", "events/csv",
+         "name"),
+        ("board.csv", "time,what,by\n2026-04-06T12:00:00Z,1,2\n", "metrics/csv-wide", "content"),
+        # a CSV header with a = in a column name is no logfmt line
+        ("board3.csv", 'time,go_threads{job=dp}\n2026-04-06T14:00:00Z,1\n', "metrics/csv-wide",
+         "content"),
+        # the lines fit nothing: the name tells
+        ("requests.jsonl", "{broken\n", "requests/jsonl", "name"),
     ],
 )
 def test_detection_says_how(tmp_path, name, text, fmt, by):
     p = tmp_path / name
     p.write_text(text)
     got = detect(p)
-    assert (got.format, got.detected_by) == (fmt, by)
+    assert (got.format, got.detected_by) == (fmt, by), got.guess
     assert got.guess
 
 
@@ -159,7 +183,7 @@ def test_detection_sees_through_compression(tmp_path):
 def test_unknown_format_is_a_user_error_naming_the_file(tmp_path):
     p = tmp_path / "notes.bin"
     p.write_bytes(b"\x00\x01\x02 hello\n")
-    with pytest.raises(UserError, match="notes.bin: unknown format; expected"):
+    with pytest.raises(UserError, match=r"notes.bin: unknown format \(binary content\); expected"):
         detect(p)
 
 

@@ -31,7 +31,7 @@ def _load(tmp_path, name, body, *, line_by_line):
     con = connect(None)
     if line_by_line:
         original = ingest_module.line_stats
-        ingest_module.line_stats = lambda path: None
+        ingest_module.line_stats = lambda *_: None
     try:
         report = ingest_paths(con, [d])
     finally:

@@ -131,7 +131,7 @@ def test_fast_path_and_line_path_load_the_same_rows(monkeypatch, tmp_path):
     assert fell_back == set()  # a wrong-typed value does not send the file line by line
     import analysis.ingest as ingest_module
 
-    monkeypatch.setattr(ingest_module, "line_stats", lambda path: None)
+    monkeypatch.setattr(ingest_module, "line_stats", lambda *_: None)
     slow = connect(None)
     ingest_paths(slow, [SAMPLES, bad])
     assert _tables(fast) == _tables(slow)

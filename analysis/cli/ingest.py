@@ -19,8 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "ingest",
         help="load request logs, error logs, metrics and events into the DuckDB store",
         description="Load every file under the given directories (or the given files) into"
-        " the store, telling each file's format from a manifest, its name or its first lines."
-        " Prints read / loaded / rejected per file and in total.",
+        " the store, telling each file's format from a manifest or its first lines (a name"
+        " breaks ties). Prints read / loaded / rejected per file and in total; files of"
+        " unknown format are listed as skipped. Exits 2 when nothing at all was loaded.",
     )
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                    help="data directories (walked, sub-folders too) or single files")
@@ -44,4 +45,6 @@ def run(args: argparse.Namespace) -> int:
     result = write_store(args.db, args.paths, replace=args.replace, wait=args.wait,
                          progress=sys.stderr.isatty(), start=times["start"], end=times["end"])
     echo(result.summary())
+    for warning in result.ingest.warnings():
+        echo(f"postmortem: warning: {warning}", file=sys.stderr)
     return 0

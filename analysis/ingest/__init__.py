@@ -6,8 +6,8 @@ Public API:
 * ``parse_net_error(text) -> NetError``, ``cache_from_msg(msg)`` (Go error texts)
 * ``parse_time`` / ``time_sql`` (every time format, in one place)
 
-Each file is detected (manifest glob, then name, then first lines), loaded in
-its own transaction, and accounted: lines read = loaded + rejected, always;
+Each file is detected (manifest glob, then first lines, a name breaking ties),
+loaded in its own transaction, and accounted: lines read = loaded + rejected, always;
 every rejected line lands in ``rejects`` with its reason. A file whose content
 hash is already in ``ingest_files`` is skipped (``replace`` reloads it, after
 deleting its rows from every table); a file at a known path whose content
@@ -27,7 +27,8 @@ from pathlib import Path
 import duckdb
 
 from analysis.errors import UserError
-from analysis.ingest.detect import Detected, detect
+from analysis.ingest.bounds import SCREEN_LENGTH, SCREEN_OPENERS
+from analysis.ingest.detect import EXPECTED, Detected, UnknownFormat, detect
 from analysis.ingest.lines import MAX_LINE, LineStats, line_stats, sha256_file
 from analysis.ingest.load import FastPathMiss, Job, StderrProgress, load_file
 from analysis.ingest.manifest import (
@@ -58,7 +59,9 @@ INGEST_MEMORY_LIMIT_BYTES = 2560 << 20
 DATA_TABLES = ("requests", "log_events", "metrics", "events", "rejects")
 #: names never taken for data when walking a directory
 IGNORED_NAMES = {"truth.json", ".ds_store", PULL_MANIFEST_NAME, *MANIFEST_NAMES}
-IGNORED_SUFFIXES = (".md", ".duckdb", ".wal", ".tmp", ".lock", ".pyc")
+IGNORED_SUFFIXES = (".duckdb", ".wal", ".tmp", ".lock", ".pyc")
+#: documentation found beside the data: listed as skipped when walking a directory
+DOC_SUFFIXES = (".md", ".markdown", ".rst")
 
 
 @dataclass
@@ -77,11 +80,19 @@ class FileReport:
     bytes: int = 0
     file_id: int | None = None
     note: str = ""
+    #: why the file was not loaded at all: its format is unknown (skipped), or its
+    #: load failed (its rows rolled back; the other files load)
+    skipped: str = ""
+    failed: str = ""
 
     def line(self) -> str:
         """One report line: path, format and the read / loaded / rejected counts."""
         if self.skipped_duplicate:
             return f"{self.path}: already loaded ({self.note}); nothing done"
+        if self.skipped:
+            return f"{self.path}: skipped: {self.skipped}"
+        if self.failed:
+            return f"{self.path}: failed, nothing loaded from it: {self.failed}"
         extra = f" [{self.note}]" if self.note else ""
         return (f"{self.path}: {self.format} ({self.detected_by}: {self.guess}):"
                 f" read {self.lines_read:,}, loaded {self.loaded:,},"
@@ -93,6 +104,8 @@ class IngestReport:
     """Every file's report, and the totals."""
 
     files: list[FileReport] = field(default_factory=list)
+    #: the paths the run was given
+    roots: list[str] = field(default_factory=list)
 
     @property
     def lines_read(self) -> int:
@@ -111,21 +124,52 @@ class IngestReport:
 
     def summary(self) -> str:
         """The per-file lines and a total line."""
-        skipped = sum(f.skipped_duplicate for f in self.files)
-        total = (f"total: {len(self.files)} files ({skipped} already loaded):"
+        dup = sum(f.skipped_duplicate for f in self.files)
+        unknown = sum(bool(f.skipped) for f in self.files)
+        failed = sum(bool(f.failed) for f in self.files)
+        parts = [f"{dup} already loaded"] + [f"{unknown} skipped"] * bool(unknown) + [
+            f"{failed} failed"] * bool(failed)
+        total = (f"total: {len(self.files)} files ({', '.join(parts)}):"
                  f" read {self.lines_read:,}, loaded {self.loaded:,}, rejected {self.rejected:,}")
         return "\n".join([f.line() for f in self.files] + [total])
+
+    def warnings(self) -> list[str]:
+        """One line per file that read lines but loaded none, and per failed file."""
+        out = [f"{f.path}: loaded none of its {f.lines_read:,} lines (every one rejected;"
+               " see the rejects table for why)" for f in self.files
+               if f.lines_read and not f.loaded and not f.skipped_duplicate]
+        return out + [f.line() for f in self.files if f.failed]
+
+    def nothing_loaded(self) -> str | None:
+        """Why the run loaded nothing at all (one line), or None if it loaded rows or
+        found every file already loaded."""
+        if self.loaded or any(f.skipped_duplicate for f in self.files):
+            return None
+        if not self.files:
+            return f"no data files under {', '.join(self.roots)}; {EXPECTED}"
+        bad = [f for f in self.files if f.skipped or f.failed or f.rejected]
+        first = (bad[0].line() if bad else f"{self.files[0].path}: empty") + (
+            f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
+        n = len(self.files)
+        return f"nothing loaded from {n} file{'s' * (n != 1)}: {first}; {EXPECTED}"
 
 
 def _ignored(path: Path, root: Path) -> bool:
     rel = path.relative_to(root).parts
     name = path.name.lower()
     return (any(p.startswith(".") for p in rel) or name in IGNORED_NAMES
-            or name.startswith("readme") or name.endswith(IGNORED_SUFFIXES))
+            or name.endswith(IGNORED_SUFFIXES))
 
 
-def collect_files(paths: list[Path]) -> list[tuple[Path, Manifest | None]]:
-    """Every data file under ``paths`` (directories walked, sorted), with its manifest.
+def _documentation(path: Path) -> bool:
+    name = path.name.lower()
+    return name.startswith("readme") or name.endswith(DOC_SUFFIXES)
+
+
+def collect_files(paths: list[Path],
+                  docs: list[Path] | None = None) -> list[tuple[Path, Manifest | None]]:
+    """Every data file under ``paths`` (directories walked, sorted), with its manifest;
+    the documentation found beside them (README*, Markdown) is appended to ``docs``.
 
     A missing or unreadable path is a ``UserError`` naming it.
     """
@@ -138,7 +182,9 @@ def collect_files(paths: list[Path]) -> list[tuple[Path, Manifest | None]]:
             mpath = find_manifest(p)
             manifest = load_manifest(mpath) if mpath else None
             files = sorted(f for f in p.rglob("*") if f.is_file() and not _ignored(f, p))
-            out += [(f, manifest) for f in files]
+            if docs is not None:
+                docs += [f for f in files if _documentation(f)]
+            out += [(f, manifest) for f in files if not _documentation(f)]
         elif not p.is_file():
             raise UserError(f"{p}: not a regular file; expected a data file or directory")
         else:
@@ -219,7 +265,9 @@ def _ingest_one(con: duckdb.DuckDBPyConnection, path: Path, detected: Detected |
     with shower as show:
         # JSON lines and CSV first try DuckDB's own reader, exact if it reads one row a line
         fast = detected.fmt == "jsonl" or detected.fmt.startswith("csv")
-        stats = pool.submit(line_stats, path) if fast else None  # counted while DuckDB reads
+        # counted while DuckDB reads; JSON lines also screened for the bounds
+        screen = (SCREEN_OPENERS, SCREEN_LENGTH) if detected.fmt == "jsonl" else ()
+        stats = pool.submit(line_stats, path, *screen) if fast else None
 
         def lines() -> LineStats | None:
             s = stats.result()
@@ -272,6 +320,7 @@ def _ingest_one(con: duckdb.DuckDBPyConnection, path: Path, detected: Detected |
             _rollback(con)
             raise
     rep.file_id = file_id
+    rep.note = "; ".join(filter(None, [*job.notes, rep.note]))
     if rep.replaced:
         rep.note = "; ".join(filter(None, [rep.note, "replaced the earlier load"]))
     return rep
@@ -298,21 +347,60 @@ def ingest_paths(
     ``incident.toml`` /
     ``.yaml`` at a directory's root (or its nearest ancestor's) is applied to
     its files and stored in the ``incident`` table. Every file's format is told
-    before anything loads, so an unknown format fails fast (``UserError``)
-    without a partial load.
+    before anything loads; a file whose format is unknown is skipped, and a file
+    whose load fails is rolled back, each with its reason in its report line, and
+    the other files load (``IngestReport.nothing_loaded`` says when nothing did).
     ``progress`` writes an updating line per file to stderr.
     """
     ensure_schema(con)
     con.execute("SET TimeZone = 'UTC'")
-    files = collect_files([Path(p) for p in paths])
-    detected = [(f, detect(f, m), m) for f, m in files]
-    report = IngestReport()
+    docs: list[Path] = []
+    files = collect_files([Path(p) for p in paths], docs)
+    detected = [(f, _tell(f, m), m) for f, m in files]
+    report = IngestReport(roots=[str(p) for p in paths])
     for manifest in {id(m): m for _, m in files if m is not None}.values():
         _store_manifest(con, manifest)
     with _memory_cap(con), _quiet(con), ThreadPoolExecutor(max_workers=2) as pool:
         for path, det, manifest in detected:
-            report.files.append(_ingest_one(con, path, det, manifest, replace, progress, pool))
+            if isinstance(det, FileReport):
+                report.files.append(det)
+                continue
+            try:
+                rep = _ingest_one(con, path, det, manifest, replace, progress, pool)
+            except Exception as exc:  # noqa: BLE001 - one file's failure is its own line
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")  # if its transaction is still open
+                rep = _failed(path, det, exc)
+            report.files.append(rep)
+    report.files += [FileReport(str(d), "unknown", "name", "documentation",
+                                skipped="documentation (README or Markdown), not data")
+                     for d in docs]
     return report
+
+
+def _tell(path: Path, manifest: Manifest | None) -> Detected | FileReport | None:
+    """The file's format, or its report line when it is skipped (unknown format) or
+    cannot even be told (an unexpected failure). A manifest that names the kind but
+    not a format it can have stays a ``UserError`` of the run (the user's to fix)."""
+    try:
+        return detect(path, manifest)
+    except UnknownFormat as exc:
+        return FileReport(str(path), "unknown", "content", exc.why,
+                          skipped=f"unknown format ({exc.why})")
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one file's failure is its own line
+        return _failed(path, None, exc)
+
+
+def _failed(path: Path, det: Detected | None, exc: Exception) -> FileReport:
+    """The report line of a file whose load failed: the reason in one line."""
+    text = str(exc).splitlines()[0] if str(exc).strip() else ""
+    text = text.removeprefix(f"{path}: ")
+    why = text if isinstance(exc, UserError) else f"{type(exc).__name__}: {text}".rstrip(": ")
+    return FileReport(str(path), det.format if det else "unknown",
+                      det.detected_by if det else "content", det.guess if det else "",
+                      failed=why[:300])
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ import bisect
 import gzip
 import hashlib
 import io
+import sys
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +33,18 @@ SCHEMA = pa.schema([("line", pa.int64()), ("raw", pa.binary()), ("pre", pa.strin
 CHUNK = 8 << 20
 MAX_LINE = 1 << 20
 RAW_KEEP = 500
+
+
+#: name suffixes of compressed files
+COMPRESSED = (".gz", ".zst", ".zstd")
+
+
+def strip_compression(name: str) -> str:
+    """A file name without its compression suffix (case kept)."""
+    for c in COMPRESSED:
+        if name.lower().endswith(c):
+            return name[: -len(c)]
+    return name
 
 
 def compression_of(path: Path) -> str | None:
@@ -196,12 +209,14 @@ class LineReader:
 
 @dataclass(frozen=True)
 class LineStats:
-    """Physical lines of a file's content, its longest line, and the 1-based numbers of
-    its whitespace-only lines (which DuckDB's ``read_json`` skips); None if damaged."""
+    """Physical lines of a file's content, its longest line, the 1-based numbers of
+    its whitespace-only lines (which DuckDB's ``read_json`` skips) and of the lines
+    over the bounds screen (``line_stats``' ``openers``, ``longer``); None if damaged."""
 
     lines: int
     longest: int
     blank: tuple[int, ...] = ()
+    suspect: tuple[int, ...] = ()
 
 
 #: the bytes DuckDB's JSON reader skips as whitespace on a line of its own
@@ -214,20 +229,49 @@ def _is_blank(data: bytes) -> bool:
     return not data.translate(None, BLANK_BYTES)
 
 
-def line_stats(path: Path) -> LineStats | None:
+def _screened(arr: np.ndarray, ends: np.ndarray, openers: int, longer: int, carry: int,
+              run: int, first: int) -> tuple[list[int], int]:
+    """Line numbers (the line ending at ``ends[k]`` is ``first + k``) with more than
+    ``openers`` of ``{``/``[`` or more than ``longer`` bytes; the first line also counts
+    the ``carry`` brackets and ``run`` bytes of the chunks before. Returns them and the
+    brackets carried into the next chunk. (``x | 32 == 123`` is ``{`` or ``[``: one
+    pass over the bytes.)"""
+    step = 1 << 20  # in slices: two temporaries of the chunk's size would cost 16 MB
+    hits = np.concatenate([np.flatnonzero((arr[i:i + step] | 32) == 123) + i
+                           for i in range(0, len(arr), step)] or [np.zeros(0, np.int64)])
+    upto = np.searchsorted(hits, ends)
+    per_line = np.diff(upto, prepend=0)
+    if not len(ends):
+        return [], carry + len(hits)
+    per_line[0] += carry
+    size = np.diff(ends, prepend=-1) - 1
+    size[0] += run
+    found = np.flatnonzero((per_line > openers) | (size > longer))
+    return [first + int(k) for k in found], len(hits) - int(upto[-1])
+
+
+def line_stats(path: Path, openers: int = 0, longer: int = 0) -> LineStats | None:
     """Count lines (a last line without newline counts), find the longest and the
     whitespace-only ones, vectorised; None when the compressed stream is damaged.
+    With ``openers`` (and ``longer``), also the lines with more ``{``/``[`` than that
+    (or more bytes): the bounds screen of JSON lines.
 
     Only lines that start with a blank byte (or are empty) are looked at one by one.
     """
     n, last, run, longest = 0, b"\n", 0, 0
     blank: list[int] = []
+    suspect: list[int] = []
     cur_blank = True  # the line being read so far is whitespace only
+    carry = 0  # brackets of the line being read so far
+    limit = longer or sys.maxsize
     for buf, broken in decompressed_chunks(path):
         if broken is not None:
             return None
         arr = np.frombuffer(buf, np.uint8)
         ends = np.flatnonzero(arr == 10)
+        if openers:
+            found, carry = _screened(arr, ends, openers, limit, carry, run, n + 1)
+            suspect += found
         if len(ends):
             gaps = np.diff(ends)
             longest = max(longest, run + int(ends[0]), int(gaps.max()) - 1 if len(gaps) else 0)
@@ -246,7 +290,9 @@ def line_stats(path: Path) -> LineStats | None:
         last = buf[-1:]
     if last != b"\n" and last and cur_blank:
         blank.append(n + 1)
-    return LineStats(n + (last != b"\n"), max(longest, run), tuple(blank))
+    if last != b"\n" and last and openers and (carry > openers or run > limit):
+        suspect.append(n + 1)
+    return LineStats(n + (last != b"\n"), max(longest, run), tuple(blank), tuple(suspect))
 
 
 def pick_lines(path: Path, wanted: list[int]) -> pa.Table:

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import csv
-import json
 import re
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -33,6 +32,8 @@ import yaml
 
 from analysis.errors import UserError
 from analysis.ingest import sql as S
+from analysis.ingest.bounds import MAX_FIELDS, json_object
+from analysis.ingest.csvhead import file_stem, first_lines, parse_rows, read_header, wide_series
 from analysis.ingest.detect import Detected
 from analysis.ingest.fields import NUMBER_UNIT_MS, Field, fields_for
 from analysis.ingest.lines import (
@@ -89,6 +90,8 @@ class Job:
     zone: str | None
     renames: dict[str, str]
     progress: Callable[[int, int], None] | None = None
+    #: what the report line should say about how the file was read
+    notes: list[str] = field(default_factory=list)
 
 
 class _NetCache:
@@ -239,44 +242,18 @@ def _insert_sql(kind: str, fid: int, source: str,
             f" WHERE reason IS NULL")
 
 
-def _first_line(path: Path) -> str:
-    with open_decompressed(path) as f:
-        raw = f.readline(1 << 20)
-    return raw.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")
-
-
-def parse_series_name(column: str) -> tuple[str, dict[str, str]]:
-    """A wide CSV column name ``metric{k="v",...}`` -> (metric, labels)."""
-    name, brace, rest = column.partition("{")
-    labels: dict[str, str] = {}
-    if brace:
-        body = rest.rstrip().removesuffix("}")
-        for part in csv.reader([body], skipinitialspace=True):
-            for item in part:
-                k, eq, v = item.partition("=")
-                if eq:
-                    labels[k.strip()] = v.strip().strip('"')
-    return name.strip(), labels
-
-
 def _json_keys(line: str) -> set[str]:
-    try:
-        obj = json.loads(line)
-    except ValueError:
-        return set()
-    return set(obj) if isinstance(obj, dict) else set()
+    obj = json_object(line)
+    return set(obj) if obj is not None else set()
 
 
 def json_number_keys(path: Path) -> set[str]:
     """Keys whose value is a JSON number on every one of the first lines that has them."""
     number, other = set(), set()
     for line in text_head(path, n_lines=SNIFF_LINES, n_bytes=SNIFF_BYTES):
-        with contextlib.suppress(ValueError):
-            obj = json.loads(line)
-            if isinstance(obj, dict):
-                for k, v in obj.items():
-                    is_num = isinstance(v, int | float) and not isinstance(v, bool)
-                    (number if is_num else other).add(k)
+        for k, v in (json_object(line) or {}).items():
+            is_num = isinstance(v, int | float) and not isinstance(v, bool)
+            (number if is_num else other).add(k)
     return number - other
 
 
@@ -303,31 +280,40 @@ def sniffed_aliases(path: Path, fields: dict[str, Field], fmt: str) -> list[str]
 
 @dataclass(frozen=True)
 class CsvLayout:
-    """A CSV file's header as the loader sees it: column i is ``"c:i"``."""
+    """A CSV file's header as the loader sees it: column i is ``"c:i"``; the data start
+    after ``header_rows`` lines."""
 
     names: list[str]  # lower case, manifest renames applied
     get: S.Getter
     extra: dict
+    header_rows: int = 1
 
 
 def csv_layout(job: Job, fields: dict[str, Field]) -> CsvLayout:
-    """Read the header line; map its columns to fields, series (wide) or labels (long)."""
-    header = [h.strip() for h in next(csv.reader([_first_line(job.path)]), [])]
+    """Read the header; map its columns to fields, series (wide) or labels (long).
+    Notes on how a wide header was read (levels, repeated names) go to ``job.notes``."""
+    header = read_header(parse_rows(first_lines(job.path)))
     renames = {k.lower(): v for k, v in job.renames.items()}
-    names = [renames.get(h.lower(), h.lower()) for h in header]
+    names = [renames.get(h.lower(), h.lower()) for h in header.columns]
     cols: dict[str, S.Col] = {}
     for i, name in enumerate(names, 1):
         if name:
             cols.setdefault(name, S.Col(S.q(f"c:{i}")))
     extra: dict = {}
     if job.detected.fmt == "csv-wide":
-        parsed = [parse_series_name(h) for h in header[1:]]
-        extra["series"] = [S.Col(S.q(f"c:{i}")) for i in range(2, len(header) + 1)]
+        parsed, notes = wide_series(header, file_stem(job.path))
+        job.notes.extend(n for n in notes if n not in job.notes)
+        extra["series"] = [S.Col(S.q(f"c:{i}")) for i in range(2, len(names) + 1)]
         extra["wide"] = ([m for m, _ in parsed], [S.canonical_labels(lb) for _, lb in parsed])
-        return CsvLayout(names, {"time": S.Col(S.q("c:1"))}.get, extra)
+        extra["header_rows"] = header.rows
+        return CsvLayout(names, {"time": S.Col(S.q("c:1"))}.get, extra, header.rows)
+    if dup := sorted(n for n, k in Counter(filter(None, names)).items() if k > 1):
+        note = f"repeated columns ({', '.join(dup)[:100]}): the first of each is read"
+        job.notes.extend([note] if note not in job.notes else [])
     if job.detected.fmt == "csv-long":
         known = {a for f in fields.values() for a in f.aliases}
         extra["label_cols"] = {h: c for h, c in cols.items() if h not in known}
+    extra["header_rows"] = 1
     return CsvLayout(names, cols.get, extra)
 
 
@@ -339,7 +325,7 @@ def _line_source(job: Job, fields: dict[str, Field]) -> tuple[str, S.Getter, dic
         sql, cols = S.PARSERS[fmt](aliases)
         return sql, cols.get, {}
     layout = csv_layout(job, fields)
-    return S.parse_csv(layout.names), layout.get, layout.extra
+    return S.parse_csv(layout.names, layout.header_rows), layout.get, layout.extra
 
 
 def _convert_sql(kind: str, source: str, fields: dict[str, Field], get: S.Getter,
@@ -409,6 +395,7 @@ def load_csv_fast(con: duckdb.DuckDBPyConnection, job: Job,
     comp = {"gzip": "gzip", "zstd": "zstd"}.get(compression_of(job.path) or "", "none")
     columns = ", ".join(f"'c:{i}': 'VARCHAR'" for i in range(1, len(layout.names) + 1))
     src = (f"read_csv({sql_str(str(job.path))}, header = true, auto_detect = false,"
+           f" skip = {layout.header_rows - 1},"
            f" delim = ',', quote = '\"', escape = '\"', strict_mode = true,"
            f" compression = '{comp}', max_line_size = {MAX_LINE}, columns = {{{columns}}},"
            f" ignore_errors = true, store_rejects = true, rejects_table = '_csv_rejects',"
@@ -425,7 +412,8 @@ def load_csv_fast(con: duckdb.DuckDBPyConnection, job: Job,
             "SELECT DISTINCT line FROM _csv_rejects ORDER BY line").fetchall())
 
     try:
-        return _fast(con, job, stage, lines, header=1, wide=layout.extra.get("wide"),
+        return _fast(con, job, stage, lines, header=layout.header_rows,
+                     wide=layout.extra.get("wide"),
                      skipped_by_reader=rejected)
     finally:
         for t in ("_csv_rejects", "_csv_scans"):
@@ -480,7 +468,7 @@ def _fast(con: duckdb.DuckDBPyConnection, job: Job, stage: str,
         if len(skipped) > MAX_SKIPPED:
             raise FastPathMiss(f"{len(skipped)} lines skipped by DuckDB's reader")
         rows = stats.lines - header - len(skipped)
-        if len(bad) > MAX_AGAIN:
+        if len(bad) + len(stats.suspect) > MAX_AGAIN:
             raise FastPathMiss(f"over {MAX_AGAIN} rows to check line by line")
         if loaded + len(bad) != rows:
             raise FastPathMiss(f"DuckDB gave {loaded + len(bad)} rows for {rows} lines")
@@ -488,15 +476,29 @@ def _fast(con: duckdb.DuckDBPyConnection, job: Job, stage: str,
             con.execute(f"UPDATE {TABLE_OF[kind]} SET line = {_renumber_sql(skipped)}"
                         f" WHERE file_id = {job.file_id}")
             bad = [_line_of(skipped)(k) for k in bad]
+        loaded -= _unload(con, job, sorted(set(stats.suspect) - {*bad, *skipped}))
     except duckdb.Error as exc:
         raise FastPathMiss(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
-    again = sorted({*bad, *skipped})
+    again = sorted({*bad, *skipped, *stats.suspect})
     rest = load_lines(con, job, only=again) if again else Counts()
     if rest.read != len(again):
         raise FastPathMiss(f"line path read {rest.read} of {len(again)} lines")
     if job.progress:
         job.progress(stats.lines, 0)
     return Counts(stats.lines - header, loaded + rest.loaded, rest.rejected)
+
+
+def _unload(con: duckdb.DuckDBPyConnection, job: Job, lines: list[int]) -> int:
+    """Delete the rows a fast path loaded from ``lines`` (one row each: the lines over
+    the bounds screen, which the line path checks instead); returns how many."""
+    if not lines:
+        return 0
+    table = TABLE_OF[job.detected.kind]
+    gone = con.execute(f"DELETE FROM {table} WHERE file_id = ? AND list_contains(?, line)",
+                       [job.file_id, lines]).fetchall()[0][0]
+    if gone != len(lines):
+        raise FastPathMiss(f"{gone} rows for {len(lines)} lines over the bounds screen")
+    return gone
 
 
 def load_lines(con: duckdb.DuckDBPyConnection, job: Job,
@@ -507,7 +509,7 @@ def load_lines(con: duckdb.DuckDBPyConnection, job: Job,
     fields = fields_for(kind, job.renames)
     source, get, extra = _line_source(job, fields)
     stage = _convert_sql(kind, source, fields, get, job.zone, extra)
-    header_lines = 1 if job.detected.fmt.startswith("csv") and only is None else 0
+    header_lines = extra.get("header_rows", 0) if only is None else 0
     counts, net = Counts(), (_NetCache() if kind == "errors" else None)
     reader = LineReader(job.path)
     for table in reader if only is None else [pick_lines(job.path, only)]:
@@ -627,6 +629,8 @@ def load_yaml_events(con: duckdb.DuckDBPyConnection, job: Job) -> Counts:
         data = yaml.safe_load(text)
     except (UnicodeDecodeError, yaml.YAMLError, OSError, EOFError) as exc:
         return reject_all_lines(con, job, f"not valid YAML: {str(exc).splitlines()[0][:300]}")
+    except RecursionError:  # PyYAML recurses per level
+        return reject_all_lines(con, job, "YAML nested too deep to read")
     if isinstance(data, dict) and isinstance(data.get("events"), list):
         items = data["events"]
         node = next(v for k, v in node.value if k.value == "events")
@@ -662,6 +666,10 @@ def load_yaml_events(con: duckdb.DuckDBPyConnection, job: Job) -> Counts:
         con.unregister("_yaml")
 
 
+def _header_width(path: Path) -> int:
+    return max(map(len, parse_rows(first_lines(path, 1))), default=0)
+
+
 def load_file(con: duckdb.DuckDBPyConnection, job: Job,
               lines: Callable[[], LineStats | None] | None = None) -> Counts:
     """Load one detected file; the caller holds the transaction.
@@ -677,6 +685,9 @@ def load_file(con: duckdb.DuckDBPyConnection, job: Job,
         return load_prometheus(con, job)
     if fmt == "yaml":
         return load_yaml_events(con, job)
+    if fmt.startswith("csv") and (width := _header_width(job.path)) > MAX_FIELDS:
+        return reject_all_lines(con, job, f"the CSV header has {width:,} columns,"
+                                f" more than {MAX_FIELDS:,}")
     if fmt == "jsonl" and lines:
         return load_jsonl_fast(con, job, lines)
     if fmt.startswith("csv") and lines:

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from analysis.ingest.bounds import json_bounds_sql
 from analysis.ingest.fields import EVENT_KINDS, LEVELS, NUMBER_UNIT_MS, Field, all_aliases
 from analysis.ingest.lines import RAW_KEEP
 from analysis.ingest.timeparse import go_duration_ms_sql, sql_str, time_sql
@@ -72,7 +73,8 @@ def _alias_cols(aliases: list[str], value_of: Callable[[str], str]) -> tuple[str
 
 
 def parse_jsonl(aliases: list[str]) -> tuple[str, dict[str, Col]]:
-    """JSON lines: one object per line; every alias read as text."""
+    """JSON lines: one object per line; every alias read as text. A line beyond the
+    limits of ``bounds`` (nesting, fields) is rejected before it is parsed."""
     struct = sql_str(json.dumps({a: "VARCHAR" for a in aliases}))
     select, cols = _alias_cols(aliases, lambda a: f"j.{q(a)}")
     sql = f"""
@@ -83,7 +85,8 @@ def parse_jsonl(aliases: list[str]) -> tuple[str, dict[str, Col]]:
            {select}
     FROM (SELECT *, CASE WHEN preason IS NULL AND starts_with(ltrim(txt), '{{')
                          THEN try(from_json(txt, {struct})) END AS j
-          FROM ({base_lines()}))"""
+          FROM (SELECT line, raw, txt, coalesce(preason, {json_bounds_sql("txt")}) AS preason
+                FROM ({base_lines()})))"""
     return sql, cols
 
 
@@ -147,9 +150,9 @@ def _unquote_csv(v: str) -> str:
             f" ELSE {v} END, '')")
 
 
-def parse_csv(header: list[str]) -> str:
-    """CSV with ``header`` (line 1, not loaded): fields split by a regex, quotes undone;
-    column i is ``"c:i"``.
+def parse_csv(header: list[str], header_rows: int = 1) -> str:
+    """CSV with ``header`` (the first ``header_rows`` lines, not loaded): fields split by
+    a regex, quotes undone; column i is ``"c:i"``.
 
     A row with another number of fields than the header, or a field that does
     not parse (a stray quote), is rejected; quoted newlines are not supported.
@@ -166,7 +169,7 @@ def parse_csv(header: list[str]) -> str:
              AS preason,
            {select}
     FROM (SELECT *, regexp_extract_all(coalesce(txt, ''), '{CSV_FIELD_RE}', 1) AS fl
-          FROM ({base_lines()}) WHERE line > 1)"""
+          FROM ({base_lines()}) WHERE line > {header_rows})"""
 
 
 # --- convert layers -------------------------------------------------------------
