@@ -29,6 +29,7 @@ from typing import Literal
 import duckdb
 
 from analysis.errors import UserError
+from analysis.ingest.timeparse import parse_flag_time
 
 Source = Literal["flag", "manifest", "inferred"]
 GridSource = Literal["flag", "auto"]
@@ -99,21 +100,6 @@ def _iso(t: datetime | None) -> str:
     return "none" if t is None else t.isoformat(sep="T") + "Z"
 
 
-def parse_time(text: str, what: str) -> datetime:
-    """An ISO 8601 time (``2026-04-06T12:00:00Z``, an offset, or none = UTC) as naive UTC;
-    anything else is a UserError naming ``what`` (the flag or key it came from)."""
-    s = str(text).strip()
-    try:
-        t = datetime.fromisoformat(s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s)
-    except ValueError:
-        raise UserError(
-            f"{what} {text!r}: expected an ISO 8601 time such as 2026-04-06T12:00:00Z"
-        ) from None
-    if t.tzinfo is not None:
-        t = (t - t.utcoffset()).replace(tzinfo=None)
-    return t
-
-
 def _manifest_sides(con: duckdb.DuckDBPyConnection) -> dict[str, datetime]:
     """``window_start``/``window_end`` of the ``incident`` table, parsed."""
     try:
@@ -122,7 +108,7 @@ def _manifest_sides(con: duckdb.DuckDBPyConnection) -> dict[str, datetime]:
         ).fetchall()
     except duckdb.Error:
         return {}
-    return {k: parse_time(v, f"incident table key {k}") for k, v in rows if v}
+    return {k: parse_flag_time(v, f"incident table key {k}") for k, v in rows if v}
 
 
 def infer_window(con: duckdb.DuckDBPyConnection) -> tuple[datetime | None, datetime | None]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from datetime import datetime
 
-from analysis.window import parse_time
+from analysis.ingest.timeparse import parse_flag_time
 
 
 def positive(text: str) -> int:
@@ -38,6 +38,6 @@ def time_args(args: argparse.Namespace) -> dict[str, int | datetime | None]:
     that does not parse is a UserError naming its flag)."""
     return {
         "grid_s": getattr(args, "grid", None),
-        "start": None if args.start is None else parse_time(args.start, "--start"),
-        "end": None if args.end is None else parse_time(args.end, "--end"),
+        "start": None if args.start is None else parse_flag_time(args.start, "--start"),
+        "end": None if args.end is None else parse_flag_time(args.end, "--end"),
     }

@@ -22,6 +22,8 @@ import datetime as dt
 
 import duckdb
 
+from analysis.errors import UserError
+
 _NUMBER = r"^\s*[-+]?\d+(\.\d*)?([eE][-+]?\d+)?\s*$"
 _OFFSET = r":\d\d(\.\d*)?(\s*[zZ]|[-+]\d\d(:?\d\d)?)\s*$"
 _DURATION_PART = r"(\d*\.?\d+)(ns|us|µs|μs|ms|s|m|h)"
@@ -139,3 +141,24 @@ def parse_duration_ms(value: str | float | None, number_unit_ms: float = 1.0) ->
     with duckdb.connect() as con:
         sql = go_duration_ms_sql("$v", number_unit_ms, sql_type)
         return con.execute(f"SELECT {sql}", {"v": value}).fetchall()[0][0]
+
+
+def parse_flag_time(text: str, what: str) -> dt.datetime:
+    """A time a user typed (``--start``/``--end``, a manifest's window): ISO 8601 /
+    RFC 3339 (``2026-04-06T12:00:00Z``, an offset, or no zone = UTC) or Unix seconds, as
+    a naive UTC datetime. Anything else is a UserError naming ``what``. One rule for
+    every command that takes a window (``ingest``, ``chain``, ``whatif``, ``report``,
+    ``pull``)."""
+    s = str(text).strip()
+    try:
+        return dt.datetime(1970, 1, 1) + dt.timedelta(seconds=float(s))
+    except (ValueError, OverflowError):
+        pass
+    try:
+        t = dt.datetime.fromisoformat(s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s)
+    except ValueError:
+        raise UserError(f"{what} {text!r} is not a time; expected ISO 8601 / RFC 3339 like"
+                        " 2026-04-06T12:00:00Z, or Unix seconds") from None
+    if t.tzinfo is not None:
+        t = (t - t.utcoffset()).replace(tzinfo=None)
+    return t

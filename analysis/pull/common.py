@@ -22,10 +22,12 @@ import httpx
 
 from analysis.errors import UserError
 from analysis.ingest.manifest import PULL_MANIFEST_NAME
+from analysis.ingest.timeparse import parse_flag_time
 
 #: HTTP statuses worth another try: rate limited, or the server (or a proxy) in trouble
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)?$")
+_EPOCH = dt.datetime(1970, 1, 1)
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,
             "w": 604_800_000, None: 1000}
 
@@ -33,19 +35,7 @@ _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,
 def parse_time_ms(value: str, what: str) -> int:
     """``--start``/``--end``: RFC 3339 (``Z`` or an offset; no zone means UTC) or Unix
     seconds, as Unix milliseconds."""
-    text = value.strip()
-    try:
-        return round(float(text) * 1000)
-    except ValueError:
-        pass
-    try:
-        t = dt.datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise UserError(f"{what} {value!r} is not a time; expected RFC 3339 like"
-                        " 2026-04-06T12:00:00Z or Unix seconds") from exc
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return round(t.timestamp() * 1000)
+    return (parse_flag_time(value, what) - _EPOCH) // dt.timedelta(milliseconds=1)
 
 
 def parse_duration_ms(value: str, what: str) -> int:
