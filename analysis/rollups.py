@@ -762,8 +762,15 @@ def _rollups_stale(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def rollups_fingerprint() -> str:
-    """Which code rolls up: a hash of this module's source (any change rolls up afresh)."""
-    return "postmortem rollups " + hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    """Which code rolls up: a hash of the sources that decide what the rollups hold --
+    this module, the signal names (``signal_id``) and the window and grid (``window``) --
+    so a change to any of them rolls up afresh."""
+    from analysis import signal_id, window
+
+    digest = hashlib.sha256()
+    for module in (__file__, signal_id.__file__, window.__file__):
+        digest.update(Path(module).read_bytes())
+    return "postmortem rollups " + digest.hexdigest()[:16]
 
 
 def mark_rollups(con: duckdb.DuckDBPyConnection) -> None:
