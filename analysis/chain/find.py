@@ -4,6 +4,7 @@
 2. load the rollups of those signals (``Capture``) and shrink the time knobs to the
    capture (``settings.scale_to_span``);
 3. ``role_series``: the series standing for each role, its anomaly windows (``roles``);
+   series too short for a baseline are refused and listed (``ChainResult.too_short``);
 4. ``score_callers``: the culprit, by weight and coincidence with the fan-out
    (``callers``), and ``_unsupported``: what the verdict lacks, if anything;
 5. ``add_trigger`` and ``onsets``: when each role starts (``onsets``);
@@ -23,7 +24,7 @@ import polars as pl
 from analysis.chain.callers import caller_reason, evidence, score_callers
 from analysis.chain.hops import exhaustion_evidence, hop, mechanism_check
 from analysis.chain.onsets import add_trigger, onsets
-from analysis.chain.result import CallerScore, ChainResult, Culprit, Rejected
+from analysis.chain.result import CallerScore, ChainResult, Culprit, Rejected, TooShort
 from analysis.chain.rivals import rivals
 from analysis.chain.roles import Selection, role_series, select_signals
 from analysis.chain.series import Capture, RoleSeries
@@ -64,16 +65,16 @@ def _chain(con: duckdb.DuckDBPyConnection, settings: ChainSettings) -> ChainResu
     cap = Capture(frame)
     given = settings
     settings = scale_to_span(settings, cap.span_s, cap.grid_s)
-    series, roles = role_series(con, sel, cap, settings)
+    series, roles, short = role_series(con, sel, cap, settings)
     scores, forced = score_callers(con, sel.callers, cap, series, env, settings)
     best = scores[0] if scores else None
     why, tw_note = _unsupported(sel, cap, series, best, settings)
     if why:
         rejected = [Rejected.of_caller(s.caller, caller_reason(s, None, env.idle_pool))
                     for s in scores]
-        rejected += rivals(con, sel, cap, series, {}, None, settings)
+        rejected += rivals(con, sel, cap, series, {}, None, settings, short)
         return ChainResult(NO_CAUSE, None, [], rejected, {}, env, callers=scores,
-                           roles=roles, notes=["; ".join(why)])
+                           roles=roles, notes=["; ".join(why)], too_short=_sorted(short))
 
     assert best is not None
     add_trigger(series, best, cap, settings)
@@ -89,10 +90,16 @@ def _chain(con: duckdb.DuckDBPyConnection, settings: ChainSettings) -> ChainResu
     culprit = Culprit(best.caller, best.method, evidence(best, env.idle_pool))
     rejected = [Rejected.of_caller(s.caller, caller_reason(s, best, env.idle_pool))
                 for s in scores[1:]]
-    rejected += rivals(con, sel, cap, series, starts, best.caller, settings)
+    rejected += rivals(con, sel, cap, series, starts, best.caller, settings, short)
     notes = [n for n in (tw_note, scale_note(given, settings, cap.span_s)) if n]
     return ChainResult(ROOT_CAUSE, culprit, hops, rejected, starts, env, callers=scores,
-                       roles=roles, mechanism_passed=mech_pass, notes=notes)
+                       roles=roles, mechanism_passed=mech_pass, notes=notes,
+                       too_short=_sorted(short))
+
+
+def _sorted(short: list[TooShort]) -> list[TooShort]:
+    """Each refused signal once, by name."""
+    return sorted(set(short), key=lambda s: s.signal)
 
 
 def _unsupported(

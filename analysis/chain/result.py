@@ -73,6 +73,16 @@ class CallerScore:
     first_forced: datetime | None
 
 
+@dataclass(frozen=True)
+class TooShort:
+    """A signal refused by detection: ``samples`` raw samples, fewer than the ``needed``
+    its baseline wants, so no anomaly was sought in it (``detection.detect_series``)."""
+
+    signal: str
+    samples: int
+    needed: int
+
+
 @dataclass
 class ChainResult:
     """The chain, its evidence and its rivals. ``to_dict`` is the ``chain --json`` contract."""
@@ -88,6 +98,7 @@ class ChainResult:
     mechanism_passed: bool | None = None
     notes: list[str] = field(default_factory=list)
     rollup: RollupInfo | None = None  # the grid and window the chain ran on
+    too_short: list[TooShort] = field(default_factory=list)  # refused by detection, by name
 
     def to_dict(self) -> dict:
         """The JSON object of ``postmortem chain --json``."""
@@ -101,6 +112,7 @@ class ChainResult:
             ],
             "rejected": [asdict(r) for r in self.rejected],
             "onsets": {r: iso(t) for r, t in self.onsets.items()},
+            "too_short": [asdict(s) for s in self.too_short],
         }
 
     def roles_in_order(self, tie_s: float = 0.0) -> list[str]:

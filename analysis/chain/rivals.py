@@ -8,9 +8,9 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from analysis.chain.result import Rejected, iso
+from analysis.chain.result import Rejected, TooShort, iso
 from analysis.chain.roles import Selection
-from analysis.chain.series import Capture, RoleSeries, coincide, up_windows
+from analysis.chain.series import Capture, RoleSeries, coincide, detect_up, refused
 from analysis.chain.settings import ChainSettings
 from analysis.detection import AnomalyWindow
 from analysis.signal_id import SignalId, printable
@@ -24,10 +24,13 @@ def rivals(
     onsets: dict[str, datetime],
     culprit: str | None,
     settings: ChainSettings,
+    short: list[TooShort],
 ) -> list[Rejected]:
     """Packet loss always; with a ``culprit``, deploys and the daily curve too (other DCs'
-    user traffic as the comparison)."""
-    out = reject_packet_loss(sel.rival_loss, cap.col, cap.t, series, cap.span, settings)
+    user traffic as the comparison). Loss series too short for a baseline are added to
+    ``short``."""
+    out = reject_packet_loss(sel.rival_loss, cap.col, cap.t, series, cap.span, settings,
+                             sel.samples, short)
     if culprit is None:
         return out
     out += reject_deploys(con, onsets, settings, culprit)
@@ -46,15 +49,23 @@ def reject_packet_loss(
     series: dict[str, RoleSeries],
     span: tuple[datetime, datetime],
     settings: ChainSettings,
+    samples: dict[str, int],
+    short: list[TooShort],
 ) -> list[Rejected]:
-    """Packet loss: no anomaly, nothing to explain, wrong order, no coincidence, or (when
-    it does coincide) no mechanism: loss opens no sockets."""
+    """Packet loss: too short to judge, no anomaly, nothing to explain, wrong order, no
+    coincidence, or (when it does coincide) no mechanism: loss opens no sockets."""
     out: list[Rejected] = []
     target = series.get("user_impact") or series.get("cache_errors")
     for s in loss_signals:
         v = col(s)
-        wins = up_windows(t, v, s, settings, counts=False)
+        found = detect_up(t, v, s, settings, counts=False, samples=samples.get(s))
+        wins = found.windows
         peak = float(np.nanmax(v, initial=0.0))
+        if found.too_short:
+            short += refused(found)
+            out.append(Rejected(s, f"not judged: {found.samples} samples, fewer than the"
+                                   f" {found.needed} a baseline needs"))
+            continue
         if not wins:
             out.append(Rejected(s, f"no anomaly: loss stays near its baseline (peak {peak:.3g})"))
             continue

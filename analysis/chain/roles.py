@@ -15,8 +15,18 @@ import numpy as np
 import polars as pl
 
 from analysis.chain.environment import Environment, environment
-from analysis.chain.series import Capture, RoleSeries, pick, up_windows, weight
+from analysis.chain.result import TooShort
+from analysis.chain.series import (
+    Capture,
+    RoleSeries,
+    detect_up,
+    pick,
+    refused,
+    samples_of,
+    weight,
+)
 from analysis.chain.settings import ChainSettings
+from analysis.detection import raw_samples
 from analysis.roles import ROLES, RoleMatch, role_by_data, role_of_signal
 from analysis.rollups import signal_frame, signal_ids
 from analysis.signal_id import SignalId
@@ -28,7 +38,9 @@ class Selection:
 
     ``options``: per role, the candidate signal groups (user traffic: the aggregate and
     each DC's series); ``tw_signal``: TIME_WAIT gauges, preferred first; ``fan_hosts``:
-    the fan-out per host; ``wanted``: every signal to load.
+    the fan-out per host; ``wanted``: every signal to load; ``samples``: the raw samples
+    behind each metric signal (``detection.raw_samples``), for detection to refuse series
+    too short for a baseline.
     """
 
     env: Environment
@@ -40,6 +52,7 @@ class Selection:
     callers: list[str]
     rival_loss: list[str]
     wanted: list[str]
+    samples: dict[str, int]
 
 
 def select_signals(con: duckdb.DuckDBPyConnection) -> Selection:
@@ -85,17 +98,19 @@ def select_signals(con: duckdb.DuckDBPyConnection) -> Selection:
     )
     wanted = [s for s in wanted if s in ids]
     return Selection(env, ids, matches, options, tw_signal, fan_hosts, callers, rival_loss,
-                     wanted)
+                     wanted, raw_samples(con))
 
 
 def role_series(
     con: duckdb.DuckDBPyConnection, sel: Selection, cap: Capture, settings: ChainSettings
-) -> tuple[dict[str, RoleSeries], dict[str, str]]:
-    """Per role, the candidate with the most anomalous windows; and every recognised
+) -> tuple[dict[str, RoleSeries], dict[str, str], list[TooShort]]:
+    """Per role, the candidate with the most anomalous windows; every recognised
     signal's role (``rival:<kind>`` for rivals, ``<role> (by data)`` for those found by
-    ``roles_by_data``)."""
+    ``roles_by_data``); and the candidates detection refused as too short for a baseline
+    (no anomaly sought in them)."""
     ids, matches = sel.ids, sel.matches
     series: dict[str, RoleSeries] = {}
+    short: list[TooShort] = []
     for role, opts in sel.options.items():
         for sigs in opts:
             v = np.nansum(np.vstack([cap.col(s) for s in sigs]), axis=0) if len(
@@ -103,20 +118,24 @@ def role_series(
             sign = -1.0 if matches[sigs[0]].direction == "down" else 1.0
             name = "+".join(sigs)
             family = ids[sigs[0]].family
-            wins = up_windows(cap.t, sign * v, name, settings, counts=family != "metric")
+            found = detect_up(cap.t, sign * v, name, settings, counts=family != "metric",
+                              samples=samples_of(sigs, sel.samples))
+            short += refused(found)
+            wins = found.windows
             # the most anomalous candidate stands for the role
             if wins and (role not in series or weight(wins) > weight(series[role].windows)):
                 series[role] = RoleSeries(role, name, sign * v, wins, family)
 
     roles = {sig: m.role or f"rival:{m.rival}" for sig, m in matches.items()}
-    roles.update(roles_by_data(con, ids, matches, series, cap.t, sel.env, settings))
+    roles.update(roles_by_data(con, ids, matches, series, cap.t, sel.env, settings,
+                               sel.samples, short))
     if "cache_errors" in series and "port_exhaustion" in series:
         # a failed dial is a failed cache operation: address-error windows are cache-error
         # windows too (errors:total also carries sampled noise that can mask its own rise)
         ce = series["cache_errors"]
         ce.windows = sorted(ce.windows + series["port_exhaustion"].windows,
                             key=lambda w: w.start)
-    return series, roles
+    return series, roles, short
 
 
 def roles_by_data(
@@ -127,13 +146,15 @@ def roles_by_data(
     t: pl.Series,
     env: Environment,
     settings: ChainSettings,
+    samples: dict[str, int],
+    short: list[TooShort],
 ) -> dict[str, str]:
     """Roles of metrics nobody recognised by name, from their data (``roles.role_by_data``).
 
     A series that moves with a role's representative takes that role; one that
     fills up to the port range is TIME_WAIT-like. When the role has no
     representative yet, the series becomes it (an export with unusual names
-    still gets a chain).
+    still gets a chain), unless it is too short for a baseline (added to ``short``).
     """
     unknown = [s for s, sid in ids.items() if sid.family == "metric" and not sid.labels
                and s not in matches]
@@ -153,7 +174,9 @@ def roles_by_data(
         out[sig] = f"{role} (by data)"
         if role not in series:
             signed = -v if direction == "down" else v
-            wins = up_windows(t, signed, sig, settings, counts=False)
+            found = detect_up(t, signed, sig, settings, counts=False, samples=samples.get(sig))
+            short += refused(found)
+            wins = found.windows
             if wins:
                 series[role] = RoleSeries(role, sig, signed, wins)
     return out

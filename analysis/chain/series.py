@@ -3,15 +3,16 @@ upward anomaly windows, coincidence of windows, smoothing, correlation."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
 import polars as pl
 
+from analysis.chain.result import TooShort
 from analysis.chain.settings import ChainSettings
 from analysis.correlation import Coincidence, coincidence
-from analysis.detection import AnomalyWindow, detect
+from analysis.detection import AnomalyWindow, Detection, detect_series
 from analysis.signal_id import SignalId
 
 # Within a role, which signal stands for it (first pattern that matches wins).
@@ -80,17 +81,41 @@ def pick(role: str, candidates: list[str], ids: dict[str, SignalId]) -> list[str
 
 
 def up_windows(
-    t: pl.Series, values: np.ndarray, name: str, settings: ChainSettings, *, counts: bool
+    t: pl.Series, values: np.ndarray, name: str, settings: ChainSettings, *, counts: bool,
+    samples: int | None = None,
 ) -> list[AnomalyWindow]:
-    """Upward anomaly windows of a (signed) series; error and caller series are ``counts``."""
+    """Upward anomaly windows of a (signed) series; error and caller series are ``counts``
+    (``detect_up``)."""
+    return detect_up(t, values, name, settings, counts=counts, samples=samples).windows
+
+
+def detect_up(
+    t: pl.Series, values: np.ndarray, name: str, settings: ChainSettings, *, counts: bool,
+    samples: int | None = None,
+) -> Detection:
+    """Detection of a (signed) series keeping its upward windows. ``samples``: the raw
+    samples behind a metric (a gauge's rollup holds each sample over many buckets); a
+    series with fewer than its baseline needs is ``too_short``. A flat series has no
+    window, whatever its length."""
     v = np.nan_to_num(values, nan=0.0)
     if not np.any(v != v[0]):
-        return []
+        return Detection(name, [], int(samples if samples is not None else v.size), 0)
     frame = pl.DataFrame({"t": t, "value": values})
-    return [
-        w for w in detect(frame, settings.detector, signal=name, counts=counts)
-        if w.direction == "up"
-    ]
+    found = detect_series(frame, settings.detector, signal=name, counts=counts,
+                          samples=samples)
+    return replace(found, windows=[w for w in found.windows if w.direction == "up"])
+
+
+def refused(found: Detection) -> list[TooShort]:
+    """The refusal of a ``too_short`` detection as a record (none otherwise)."""
+    return [TooShort(found.signal, found.samples, found.needed)] if found.too_short else []
+
+
+def samples_of(signals: list[str], raw: dict[str, int]) -> int | None:
+    """Raw samples behind a sum of signals: the fewest of any (``None``: none is a metric
+    with known samples, so detection counts the finite buckets)."""
+    known = [raw[s] for s in signals if s in raw]
+    return min(known) if known else None
 
 
 def coincide(cause: list[AnomalyWindow], effect: list[AnomalyWindow],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from analysis.chain.result import ChainResult, iso
+from analysis.chain.result import ChainResult, TooShort, iso
 from analysis.chain.settings import ROOT_CAUSE
 from analysis.signal_id import printable
 
@@ -21,6 +21,8 @@ def format_chain(result: ChainResult) -> str:
         outside = result.rollup.outside_line()
         if outside:
             lines.append(f"Outside the window: {outside}")
+    if result.too_short:
+        lines.append(too_short_line(result.too_short))
     if result.verdict != ROOT_CAUSE:
         lines.append("Verdict: no supported cause. " + "; ".join(result.notes))
     else:
@@ -46,3 +48,11 @@ def format_chain(result: ChainResult) -> str:
     # names come from the data: a newline or an escape sequence in one must not reach the
     # terminal as such
     return "\n".join(printable(line) for line in lines)
+
+
+def too_short_line(short: list[TooShort], shown: int = 8) -> str:
+    """One line naming the signals detection refused (the first ``shown``, then a count)."""
+    parts = [f"{s.signal} ({s.samples} samples, needs {s.needed})" for s in short[:shown]]
+    more = f" and {len(short) - shown} more" if len(short) > shown else ""
+    return (f"Too short for a baseline, no anomaly sought: {len(short)} signal"
+            f"{'s' if len(short) != 1 else ''}: {', '.join(parts)}{more}")
