@@ -215,3 +215,64 @@ def test_windows_do_not_depend_on_the_unit(scale, seed):
     b = detect(frame(x * scale))
     assert [(w.start, w.end, w.peak) for w in a] == [(w.start, w.end, w.peak) for w in b]
     assert [w.rel_size for w in a] == pytest.approx([w.rel_size for w in b])
+
+
+# --- a drop broken by recovered buckets ------------------------------------------------------
+
+
+def _single_recoveries(length: int, picks: list[int]) -> list[int]:
+    """Positions inside a drop of ``length`` buckets (never its first or last), no two
+    adjacent: each recovery is one bucket back at the normal level."""
+    kept: list[int] = []
+    for p in sorted(set(picks)):
+        if 1 <= p <= length - 2 and (not kept or p - kept[-1] >= 2):
+            kept.append(p)
+    return kept
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    length=st.integers(3, 120),
+    picks=st.lists(st.integers(1, 118), max_size=3),
+    counts=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
+def test_a_drop_broken_by_single_recovered_buckets_is_one_window(length, picks, counts, seed):
+    """A user-facing drop of at least ``min_duration_s`` broken by a few recovered seconds
+    is one drop, not runs each too short to count (``bridge_buckets``)."""
+    rng = np.random.default_rng(seed)
+    start = 600
+    if counts:  # requests a second falling to none
+        x, low = rng.poisson(50, 900).astype(float), 0.0
+    else:  # a gauge falling to half
+        x, low = noisy(900, sd=1.0, seed=seed), 50.0
+    x[start : start + length] = low
+    recovered = _single_recoveries(length, picks)
+    for p in recovered:
+        x[start + p] = 100.0 if not counts else 50.0
+    wins = detect(frame(x), counts=counts)
+    assert len(wins) == 1, (recovered, wins)
+    (w,) = wins
+    assert w.direction == "down" and w.start == at(start)
+    last = start + max(recovered, default=0)
+    assert w.end >= at(last)  # every recovery is inside the one window
+    if not counts:  # a count series' range widens with its drop: its end may come early
+        assert w.end == at(start + length - 1)
+
+
+def test_without_the_bridge_a_drop_broken_by_one_second_is_missed():
+    """The miss ``bridge_buckets`` fixes: 3 s down, the middle one back, is 2 s of drop."""
+    x = noisy(900, sd=1.0)
+    x[600], x[602] = 50.0, 50.0
+    assert detect(frame(x), DetectorSettings(bridge_buckets=0)) == []
+    (w,) = detect(frame(x))
+    assert (w.start, w.end, w.direction) == (at(600), at(602), "down")
+
+
+@pytest.mark.parametrize("counts", [False, True])
+def test_pure_noise_has_no_window_with_the_bridge(counts):
+    """Gaussian and Poisson noise, fixed seeds: an hour each, nothing flagged."""
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        x = rng.poisson(20, 3600).astype(float) if counts else rng.normal(100, 3, 3600)
+        assert detect(frame(x), counts=counts) == [], seed

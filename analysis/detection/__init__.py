@@ -23,7 +23,8 @@ polars; the only Python loops run per window or per pass, never per bucket):
    ``|z| >= hysteresis * z_threshold`` in the same direction, so its start is
    the first departing bucket, not the first bucket past the high threshold.
    Runs closer than ``merge_gap_s`` merge; windows need ``min_duration_s`` of
-   core buckets.
+   core buckets, up to ``bridge_buckets`` between two core buckets counted too (a
+   drop broken by one recovered second is as long as the whole drop).
 5. Extension: each window is followed against the baseline and scale frozen
    at its start, across returns shorter than ``rejoin_s`` to bursts that would
    make a window themselves: an intermittent anomaly (errors only in the

@@ -39,7 +39,11 @@ class DetectorSettings:
     absorbs a later burst past the threshold when the series came back for less
     than this (an outage's bursts, a restart inside a plateau);
     ``min_scale_range``: floor of the scale as a share of the series' 1-99 %
-    range, for series that are flat before an anomaly (TIME_WAIT at 0).
+    range, for series that are flat before an anomaly (TIME_WAIT at 0);
+    ``bridge_buckets``: up to this many buckets back inside the threshold between
+    two buckets past it count towards ``min_duration_s`` (default 1: a user-facing
+    drop of a few seconds broken by one recovered second is one drop, not two runs
+    each too short to count); 0 counts only the buckets past the threshold.
     """
 
     baseline_s: int = 900
@@ -54,6 +58,7 @@ class DetectorSettings:
     trend: bool = True
     rejoin_s: int = 120
     min_scale_range: float = 1e-3
+    bridge_buckets: int = 1
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,12 @@ def _detect_windows(
     for _ in range(1 + max(0, settings.passes)):
         fit = robust_z(t, x, settings, step_s=step, counts=counts, mask=mask)
         new_idx = window_indices(
-            fit.z, settings.z_threshold, low=low, min_core=min_core, merge_gap=gap
+            fit.z,
+            settings.z_threshold,
+            low=low,
+            min_core=min_core,
+            merge_gap=gap,
+            bridge=settings.bridge_buckets,
         )
         new_idx = extend_windows(
             x,
@@ -88,6 +93,7 @@ def _detect_windows(
             merge_gap=max(gap, rejoin),
             min_core=min_core,
             burst_gap=gap,
+            bridge=settings.bridge_buckets,
         )
         if (new_idx == idx and mask is not None) or not new_idx:
             idx = new_idx

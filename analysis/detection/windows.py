@@ -18,10 +18,12 @@ def window_indices(
     low: float,
     min_core: int,
     merge_gap: int,
+    bridge: int = 0,
 ) -> list[tuple[int, int, int]]:
     """``(start, end, sign)`` index runs: extended while ``sign*z >= low``, merged across gaps
     of at most ``merge_gap`` buckets, kept when holding ``min_core`` buckets past
-    ``threshold``."""
+    ``threshold``, the buckets of gaps of at most ``bridge`` buckets between two of them
+    counted too (a drop broken by one recovered second is as long as the whole drop)."""
     out: list[tuple[int, int, int]] = []
     zz = np.nan_to_num(z, nan=0.0)
     for sign in (1, -1):
@@ -32,12 +34,26 @@ def window_indices(
         starts, ends = starts[has_core], ends[has_core]
         if len(starts) == 0:
             continue
-        new_group = np.concatenate(([True], starts[1:] - ends[:-1] - 1 > merge_gap))
+        gap = max(merge_gap, bridge)
+        new_group = np.concatenate(([True], starts[1:] - ends[:-1] - 1 > gap))
         g_starts = starts[new_group]
         g_ends = np.maximum.reduceat(ends, np.flatnonzero(new_group))
-        keep = cs[g_ends + 1] - cs[g_starts] >= min_core
+        counted = np.concatenate(([0], np.cumsum(_bridged(core, bridge))))
+        keep = counted[g_ends + 1] - counted[g_starts] >= min_core
         out += [(int(s), int(e), sign) for s, e in zip(g_starts[keep], g_ends[keep], strict=True)]
     return sorted(out)
+
+
+def _bridged(mask: np.ndarray, n: int) -> np.ndarray:
+    """``mask`` with its runs of False of at most ``n`` buckets between two True filled in."""
+    starts, ends = runs(~mask)
+    inner = (starts > 0) & (ends < len(mask) - 1) & (ends - starts < n)
+    if not inner.any():
+        return mask
+    edges = np.zeros(len(mask) + 1, dtype=np.int64)
+    np.add.at(edges, starts[inner], 1)
+    np.add.at(edges, ends[inner] + 1, -1)
+    return mask | (np.cumsum(edges)[:-1] > 0)
 
 
 def _frozen(fit: RobustFit, s: int, lo: int, hi: int) -> np.ndarray:
@@ -59,11 +75,13 @@ def _grow(
     merge_gap: int,
     min_core: int = 1,
     burst_gap: int = 0,
+    bridge: int = 0,
 ) -> int:
     """New end of the window ``s..e``: it goes on while the series stays past ``low``
     against the frozen baseline, and across gaps of at most ``merge_gap`` buckets to a
     burst: runs past ``low`` no more than ``burst_gap`` apart that together hold
-    ``min_core`` buckets past ``high`` (as a window needs). Looks ahead in growing chunks,
+    ``min_core`` buckets past ``high``, gaps of at most ``bridge`` buckets between them
+    counted (as a window needs). Looks ahead in growing chunks,
     so a short window costs little."""
     n = len(x)
     end, chunk = e, max(256, 8 * merge_gap)
@@ -80,7 +98,7 @@ def _grow(
         starts, ends = runs(zf >= low)
         if len(starts) == 0:
             return end
-        cs = np.concatenate(([0], np.cumsum(zf >= high)))
+        cs = np.concatenate(([0], np.cumsum(_bridged(zf >= high, bridge))))
         gaps = starts - np.concatenate(([-1], ends[:-1])) - 1
         group = np.cumsum(np.concatenate(([True], gaps[1:] > burst_gap)))
         first = np.flatnonzero(np.concatenate(([True], group[1:] != group[:-1])))
@@ -110,6 +128,7 @@ def extend_windows(
     merge_gap: int,
     min_core: int = 1,
     burst_gap: int = 0,
+    bridge: int = 0,
 ) -> list[tuple[int, int, int]]:
     """Extend each window against the baseline and scale frozen at its start (see
     ``_grow``; a burst it absorbs needs ``min_core`` buckets past ``high``, as a window
@@ -125,6 +144,7 @@ def extend_windows(
         "merge_gap": merge_gap,
         "min_core": min_core,
         "burst_gap": burst_gap,
+        "bridge": bridge,
     }
     merged: list[tuple[int, int, int]] = []
     for s, e, sign in sorted(idx, key=lambda w: (w[2], w[0])):
