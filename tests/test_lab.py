@@ -319,9 +319,12 @@ def test_chain_names_the_batch_caller_from_the_capture(lab_runs, tmp_path):
     assert result["verdict"] == "root_cause_found", result
     assert result["culprit"]["caller"] == "feed-indexer"
     # The mechanism's four roles, in causal order. A live 60 s run's user-facing drop
-    # lasts a few seconds and is sometimes broken by one recovered second, which the
-    # detector then does not take for a drop: when the chain finds it, it comes last.
-    # (The committed capture's chain reaches user_impact every time: see above.)
+    # lasts a few seconds, mostly just under the threshold (once broken by a recovered
+    # second): the detector missed it in 3 of 6 runs before it weighed the evidence of
+    # such seconds and bridged single recovered ones (analysis.detection.windows), and
+    # found it in every one of 12 runs since; still optional here until more runs
+    # confirm. When the chain finds it, it comes last. (The committed capture's chain
+    # reaches user_impact every time: see above.)
     roles = _chain_roles(result)
     assert roles in (ROLES_IN_ORDER, ROLES_IN_ORDER[:-1]), result["hops"]
 

@@ -24,7 +24,10 @@ polars; the only Python loops run per window or per pass, never per bucket):
    the first departing bucket, not the first bucket past the high threshold.
    Runs closer than ``merge_gap_s`` merge; windows need ``min_duration_s`` of
    core buckets, up to ``bridge_buckets`` between two core buckets counted too (a
-   drop broken by one recovered second is as long as the whole drop).
+   drop broken by one recovered second is as long as the whole drop), or the same
+   evidence spread over more buckets: their ``|z|``, capped at ``z_threshold``,
+   summing to ``min_duration_s`` worth of core buckets (a drop of several seconds
+   mostly just under the threshold).
 5. Extension: each window is followed against the baseline and scale frozen
    at its start, across returns shorter than ``rejoin_s`` to bursts that would
    make a window themselves: an intermittent anomaly (errors only in the

@@ -25,9 +25,11 @@ class DetectorSettings:
     ``baseline_s``: length of the trailing window the baseline (median) and
     scale (MAD) are taken over; ``z_threshold``: robust z at which a bucket is
     anomalous; ``min_duration_s``: windows need this many seconds of buckets at
-    or past the threshold; ``merge_gap_s``: windows closer than this merge into
-    one; ``daily_curve``: ``"auto"`` removes a per-time-of-day profile when the
-    series spans at least two days, ``"on"`` always, ``"off"`` never;
+    or past the threshold, or as much evidence spread wider (``|z|`` capped at the
+    threshold, summed over buckets past the hysteresis level); ``merge_gap_s``:
+    windows closer than this merge into one; ``daily_curve``: ``"auto"`` removes a
+    per-time-of-day profile when the series spans at least two days, ``"on"``
+    always, ``"off"`` never;
     ``min_scale_rel``: floor of the scale as a share of the baseline's level,
     so flat series do not flag noise; ``hysteresis``: a window extends while
     ``|z|`` stays above this share of the threshold; ``passes``: refinement

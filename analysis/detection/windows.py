@@ -22,8 +22,11 @@ def window_indices(
 ) -> list[tuple[int, int, int]]:
     """``(start, end, sign)`` index runs: extended while ``sign*z >= low``, merged across gaps
     of at most ``merge_gap`` buckets, kept when holding ``min_core`` buckets past
-    ``threshold``, the buckets of gaps of at most ``bridge`` buckets between two of them
-    counted too (a drop broken by one recovered second is as long as the whole drop)."""
+    ``threshold`` (the buckets of gaps of at most ``bridge`` buckets between two of them
+    counted too: a drop broken by one recovered second is as long as the whole drop), or
+    as much evidence spread wider: the sum of ``sign*z`` capped at ``threshold`` over
+    the buckets past ``low`` reaches ``min_core * threshold`` (a drop of 8 s mostly just
+    under the threshold, one second past it, is a drop)."""
     out: list[tuple[int, int, int]] = []
     zz = np.nan_to_num(z, nan=0.0)
     for sign in (1, -1):
@@ -39,7 +42,12 @@ def window_indices(
         g_starts = starts[new_group]
         g_ends = np.maximum.reduceat(ends, np.flatnonzero(new_group))
         counted = np.concatenate(([0], np.cumsum(_bridged(core, bridge))))
-        keep = counted[g_ends + 1] - counted[g_starts] >= min_core
+        # the evidence of ``min_core`` core buckets spread over more buckets past ``low``
+        capped = np.where(sign * zz >= low, np.minimum(sign * zz, threshold), 0.0)
+        ev = np.concatenate(([0.0], np.cumsum(capped)))
+        keep = (counted[g_ends + 1] - counted[g_starts] >= min_core) | (
+            ev[g_ends + 1] - ev[g_starts] >= min_core * threshold
+        )
         out += [(int(s), int(e), sign) for s, e in zip(g_starts[keep], g_ends[keep], strict=True)]
     return sorted(out)
 
