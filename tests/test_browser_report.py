@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from test_report_fixture import make_store
 
-from analysis.report_store import open_analysis, repo_root
+from analysis.paths import repo_root
+from analysis.report.workspace import open_analysis
 
 pytestmark = pytest.mark.browser
 
@@ -115,7 +116,7 @@ def screenshot(report: Path, target: Path, tmp: Path) -> Path:
 @pytest.fixture(scope="module")
 def hostile_report(tmp_path_factory) -> Path:
     """A report of a store whose caller and event titles are markup."""
-    from analysis.report import write_report
+    from analysis.report.page import write_report
 
     tmp = tmp_path_factory.mktemp("hostile")
     db = make_store(tmp / "s.duckdb", heavy_caller="<script>alert(1)</script>")
@@ -142,8 +143,8 @@ def test_bundled_report_draws_every_chart_offline(tmp_path) -> None:
     has not run) opened offline: every chart drawn, no error, a screenshot saved."""
     report = BUILD / "report.html"
     if not report.exists():
-        from analysis.report import write_report
-        from analysis.report_store import ensure_store
+        from analysis.report.page import write_report
+        from analysis.report.workspace import ensure_store
 
         con = open_analysis(ensure_store())
         try:

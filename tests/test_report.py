@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_report_fixture import PORTS, collected, make_store
 
-from analysis import report_data as rd
-from analysis.report import collect, render_html, script_json
-from analysis.report_store import open_analysis
+from analysis.report import data as rd
+from analysis.report.page import collect, render_html, script_json
+from analysis.report.workspace import open_analysis
 
 HOSTILE = "<script>alert(1)</script>"
 

@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from analysis.access import check_store_file, disk_full, store_errors
-    from analysis.report import build_report
+    from analysis.report.page import build_report
 
     check_store_file(args.db)
     if args.data_dir is not None and not args.data_dir.is_dir():

@@ -5,7 +5,7 @@ rollups, what-ifs: nothing about the incident is written here), ``render_html``
 lays it out as one page with every script and style inline (Vega, Vega-Lite
 and vega-embed come from vl-convert's bundle; nothing is fetched from a
 network), and ``build_report`` does both and, on request, runs the notebooks
-into one HTML page each (``analysis.report_notebooks``).
+into one HTML page each (``analysis.report.notebooks``).
 
 Text from the data (callers, hosts, titles, log text) is escaped by Jinja's
 autoescape in the page and by ``\\u003c`` escapes inside the chart specs, so a
@@ -33,12 +33,12 @@ import polars as pl
 from markupsafe import Markup
 
 from analysis import charts
-from analysis import report_data as rd
 from analysis.errors import UserError
-from analysis.report_cache import cached
-from analysis.rollups import ensure_rollups
+from analysis.report import data as rd
+from analysis.report.cache import cached
+from analysis.rollups import ensure_rollups, has_table
 
-TEMPLATE = Path(__file__).with_name("report_template.html.j2")
+TEMPLATE = Path(__file__).with_name("template.html.j2")
 TIMELINE_ROWS = 3000
 """Points per timeline panel in the page: enough detail to zoom with the brush."""
 
@@ -112,10 +112,8 @@ def _cell(v: object) -> str:
 
 
 def _incident_name(con: duckdb.DuckDBPyConnection) -> str:
-    try:
-        rows = con.execute("SELECT value FROM incident WHERE key = 'name'").fetchall()
-    except duckdb.Error:
-        rows = []
+    rows = (con.execute("SELECT value FROM incident WHERE key = 'name'").fetchall()
+            if has_table(con, "incident") else [])
     return rows[0][0] if rows and rows[0][0] else "incident"
 
 
@@ -382,13 +380,13 @@ def build_report(
     --replace`` renames a new store into place meanwhile, the report (whose
     page and notebooks might then tell of two stores) fails and says so.
     ``reuse_notebooks``: copy a notebook's page from an earlier run with the same
-    notebook and inputs (see ``analysis.report_notebooks.run_notebooks``). ``grid_s``,
+    notebook and inputs (see ``analysis.report.notebooks.run_notebooks``). ``grid_s``,
     ``start``, ``end`` override the grid and window of the page's analysis (the
     notebooks read the store's rollups).
     """
     from analysis.access import check_store_file, identity
-    from analysis.report_notebooks import notebook_paths, run_notebooks
-    from analysis.report_store import open_analysis
+    from analysis.report.notebooks import notebook_paths, run_notebooks
+    from analysis.report.workspace import open_analysis
 
     began = time.monotonic()
     before = identity(check_store_file(db))

@@ -3,7 +3,7 @@
 Each function reads the store (and, where it needs them, the chain and
 what-if results of ``analysis.chain`` / ``analysis.whatif``) and returns plain
 polars frames or dataclasses; ``analysis.charts`` draws them and
-``analysis.report`` lays them out. Nothing here is hard-coded to the april-2026
+``analysis.report.page`` lays them out. Nothing here is hard-coded to the april-2026
 incident: signals are picked by their roles (``analysis.roles``), facts come
 from the data.
 """
@@ -17,7 +17,7 @@ import duckdb
 import polars as pl
 
 from analysis.charts import Panel
-from analysis.report_cache import cached
+from analysis.report.cache import cached
 from analysis.roles import role_of_signal
 from analysis.rollups import signal_ids, signal_series
 from analysis.signal_id import SignalId
