@@ -42,6 +42,7 @@ EVENT_COLORS = {
     "fix": "#1f78b4",
     "status": "#b15928",
     "note": "#777777",
+    "impact": "#e6550d",
 }
 _RENDERER = "postmortem-svg"
 # Passed to the constructors: ``.resolve_scale()`` deep-copies every sub-chart
