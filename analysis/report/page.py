@@ -33,6 +33,7 @@ import polars as pl
 from markupsafe import Markup
 
 from analysis import charts
+from analysis.chain.result import ChainResult, iso
 from analysis.errors import UserError
 from analysis.report import data as rd
 from analysis.report import story
@@ -150,7 +151,7 @@ def _incident_name(con: duckdb.DuckDBPyConnection) -> str:
 # --- the executive summary and follow-ups: derived from the findings -----------------
 
 
-def summary_items(chain, imp: rd.Impact, events: pl.DataFrame, wi: rd.WhatIfs | None):
+def summary_items(chain: ChainResult, imp: rd.Impact, events: pl.DataFrame, wi: rd.WhatIfs | None):
     """The executive summary as (label, sentence) pairs, every number from the data."""
     items: list[tuple[str, str]] = []
     if imp.signal and imp.baseline is not None:
@@ -167,20 +168,19 @@ def summary_items(chain, imp: rd.Impact, events: pl.DataFrame, wi: rd.WhatIfs | 
         )))
     else:
         items.append(("Duration", "no error or user-facing anomaly detected."))
-    d = chain.to_dict()
-    cul = d["culprit"]
-    onsets = d["onsets"]
+    cul = chain.culprit
     if cul:
-        first = onsets.get("trigger", "—")
+        trig = chain.onsets.get("trigger")
+        first = "—" if trig is None else iso(trig).replace("T", " ").replace("Z", " UTC")
         items.append(("Trigger", (
-            f"caller {cul['caller']} on {cul['method'] or 'its method'} (first heavy batch"
-            f" {first.replace('T', ' ').replace('Z', ' UTC')}): {cul['evidence']}"
+            f"caller {cul.caller} on {cul.method or 'its method'} (first heavy batch"
+            f" {first}): {cul.evidence}"
         )))
         chain_txt = " → ".join(chain.roles_in_order())
-        items.append(("Root cause", f"{chain_txt}; verdict {d['verdict']}."))
+        items.append(("Root cause", f"{chain_txt}; verdict {chain.verdict}."))
     else:
         items.append(("Trigger", "no caller's batches explain the failure."))
-        items.append(("Root cause", f"verdict {d['verdict']}: " + "; ".join(chain.notes)))
+        items.append(("Root cause", f"verdict {chain.verdict}: " + "; ".join(chain.notes)))
     for kind, label in (("mitigation", "Mitigation"), ("fix", "Fix")):
         rows = events.filter(pl.col("kind") == kind)
         if rows.height:
@@ -217,20 +217,19 @@ def _scenario(wi: rd.WhatIfs, prefix: str) -> dict | None:
     return rows[0] if rows else None
 
 
-def follow_ups(chain, imp: rd.Impact, wi: rd.WhatIfs | None) -> list[str]:
+def follow_ups(chain: ChainResult, imp: rd.Impact, wi: rd.WhatIfs | None) -> list[str]:
     """Follow-up actions, each derived from a finding of this store's analysis."""
     out: list[str] = []
-    d = chain.to_dict()
-    cul = d["culprit"]
+    cul = chain.culprit
     scores = {c.caller: c for c in chain.callers}
     if cul:
-        s = scores.get(cul["caller"])
+        s = scores.get(cul.caller)
         weight = (f" (at most {s.peak_rps:,.1f} requests/s but batches of up to"
                   f" {s.max_batch:,.0f} URIs)") if s else ""
         out.append(f"Add per-caller metrics of URIs/s and batch size to "
-                   f"{cul['method'] or 'the service'}: {cul['caller']} was invisible in"
+                   f"{cul.method or 'the service'}: {cul.caller} was invisible in"
                    f" request-rate views{weight}.")
-        out.append(f"Bound the fan-out of {cul['method'] or 'the handler'}: one lookup per URI"
+        out.append(f"Bound the fan-out of {cul.method or 'the handler'}: one lookup per URI"
                    " with no concurrency limit dialled past the idle pool.")
     if wi is not None:
         for prefix, what in (("fix", "Keep the concurrency limit"),
@@ -241,17 +240,17 @@ def follow_ups(chain, imp: rd.Impact, wi: rd.WhatIfs | None) -> list[str]:
                 out.append(f"{what}: the replay predicts {row['failed_lookups']:,} failed"
                            f" lookups against {obs['failed_lookups']:,} observed"
                            f" ({row['scenario']}).")
-    if "port_exhaustion" in d["onsets"]:
+    if "port_exhaustion" in chain.onsets:
         lo, hi = chain.environment.port_range
         out.append(f"Alert on TIME_WAIT sockets above 80 % of the ephemeral port range"
                    f" ({hi - lo + 1:,} ports, {lo}-{hi}) and on EADDRINUSE/EADDRNOTAVAIL.")
-    if "runtime_stress" in d["onsets"]:
+    if "runtime_stress" in chain.onsets:
         out.append("Sample or rate-limit cache error logging: error logs grew the runtime's"
                    " threads and GC pauses after the errors began.")
-    for r in d["rejected"]:
-        if r["caller"] is None:
-            out.append(f"Record in the post-mortem why {r['candidate']} was ruled out:"
-                       f" {r['reason']}")
+    for r in chain.rejected:
+        if r.caller is None:
+            out.append(f"Record in the post-mortem why {r.candidate} was ruled out:"
+                       f" {r.reason}")
     if not cul:
         out.append("Collect per-caller request logs with batch sizes: without them no caller"
                    " can be tied to the failure.")
@@ -326,7 +325,7 @@ def _lead_blocks(con: duckdb.DuckDBPyConnection, td: rd.TimelineData, imp: rd.Im
     return blocks
 
 
-def _detail_blocks(con: duckdb.DuckDBPyConnection, chain, td: rd.TimelineData,
+def _detail_blocks(con: duckdb.DuckDBPyConnection, chain: ChainResult, td: rd.TimelineData,
                    wi: rd.WhatIfs | None, span: story.ImpactSpan | None) -> list[ChartBlock]:
     """The charts of the details: the full timeline (callers on its shared axis), the
     lags, the what-ifs and the coverage of the incident window."""
@@ -363,7 +362,7 @@ def _detail_blocks(con: duckdb.DuckDBPyConnection, chain, td: rd.TimelineData,
                                  " under each change (10 s buckets). TIME_WAIT here is summed"
                                  " over the hosts. " + story.WHATIF_CAVEAT,
                                  charts.whatif_chart(wi.long).to_dict()))
-    info = getattr(chain, "rollup", None)
+    info = chain.rollup
     w = info.window if info is not None else None
     cov = story.window_coverage(rd.coverage(con), w.start if w else None, w.end if w else None)
     blocks.append(ChartBlock("coverage", "Data coverage",
@@ -372,7 +371,7 @@ def _detail_blocks(con: duckdb.DuckDBPyConnection, chain, td: rd.TimelineData,
     return blocks
 
 
-def _graded_hops(chain, grades: list[story.HopGrade]) -> pl.DataFrame:
+def _graded_hops(chain: ChainResult, grades: list[story.HopGrade]) -> pl.DataFrame:
     """The evidence table with each hop's grade and the reasons for it."""
     return rd.hops_frame(chain).with_columns(
         pl.Series("grade", [g.grade for g in grades], dtype=pl.String),
@@ -380,7 +379,7 @@ def _graded_hops(chain, grades: list[story.HopGrade]) -> pl.DataFrame:
     ).select("hop", "grade", "why not strong", pl.exclude("hop", "grade", "why not strong"))
 
 
-def chain_steps(chain, grades: list[story.HopGrade]) -> list[ChainStep]:
+def chain_steps(chain: ChainResult, grades: list[story.HopGrade]) -> list[ChainStep]:
     """The chain diagram's boxes in causal order, each with the graded hop into it."""
     if not chain.onsets:
         return []
@@ -401,13 +400,18 @@ def chain_steps(chain, grades: list[story.HopGrade]) -> list[ChainStep]:
     return steps
 
 
-def _facts(chain) -> list[tuple[str, str]]:
-    """The grid and window the analysis ran on, and the rows outside it."""
-    info = getattr(chain, "rollup", None)
-    if info is None:
-        return []
-    return [("grid and window", info.describe()),
-            ("outside the window", info.outside_line() or "no data")]
+def _facts(chain: ChainResult) -> list[tuple[str, str]]:
+    """The settings the mechanism check used, and the grid and window the analysis ran
+    on, with the rows left outside it."""
+    env = chain.environment
+    facts = [("idle pool", "unknown" if env.idle_pool is None else f"{env.idle_pool:,}"
+              " idle connections per host: batches beyond it dial anew"),
+             ("from the manifest", ", ".join(env.from_manifest) or "none (kernel defaults)")]
+    info = chain.rollup
+    if info is not None:
+        facts += [("grid and window", info.describe()),
+                  ("outside the window", info.outside_line() or "no data")]
+    return facts
 
 
 def script_json(obj: object) -> str:

@@ -23,6 +23,7 @@ import duckdb
 import polars as pl
 
 from analysis import charts
+from analysis.chain.result import ChainResult
 from analysis.report import data as rd
 from analysis.roles import role_of_signal
 from analysis.rollups import signal_ids
@@ -85,15 +86,15 @@ def grade_hop(p_value: float, ci_s: tuple[float, float], *, lag_s: float = 0.0,
     return HopGrade(hop, GRADES[min(level, 2)], p, float(lag_s), (lo, hi), tuple(reasons))
 
 
-def grade_hops(chain) -> list[HopGrade]:
+def grade_hops(chain: ChainResult) -> list[HopGrade]:
     """Every hop of the chain, graded (``grade_hop``) on the chain's grid."""
-    info = getattr(chain, "rollup", None)
+    info = chain.rollup
     grid_s = info.grid_s if info is not None else 1
     return [grade_hop(h.p_value, h.lag_ci_s, lag_s=h.lag_s, grid_s=grid_s,
                       hop=f"{h.cause_role} → {h.effect_role}") for h in chain.hops]
 
 
-def verdict_line(chain, grades: list[HopGrade]) -> str:
+def verdict_line(chain: ChainResult, grades: list[HopGrade]) -> str:
     """The verdict in words: the culprit, and how many hops are strong, moderate and
     weak, naming the weak ones (a chain is only as sure as its weakest hop)."""
     if chain.culprit is None:
@@ -279,7 +280,7 @@ def _first_event(events: pl.DataFrame, kind: str) -> datetime | None:
     return rows["start"][0] if rows.height else None
 
 
-def time_wait_figures(con: duckdb.DuckDBPyConnection, chain, events: pl.DataFrame,
+def time_wait_figures(con: duckdb.DuckDBPyConnection, chain: ChainResult, events: pl.DataFrame,
                       wi: rd.WhatIfs | None = None) -> list[Figure]:
     """Every TIME_WAIT figure the report shows, each with where and when it was measured.
 
