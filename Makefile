@@ -63,7 +63,9 @@ report: $(BUILD)/report.html
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
-test: $(BIN)/.installed sysdeps
+# The store first: its rollups carry the analysis code's fingerprint, so after an edit
+# the notebooks (nbval) would read rollups rebuilt in memory instead of the stored ones.
+test: $(BIN)/.installed sysdeps $(DB)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env
 

@@ -345,7 +345,7 @@ def chain_graph(chain: ChainResult) -> tuple[pl.DataFrame, pl.DataFrame]:
         [
             {
                 "step": pos.get(h.cause_role, 0),
-                "label": f"+{h.lag_s:.0f} s, p={h.p_value:.2g}",
+                "label": f"{h.lag_s:+.0f} s, p={h.p_value:.2g}",
                 **_hop_evidence(h),
             }
             for h in chain.hops
