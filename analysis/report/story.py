@@ -255,7 +255,7 @@ def impact_timeline(td: rd.TimelineData, span: ImpactSpan | None, *, width: int 
                      alt.Tooltip("value:Q", format=",.4~g")])
         title = p.title + (", symlog axis" if p.log else "")
         layers = [*impact_layer(span, x), *charts.event_layers(ev, x, legend=False), line,
-                  *charts._ceiling_layer(p, x)]
+                  *charts.ceiling_layer(p)]
         rows.append(alt.layer(*layers, width=width, height=58,
                               title=alt.TitleParams(title, anchor="start", fontSize=11),
                               resolve=alt.Resolve(scale=alt.ScaleResolveMap(color="independent"))))
