@@ -12,13 +12,13 @@ DB       ?= data/incident.duckdb
 BUILD    ?= build
 export TZ := UTC
 
-PKG_SOURCES := $(shell find analysis -name '*.py' -o -name '*.go' -o -name '*.sql' 2>/dev/null)
+PKG_SOURCES := $(shell find analysis -name '*.py' -o -name '*.go' -o -name '*.sql' -o -name '*.j2' 2>/dev/null)
 NOTEBOOKS   := $(sort $(wildcard notebooks/*.ipynb))
 
 .PHONY: all setup sysdeps report test lint lab lab-repro bench docs clean help
 
 help:
-	@echo "make report     build $(BUILD)/report.html from the bundled $(SCENARIO) incident"
+	@echo "make report     build $(BUILD)/report.html, report.pdf and slides.html from the bundled $(SCENARIO) incident"
 	@echo "make test       run every test (unit, property, end-to-end, notebooks, browser, lab)"
 	@echo "make lab        JupyterLab on the notebooks (HOST=127.0.0.1 PORT=8888 TOKEN=random)"
 	@echo "make lab-repro  reproduce the outage for real (root, network namespace, memcached)"
@@ -47,8 +47,15 @@ $(DATA_DIR)/truth.json: $(BIN)/.installed $(PKG_SOURCES)
 $(DB): $(DATA_DIR)/truth.json
 	$(BIN)/postmortem ingest $(DATA_DIR) --db $(DB) --replace
 
-$(BUILD)/report.html: $(DB) $(NOTEBOOKS)
-	$(BIN)/postmortem report --db $(DB) --data-dir $(DATA_DIR) --out $(BUILD)
+# The page, its slides and its PDF in one run; the PDF is printed by headless Chromium
+# (`make sysdeps` installs it as root): without one, the PDF is left out and said so.
+CHROMIUM := $(shell command -v chromium || command -v chromium-browser)
+REPORT_FORMATS ?= html,slides$(if $(CHROMIUM),$(comma)pdf,)
+comma := ,
+$(BUILD)/report.html: $(DB) $(NOTEBOOKS) $(PKG_SOURCES)
+	$(if $(CHROMIUM),,@echo "report: no chromium on PATH, so no $(BUILD)/report.pdf (make sysdeps, as root)")
+	$(BIN)/postmortem report --db $(DB) --data-dir $(DATA_DIR) --out $(BUILD) \
+	  --format $(REPORT_FORMATS)
 
 report: $(BUILD)/report.html
 
@@ -56,7 +63,9 @@ report: $(BUILD)/report.html
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
-test: $(BIN)/.installed sysdeps
+# The store first: its rollups carry the analysis code's fingerprint, so after an edit
+# the notebooks (nbval) would read rollups rebuilt in memory instead of the stored ones.
+test: $(BIN)/.installed sysdeps $(DB)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env
 

@@ -42,6 +42,7 @@ EVENT_COLORS = {
     "fix": "#1f78b4",
     "status": "#b15928",
     "note": "#777777",
+    "impact": "#e6550d",
 }
 _RENDERER = "postmortem-svg"
 # Passed to the constructors: ``.resolve_scale()`` deep-copies every sub-chart
@@ -317,7 +318,8 @@ def onset_layer(onsets: pl.DataFrame | None, x) -> list[alt.Chart]:
     ]
 
 
-def _ceiling_layer(panel: Panel, x) -> list[alt.Chart]:
+def ceiling_layer(panel: Panel) -> list[alt.Chart]:
+    """The panel's limit (``ceiling``, e.g. the port range) as a dashed red rule, named."""
     if panel.ceiling is None:
         return []
     df = pl.DataFrame({"ceiling": [float(panel.ceiling)], "label": [panel.ceiling_label]})
@@ -344,7 +346,7 @@ def _panel_chart(
     layers = [
         *event_layers(events, x, legend=legend),
         *_series_marks(panel.data, unit=panel.unit, x=x, log=panel.log, max_rows=max_rows),
-        *_ceiling_layer(panel, x),
+        *ceiling_layer(panel),
         *onset_layer(onsets, x),
     ]
     # properties as constructor arguments: ``.properties()`` copies the whole layer again

@@ -41,18 +41,17 @@ Rules (the data dictionary of the rollups):
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from analysis.fingerprint import source_fingerprint
 from analysis.signal_id import SignalId
 from analysis.window import (
     MAX_BUCKETS,
@@ -762,15 +761,10 @@ def _rollups_stale(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def rollups_fingerprint() -> str:
-    """Which code rolls up: a hash of the sources that decide what the rollups hold --
-    this module, the signal names (``signal_id``) and the window and grid (``window``) --
-    so a change to any of them rolls up afresh."""
-    from analysis import signal_id, window
-
-    digest = hashlib.sha256()
-    for module in (__file__, signal_id.__file__, window.__file__):
-        digest.update(Path(module).read_bytes())
-    return "postmortem rollups " + digest.hexdigest()[:16]
+    """Which code rolled up: the analysis code's one fingerprint
+    (``analysis.fingerprint.source_fingerprint``), so rollups stored by another
+    version of the code are rebuilt, as every cached result is recomputed."""
+    return "postmortem rollups " + source_fingerprint()[:16]
 
 
 def mark_rollups(con: duckdb.DuckDBPyConnection) -> None:
@@ -796,10 +790,9 @@ def _rollups_marked(con: duckdb.DuckDBPyConnection, *, trust_own: bool) -> bool:
     ).fetchall()
     if trust_own and any(own for own, _ in rows):
         return True
-    found = {r[0] for r in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()}
     mark = next((c for own, c in rows if own), rows[0][1] if rows else None)  # the one resolved
-    return set(ROLLUP_TABLES) <= found and mark == rollups_fingerprint()
+    return (all(has_table(con, t) for t in ROLLUP_TABLES)
+            and mark == rollups_fingerprint())
 
 
 def rollups_current(con: duckdb.DuckDBPyConnection, *, trust_own: bool = True) -> bool:

@@ -6,5 +6,5 @@ the server never opens a browser (it may run on a remote or headless machine).
 """
 
 c = get_config()  # noqa: F821 (provided by Jupyter when it loads this file)
-c.FileContentsManager.pre_save_hook = "analysis.report_notebooks.strip_on_save"
+c.FileContentsManager.pre_save_hook = "analysis.report.notebooks.strip_on_save"
 c.ServerApp.open_browser = False

@@ -24,7 +24,8 @@ import pytest
 from analysis.access import identity, open_reader, writer_lock
 from analysis.errors import UserError
 from analysis.ingest import ingest_paths
-from analysis.report_store import ensure_store, open_analysis, repo_root
+from analysis.paths import repo_root
+from analysis.report.workspace import ensure_store, open_analysis
 from analysis.rollups import build_rollups, rollups_current
 from analysis.store import connect
 
@@ -32,7 +33,7 @@ SAMPLES = repo_root() / "data" / "samples"
 CLI = "import sys; from analysis.cli import main; sys.exit(main(sys.argv[1:]))"
 HOLD = """
 import sys, duckdb
-from analysis.report_store import open_analysis
+from analysis.report.workspace import open_analysis
 con = duckdb.connect(sys.argv[1]) if sys.argv[2] == "write" else open_analysis(sys.argv[1])
 print("ready", flush=True)
 sys.stdin.readline()  # hold the store until the test says

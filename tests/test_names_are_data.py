@@ -77,7 +77,7 @@ def test_charts_of_such_names_render(name, shown):
 def test_the_report_holds_such_a_culprit_escaped_and_its_charts_render(tmp_path):
     from test_report_fixture import collected, make_store
 
-    from analysis.report import render_html
+    from analysis.report.page import render_html
 
     name = "feed:indexer\n\x1b[31m<b>"
     content = collected(make_store(tmp_path / "s.duckdb", heavy_caller=name))

@@ -12,7 +12,7 @@ import re
 
 from test_report_fixture import make_store
 
-from analysis.report_notebooks import execute, notebook_paths
+from analysis.report.notebooks import execute, notebook_paths
 
 HOSTILE = "<script>alert(1)</script>"
 

@@ -13,7 +13,7 @@ import copy
 import nbformat
 import pytest
 
-from analysis.report_notebooks import (
+from analysis.report.notebooks import (
     CHECK_TAG,
     notebook_paths,
     notebook_problems,
@@ -104,7 +104,7 @@ def test_strip_unchecked_keeps_claims_and_drops_the_rest() -> None:
 
 
 def test_a_save_from_jupyterlab_strips_all_but_the_checked_outputs() -> None:
-    from analysis.report_notebooks import strip_on_save
+    from analysis.report.notebooks import strip_on_save
 
     nb = _good_notebook()
     nb.cells[2].outputs = [nbformat.v4.new_output("display_data", data={"image/svg+xml": "<svg/>"})]

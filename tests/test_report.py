@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_report_fixture import PORTS, collected, make_store
 
-from analysis import report_data as rd
-from analysis.report import collect, render_html, script_json
-from analysis.report_store import open_analysis
+from analysis.report import data as rd
+from analysis.report.page import collect, render_html, script_json
+from analysis.report.workspace import open_analysis
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -74,9 +74,14 @@ def test_follow_ups_are_derived_from_the_findings(hostile) -> None:
 def test_every_chart_has_a_spec_and_the_whatifs_are_answered(hostile) -> None:
     _, content, html = hostile
     ids = [b.id for b in content.charts]
-    assert {"timeline", "chain", "lags", "whatif", "coverage"} <= set(ids)
-    for b in content.charts:
+    assert {"timeline", "lags", "whatif", "coverage"} <= set(ids)
+    assert [b.id for b in content.lead] == ["weight", "impact"]  # the first screen's
+    for b in [*content.lead, *content.charts]:
         assert f'id="chart-{b.id}"' in html
+    # the chain is drawn as a diagram in the page itself, a box per role in causal order
+    assert 'id="chain-diagram"' in html
+    assert [s.role for s in content.steps][0] == "trigger"
+    assert all(s.grade in ("strong", "moderate", "weak") for s in content.steps[1:])
     scenarios = [r[0] for r in content.whatif.rows]
     assert scenarios[:2] == ["observed", "replay, as it was"]
     assert set(rd.WHATIF_SCENARIOS) <= set(scenarios)
@@ -86,7 +91,8 @@ def test_timeline_table_is_in_utc_and_in_order(hostile) -> None:
     _, content, _ = hostile
     times = [r[0] for r in content.timeline.rows]
     assert times == sorted(times) and all(t.endswith(" UTC") for t in times)
-    assert any(r[1] == "onset" for r in content.timeline.rows)
+    kind = content.timeline.columns.index("kind")
+    assert any(r[kind] == "onset" for r in content.timeline.rows)
 
 
 def test_report_without_a_culprit_still_renders(tmp_path: Path) -> None:

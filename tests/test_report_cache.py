@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
 
-from analysis.report_cache import cached, store_path
-from analysis.report_store import open_analysis
+from analysis.report.cache import cached, store_path
+from analysis.report.workspace import open_analysis
 from analysis.store import connect
 
 
@@ -86,3 +86,26 @@ def test_a_reader_of_a_replaced_store_files_results_under_its_own_store(tmp_path
     os.replace(new, db)  # as ingest --replace does
     assert cached(old_reader, "x", {}, lambda: "from the old store") == "from the old store"
     assert cached(open_analysis(db), "x", {}, lambda: "from the new store") == "from the new store"
+
+
+def test_one_fingerprint_covers_every_source_of_the_package(tmp_path) -> None:
+    """A change to a sub-package's module, a query or the page template is a change of
+    the analysis: the cache key and the stored rollups' mark both move; data do not."""
+    import shutil
+
+    from analysis import fingerprint, paths, rollups
+
+    pkg = tmp_path / "analysis"
+    shutil.copytree(paths.PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    base = fingerprint.source_fingerprint(pkg)
+    seen = {base}
+    for rel in ("report/template.html.j2", "report/cache.py", "ingest/__init__.py"):
+        (pkg / rel).write_text((pkg / rel).read_text() + "\n# changed\n")
+        seen.add(fingerprint.source_fingerprint(pkg))
+    (pkg / "ingest" / "extra.sql").write_text("SELECT 1")
+    seen.add(fingerprint.source_fingerprint(pkg))
+    assert len(seen) == 5
+    before = fingerprint.source_fingerprint(pkg)
+    (pkg / "notes.csv").write_text("a,b\n")  # not code
+    assert fingerprint.source_fingerprint(pkg) == before
+    assert rollups.rollups_fingerprint().endswith(fingerprint.source_fingerprint()[:16])

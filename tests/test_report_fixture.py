@@ -14,8 +14,8 @@ from pathlib import Path
 
 import duckdb
 
-from analysis.report import ReportContent, collect
-from analysis.report_store import open_analysis
+from analysis.report.page import ReportContent, collect
+from analysis.report.workspace import open_analysis
 from analysis.store import connect
 
 T0 = "2026-04-06 14:00:00"

@@ -18,7 +18,7 @@ import nbformat
 import pytest
 
 from analysis.errors import UserError
-from analysis.report_notebooks import needs_shared_results, run_notebooks, run_order
+from analysis.report.notebooks import needs_shared_results, run_notebooks, run_order
 
 
 def _notebook(path: Path, *code: str) -> Path:
@@ -98,7 +98,7 @@ def test_two_reports_at_once_execute_a_notebook_once(tmp_path) -> None:
     _notebook(nbs / "01-only.ipynb", f"open({str(runs)!r}, 'a').write('ran\\n')")
     db = tmp_path / "s.duckdb"
     db.write_bytes(b"a store")
-    code = ("import sys; from pathlib import Path; from analysis.report_notebooks import"
+    code = ("import sys; from pathlib import Path; from analysis.report.notebooks import"
             " run_notebooks; (p,) = run_notebooks(db=Path(sys.argv[1]), out=Path(sys.argv[2]),"
             " notebook_dir=Path(sys.argv[3]), workers=1); print(p)")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(db), str(tmp_path / f"out{i}"),

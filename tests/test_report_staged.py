@@ -15,7 +15,7 @@ import pytest
 from test_report_fixture import make_store
 
 from analysis.errors import UserError
-from analysis.report import build_report
+from analysis.report.page import build_report
 
 
 def _notebook(directory: Path, name: str, code: str) -> Path:

@@ -7,7 +7,8 @@ import pytest
 from test_report_fixture import make_store
 
 from analysis.errors import UserError
-from analysis.report_store import ensure_store, open_analysis, repo_root
+from analysis.paths import repo_root
+from analysis.report.workspace import ensure_store, open_analysis
 
 SAMPLES = repo_root() / "data" / "samples"
 

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from analysis.chain import NO_CAUSE, ChainResult, Environment
 from analysis.detection import MIN_SAMPLES, MIN_SAMPLES_COUNTS, detect, detect_all, detect_series
-from analysis.report import summary_items
-from analysis.report_data import Impact
+from analysis.report.data import Impact
+from analysis.report.page import summary_items
 from analysis.rollups import build_rollups
 from analysis.store import connect
 

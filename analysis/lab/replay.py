@@ -16,8 +16,9 @@ from pathlib import Path
 
 from analysis.errors import UserError
 from analysis.lab.capture import MANIFEST
+from analysis.paths import SAMPLES
 
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "samples" / "lab-naive"
+SAMPLE = SAMPLES / "lab-naive"
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,11 @@ The chain takes seconds and each what-if replay tens of seconds on the bundled
 incident; six notebooks and the report would otherwise compute them again and
 again. Results are cached next to the store (``<db>.cache/``) under a key made
 of the identity of the store file the reader opened (device, inode, size and
-modification time: ``analysis.access.identity``), the source of the analysis
-modules (``analysis/*.py``: rollups, detection, correlation, roles, chain,
-mechanism, what-if ...; not the sub-packages that only make stores) and the
-call's parameters. So a re-ingested store or any edit of the analysis code (a
-changed constant included) computes afresh, and nbval still fails when the
+modification time: ``analysis.access.identity``), the analysis code
+(``analysis.fingerprint.source_fingerprint``: every module, query and template
+of the package, sub-packages included) and the call's parameters. So a
+re-ingested store or any edit of the analysis code (a changed constant
+included) computes afresh, and nbval still fails when the
 maths changes. Older entries of the same result are removed when a new one is
 written.
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -32,48 +31,9 @@ import duckdb
 
 from analysis.access import identity, reader_identity
 from analysis.filelock import locked, replaced_atomically
+from analysis.fingerprint import source_fingerprint
 
 T = TypeVar("T")
-PACKAGE = Path(__file__).resolve().parent
-
-
-def source_fingerprint(package: Path = PACKAGE) -> str:
-    """SHA-256 over the package's modules, subpackages' too (the analysis), by relative
-    path: a change inside ``analysis/chain/`` is a change of the code."""
-    h = hashlib.sha256()
-    for p in sorted(package.rglob("*.py")):
-        if "__pycache__" in p.parts:
-            continue
-        h.update(p.relative_to(package).as_posix().encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
-
-
-def tree_fingerprint(root: Path, *, content: bool = True) -> str:
-    """SHA-256 over every file under ``root`` (``__pycache__`` left out), by relative path.
-
-    ``content``: hash the bytes (for code: a touched file is the same file);
-    otherwise sizes and modification times (for data, which can be large).
-    A missing ``root`` has a fingerprint too (that of nothing).
-    """
-    h = hashlib.sha256()
-    files = sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    for p in files:
-        h.update(p.relative_to(root).as_posix().encode() + b"\0")
-        if content:
-            h.update(p.read_bytes())
-        else:
-            st = p.stat()
-            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()
-
-
-def environment_fingerprint() -> str:
-    """SHA-256 of the Python version and every installed distribution's name and version."""
-    from importlib import metadata
-
-    dists = sorted({(d.metadata["Name"] or "", d.version) for d in metadata.distributions()})
-    return hashlib.sha256(json.dumps([sys.version, dists]).encode()).hexdigest()
 
 
 def store_path(con: duckdb.DuckDBPyConnection) -> Path | None:

@@ -5,7 +5,7 @@ rollups, what-ifs: nothing about the incident is written here), ``render_html``
 lays it out as one page with every script and style inline (Vega, Vega-Lite
 and vega-embed come from vl-convert's bundle; nothing is fetched from a
 network), and ``build_report`` does both and, on request, runs the notebooks
-into one HTML page each (``analysis.report_notebooks``).
+into one HTML page each (``analysis.report.notebooks``).
 
 Text from the data (callers, hosts, titles, log text) is escaped by Jinja's
 autoescape in the page and by ``\\u003c`` escapes inside the chart specs, so a
@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -33,13 +33,15 @@ import polars as pl
 from markupsafe import Markup
 
 from analysis import charts
-from analysis import report_data as rd
 from analysis.chain.result import ChainResult, iso
 from analysis.errors import UserError
-from analysis.report_cache import cached
-from analysis.rollups import ensure_rollups
+from analysis.report import data as rd
+from analysis.report import story
+from analysis.report.cache import cached
+from analysis.report.formats import OUTPUT_NAMES, Format, print_pdf, render_slides
+from analysis.rollups import ensure_rollups, has_table
 
-TEMPLATE = Path(__file__).with_name("report_template.html.j2")
+TEMPLATE = Path(__file__).with_name("template.html.j2")
 TIMELINE_ROWS = 3000
 """Points per timeline panel in the page: enough detail to zoom with the brush."""
 
@@ -68,8 +70,27 @@ class Table:
 
 
 @dataclass
+class ChainStep:
+    """One box of the chain diagram and the arrow into it (none for the first):
+    the role, its signal and onset, and the hop's lag, p-value and grade."""
+
+    role: str
+    signal: str
+    onset: str
+    lag: str = ""
+    p_value: str = ""
+    grade: str = ""
+    reasons: str = ""
+
+
+@dataclass
 class ReportContent:
-    """Everything the report page shows, computed from one store."""
+    """Everything the report page shows, computed from one store.
+
+    ``lead``: the charts of the first screen (the weight, the timeline with the
+    impact shaded); ``charts``: those of the details. ``verdict_text``: the verdict
+    with the grade of every hop; ``figures``: the numbers with what each is.
+    """
 
     title: str
     verdict: str
@@ -84,6 +105,12 @@ class ReportContent:
     facts: list[tuple[str, str]]
     notes: list[str] = field(default_factory=list)
     notebooks: list[tuple[str, str]] = field(default_factory=list)
+    verdict_text: str = ""
+    lead: list[ChartBlock] = field(default_factory=list)
+    steps: list[ChainStep] = field(default_factory=list)
+    figures: list[story.Figure] = field(default_factory=list)
+    whatif_caveat: str = ""
+    grades: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -96,6 +123,9 @@ class ReportRun:
     seconds: float
     verdict: str
     phases: dict[str, float] = field(default_factory=dict)
+    outputs: list[Path] = field(default_factory=list)
+    """Every file written for the asked formats (``report.html``, ``report.pdf``,
+    ``slides.html``), in that order."""
 
 
 def _cell(v: object) -> str:
@@ -113,10 +143,8 @@ def _cell(v: object) -> str:
 
 
 def _incident_name(con: duckdb.DuckDBPyConnection) -> str:
-    try:
-        rows = con.execute("SELECT value FROM incident WHERE key = 'name'").fetchall()
-    except duckdb.Error:
-        rows = []
+    rows = (con.execute("SELECT value FROM incident WHERE key = 'name'").fetchall()
+            if has_table(con, "incident") else [])
     return rows[0][0] if rows and rows[0][0] else "incident"
 
 
@@ -248,63 +276,142 @@ def collect(
     chain = rd.root_cause_chain(con, **times)
     if any(v is not None for v in times.values()):
         ensure_rollups(con, grid_s, start, end)  # the charts and impact read these rollups
-    env = chain.environment
     imp = rd.impact(con, chain)
-    td = rd.timeline_data(con, onsets=chain.onsets, port_range=env.port_range)
+    td = rd.timeline_data(con, onsets=chain.onsets, port_range=chain.environment.port_range)
     wi = rd.whatifs(con, **times) if whatif and chain.culprit is not None else None
-    blocks: list[ChartBlock] = []
-    if td.panels:
-        blocks.append(ChartBlock(
-            "timeline", "The timeline",
-            "Every panel shares the UTC time axis; human events are rules (points) and"
-            " bands (intervals), dashed black rules are detected onsets. Drag on the"
-            " overview at the bottom to zoom all panels.",
-            charts.timeline(td.panels, events=td.events, onsets=td.onsets,
-                            side_by_side=td.callers, max_rows=TIMELINE_ROWS).to_dict(),
-        ))
-    nodes, edges = rd.chain_graph(chain)
-    if nodes.height:
-        blocks.append(ChartBlock("chain", "The root-cause chain",
-                                 "Each arrow is a hop: lag of the effect behind the cause and"
-                                 " the p-value of their coincidence.",
-                                 charts.chain_diagram(nodes, edges).to_dict()))
-    lags = rd.lags_frame(chain)
-    if lags.height:
-        blocks.append(ChartBlock("lags", "Who leads whom",
-                                 "Lag of each hop with its bootstrap interval.",
-                                 charts.lag_chart(lags).to_dict()))
-    if wi is not None and wi.long.height:
-        blocks.append(ChartBlock("whatif", "What if",
-                                 "Observed against the replay as it was and the predictions"
-                                 " under each change (10 s buckets).",
-                                 charts.whatif_chart(wi.long).to_dict()))
-    blocks.append(ChartBlock("coverage", "Data coverage", "What data exists for which hosts"
-                             " and times.", charts.coverage_chart(rd.coverage(con)).to_dict()))
-    facts = [
-        ("ephemeral port range", f"{env.port_range[0]}-{env.port_range[1]}"
-         f" ({env.port_range[1] - env.port_range[0] + 1:,} ports)"),
-        ("TIME_WAIT", f"{env.time_wait_s} s"),
-        ("idle pool", "unknown" if env.idle_pool is None else f"{env.idle_pool:,}"),
-        ("from the manifest", ", ".join(env.from_manifest) or "none (kernel defaults)"),
-    ]
-    info = chain.rollup
-    if info is not None:
-        facts += [("grid and window", info.describe()),
-                  ("outside the window", info.outside_line() or "no data")]
+    grades = story.grade_hops(chain)
+    culprit = chain.culprit.caller if chain.culprit is not None else None
     return ReportContent(
         title=f"Post-mortem: {_incident_name(con)}",
         verdict=chain.verdict,
         summary=summary_items(chain, imp, td.events, wi),
-        timeline=Table.of(rd.timeline_rows(con, chain)),
-        charts=blocks,
-        hops=Table.of(rd.hops_frame(chain)),
+        timeline=Table.of(story.collapse_events(td.events, chain.onsets)),
+        charts=_detail_blocks(con, chain, td, wi, story.impact_span(imp)),
+        hops=Table.of(_graded_hops(chain, grades)),
         rivals=Table.of(rd.rivals_frame(chain)),
         callers=Table.of(rd.callers_frame(chain)),
-        whatif=Table.of(wi.summary) if wi is not None else Table([], []),
+        whatif=Table.of(story.whatif_levels(wi)) if wi is not None else Table([], []),
         actions=follow_ups(chain, imp, wi),
-        facts=facts,
+        facts=_facts(chain),
         notes=list(chain.notes),
+        verdict_text=story.verdict_line(chain, grades),
+        lead=_lead_blocks(con, td, imp, culprit),
+        steps=chain_steps(chain, grades),
+        figures=story.time_wait_figures(con, chain, td.events, wi),
+        whatif_caveat=story.WHATIF_CAVEAT if wi is not None else "",
+        grades={g: sum(1 for h in grades if h.grade == g) for g in story.GRADES},
     )
+
+
+def _lead_blocks(con: duckdb.DuckDBPyConnection, td: rd.TimelineData, imp: rd.Impact,
+                 culprit: str | None) -> list[ChartBlock]:
+    """The first screen's charts: the weight against the request rate, the timeline."""
+    blocks = []
+    weights = story.caller_weights(con, culprit)
+    if weights.height:
+        blocks.append(ChartBlock(
+            "weight", "Who carried the load",
+            story.weight_claim(weights) + " Totals per caller over the whole store; both"
+            " axes linear from zero, so bar length is proportional to the number.",
+            story.weight_chart(weights).to_dict()))
+    span = story.impact_span(imp)
+    tl = story.impact_timeline(td, span)
+    if tl is not None:
+        blocks.append(ChartBlock(
+            "impact", "What happened when",
+            f"Shaded: the {span.label if span else 'impact (not measured)'} (the error rate's"
+            " anomaly windows); rules: deploys, mitigation and fix. Time in UTC.",
+            tl.to_dict()))
+    return blocks
+
+
+def _detail_blocks(con: duckdb.DuckDBPyConnection, chain: ChainResult, td: rd.TimelineData,
+                   wi: rd.WhatIfs | None, span: story.ImpactSpan | None) -> list[ChartBlock]:
+    """The charts of the details: the full timeline (callers on its shared axis), the
+    lags, the what-ifs and the coverage of the incident window."""
+    blocks: list[ChartBlock] = []
+    panels = [replace(p, title=f"{p.title}, symlog axis") if p.log else p for p in td.panels]
+    if td.callers is not None:  # stacked on the shared axis, the weight on a linear one
+        rps, uris = td.callers
+        panels += [rps, replace(uris, log=False, title=f"{uris.title}, linear axis")]
+    if panels:
+        events = td.events
+        if span is not None:
+            events = pl.concat([events, pl.DataFrame(
+                {"start": [span.start], "end": [span.end], "kind": ["impact"],
+                 "title": [span.label], "source": ["report"], "detail": [None]},
+                schema=events.schema)])
+        blocks.append(ChartBlock(
+            "timeline", "The timeline",
+            "Every panel shares the UTC time axis; human events are rules (points) and"
+            " bands (intervals; 'impact' is the incident's span), dashed black rules are"
+            " detected onsets. Drag on the overview at the bottom to zoom all panels.",
+            charts.timeline(panels, events=events, onsets=td.onsets,
+                            max_rows=TIMELINE_ROWS).to_dict(),
+        ))
+    lags = rd.lags_frame(chain)
+    if lags.height:
+        blocks.append(ChartBlock("lags", "Who leads whom",
+                                 "Lag of each hop (the effect behind its cause, seconds) with"
+                                 " its bootstrap interval; an interval across zero leaves the"
+                                 " order unsettled.",
+                                 charts.lag_chart(lags).to_dict()))
+    if wi is not None and wi.long.height:
+        blocks.append(ChartBlock("whatif", "What if",
+                                 "Observed against the replay as it was and the predictions"
+                                 " under each change (10 s buckets). TIME_WAIT here is summed"
+                                 " over the hosts. " + story.WHATIF_CAVEAT,
+                                 charts.whatif_chart(wi.long).to_dict()))
+    info = chain.rollup
+    w = info.window if info is not None else None
+    cov = story.window_coverage(rd.coverage(con), w.start if w else None, w.end if w else None)
+    blocks.append(ChartBlock("coverage", "Data coverage",
+                             "What data exists for which hosts inside the incident window"
+                             " (rows: the whole store).", charts.coverage_chart(cov).to_dict()))
+    return blocks
+
+
+def _graded_hops(chain: ChainResult, grades: list[story.HopGrade]) -> pl.DataFrame:
+    """The evidence table with each hop's grade and the reasons for it."""
+    return rd.hops_frame(chain).with_columns(
+        pl.Series("grade", [g.grade for g in grades], dtype=pl.String),
+        pl.Series("why not strong", ["; ".join(g.reasons) for g in grades], dtype=pl.String),
+    ).select("hop", "grade", "why not strong", pl.exclude("hop", "grade", "why not strong"))
+
+
+def chain_steps(chain: ChainResult, grades: list[story.HopGrade]) -> list[ChainStep]:
+    """The chain diagram's boxes in causal order, each with the graded hop into it."""
+    if not chain.onsets:
+        return []
+    sig = {h.cause_role: h.cause for h in chain.hops} | {h.effect_role: h.effect
+                                                         for h in chain.hops}
+    into = {h.effect_role: (h, g) for h, g in zip(chain.hops, grades, strict=True)}
+    steps = []
+    for role in chain.roles_in_order():
+        onset = chain.onsets.get(role)
+        step = ChainStep(role, sig.get(role, ""), onset.strftime("%H:%M:%S") if onset else "")
+        if role in into:
+            h, g = into[role]
+            step.lag = f"{h.lag_s:+.0f} s"
+            step.p_value = f"p = {h.p_value:.2g}"
+            step.grade = g.grade
+            step.reasons = "; ".join(g.reasons)
+        steps.append(step)
+    return steps
+
+
+def _facts(chain: ChainResult) -> list[tuple[str, str]]:
+    """The settings the mechanism check used, and the grid and window the analysis ran
+    on, with the rows left outside it."""
+    env = chain.environment
+    facts = [("idle pool", "unknown" if env.idle_pool is None else f"{env.idle_pool:,}"
+              " idle connections per host: batches beyond it dial anew"),
+             ("from the manifest", ", ".join(env.from_manifest) or "none (kernel defaults)")]
+    info = chain.rollup
+    if info is not None:
+        facts += [("grid and window", info.describe()),
+                  ("outside the window", info.outside_line() or "no data")]
+    return facts
 
 
 def script_json(obj: object) -> str:
@@ -337,18 +444,22 @@ def vega_bundle_cached(con: duckdb.DuckDBPyConnection) -> str:
     return cached(con, "vega-bundle", versions, vega_bundle)
 
 
+def template_env() -> jinja2.Environment:
+    """The templates of the page and the slides (autoescaped, strict about names)."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE.parent),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
 def render_html(content: ReportContent, vega_js: str | None = None) -> str:
     """The report as one HTML page with every script and style inline.
 
     ``vega_js``: the Vega bundle to inline (default: ``vega_bundle()``).
     """
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATE.parent),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    specs = {b.id: b.spec for b in content.charts}
-    return env.get_template(TEMPLATE.name).render(
+    specs = {b.id: b.spec for b in [*content.lead, *content.charts]}
+    return template_env().get_template(TEMPLATE.name).render(
         c=content,
         specs_json=Markup(script_json(specs)),
         vega_js=Markup(vega_js if vega_js is not None else vega_bundle()),
@@ -357,20 +468,40 @@ def render_html(content: ReportContent, vega_js: str | None = None) -> str:
 
 def write_report(con: duckdb.DuckDBPyConnection, out: Path,
                  notebooks: list[tuple[str, str]] | None = None,
+                 formats: tuple[Format, ...] = ("html",),
                  **times) -> tuple[Path, str]:
-    """Collect and render the report of ``con``'s store into ``out/report.html``
-    (``times``: ``grid_s``, ``start``, ``end`` for ``collect``)."""
+    """Collect the report of ``con``'s store and write it into ``out`` in each of
+    ``formats`` (``report.html``, ``report.pdf``, ``slides.html``); the first written
+    and the verdict. ``times``: ``grid_s``, ``start``, ``end`` for ``collect``.
+
+    The PDF is the page printed (``formats.print_pdf``): without ``html`` among
+    the formats the page is written only for that, and removed after.
+    """
     content = collect(con, **times)
     content.notebooks = notebooks or []
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "report.html"
-    path.write_text(render_html(content, vega_bundle_cached(con)), encoding="utf-8")
-    return path, content.verdict
+    vega_js = vega_bundle_cached(con)
+    written: list[Path] = []
+    page = out / OUTPUT_NAMES["html"]
+    if "html" in formats or "pdf" in formats:
+        page.write_text(render_html(content, vega_js), encoding="utf-8")
+        if "html" in formats:
+            written.append(page)
+    if "pdf" in formats:
+        written.append(print_pdf(page, out / OUTPUT_NAMES["pdf"]))
+        if "html" not in formats:
+            page.unlink()
+    if "slides" in formats:
+        deck = out / OUTPUT_NAMES["slides"]
+        deck.write_text(render_slides(content, vega_js), encoding="utf-8")
+        written.append(deck)
+    return written[0], content.verdict
 
 
 def build_report(
     db: Path, out: Path, *, data_dir: Path | None = None, notebooks: bool = True,
     notebook_dir: Path | None = None, reuse_notebooks: bool = True,
+    formats: tuple[Format, ...] = ("html",),
     grid_s: int | None = None, start: datetime | None = None, end: datetime | None = None,
 ) -> ReportRun:
     """``postmortem report``: run the notebooks (optional) and write the report page.
@@ -381,13 +512,13 @@ def build_report(
     --replace`` renames a new store into place meanwhile, the report (whose
     page and notebooks might then tell of two stores) fails and says so.
     ``reuse_notebooks``: copy a notebook's page from an earlier run with the same
-    notebook and inputs (see ``analysis.report_notebooks.run_notebooks``). ``grid_s``,
+    notebook and inputs (see ``analysis.report.notebooks.run_notebooks``). ``grid_s``,
     ``start``, ``end`` override the grid and window of the page's analysis (the
     notebooks read the store's rollups).
     """
     from analysis.access import check_store_file, identity
-    from analysis.report_notebooks import notebook_paths, run_notebooks
-    from analysis.report_store import open_analysis
+    from analysis.report.notebooks import notebook_paths, run_notebooks
+    from analysis.report.workspace import open_analysis
 
     began = time.monotonic()
     before = identity(check_store_file(db))
@@ -405,8 +536,8 @@ def build_report(
                             notebook_dir=notebook_dir, reuse=reuse_notebooks,
                             previous=out / "notebooks") if notebooks else None
             try:
-                path, verdict = write_report(con, stage, links, grid_s=grid_s, start=start,
-                                             end=end)
+                path, verdict = write_report(con, stage, links, formats, grid_s=grid_s,
+                                             start=start, end=end)
             finally:
                 con.close()
             phases["report page"] = time.monotonic() - t
@@ -416,8 +547,9 @@ def build_report(
             raise UserError(f"{db}: the store was replaced while the report was written"
                             " (by `postmortem ingest`); run `postmortem report` again")
     final = out / path.relative_to(stage)
+    outputs = [out / OUTPUT_NAMES[f] for f in formats]
     return ReportRun(final, final.stat().st_size, [out / p.relative_to(stage) for p in pages],
-                     time.monotonic() - began, verdict, phases)
+                     time.monotonic() - began, verdict, phases, outputs)
 
 
 @contextlib.contextmanager

@@ -3,7 +3,7 @@
 Each function reads the store (and, where it needs them, the chain and
 what-if results of ``analysis.chain`` / ``analysis.whatif``) and returns plain
 polars frames or dataclasses; ``analysis.charts`` draws them and
-``analysis.report`` lays them out. Nothing here is hard-coded to the april-2026
+``analysis.report.page`` lays them out. Nothing here is hard-coded to the april-2026
 incident: signals are picked by their roles (``analysis.roles``), facts come
 from the data.
 """
@@ -18,7 +18,7 @@ import polars as pl
 
 from analysis.chain.result import ChainResult, Hop, iso
 from analysis.charts import Panel
-from analysis.report_cache import cached
+from analysis.report.cache import cached
 from analysis.roles import role_of_signal
 from analysis.rollups import signal_ids, signal_series
 from analysis.signal_id import SignalId
@@ -345,7 +345,7 @@ def chain_graph(chain: ChainResult) -> tuple[pl.DataFrame, pl.DataFrame]:
         [
             {
                 "step": pos.get(h.cause_role, 0),
-                "label": f"+{h.lag_s:.0f} s, p={h.p_value:.2g}",
+                "label": f"{h.lag_s:+.0f} s, p={h.p_value:.2g}",
                 **_hop_evidence(h),
             }
             for h in chain.hops

@@ -1,4 +1,4 @@
-"""Finding and opening the store that the notebooks and the report read.
+"""The workspace: finding and opening the store that the notebooks and the report read.
 
 Notebooks must run anywhere: in a clean clone under nbval (no ``make report``
 first), under papermill for the report, and in JupyterLab. So they ask
@@ -26,23 +26,10 @@ import duckdb
 from analysis.access import check_store_file, open_reader, store_errors
 from analysis.errors import UserError
 from analysis.filelock import locked
+from analysis.paths import BUNDLED_DATA, BUNDLED_SCENARIO, BUNDLED_SEED, DEFAULT_DB
 from analysis.rollups import ROLLUP_TABLES, ensure_rollups
 
-__all__ = ["ROLLUP_TABLES", "ensure_store", "open_analysis", "repo_root"]
-
-BUNDLED_SCENARIO = "april-2026"
-BUNDLED_SEED = 1
-
-
-def repo_root() -> Path:
-    """The checkout this package lives in (``analysis/..``)."""
-    return Path(__file__).resolve().parent.parent
-
-
-def default_paths() -> tuple[Path, Path]:
-    """``(data_dir, db)`` of the bundled incident, as the Makefile names them."""
-    root = repo_root()
-    return root / "data" / "generated" / BUNDLED_SCENARIO, root / "data" / "incident.duckdb"
+__all__ = ["ROLLUP_TABLES", "ensure_store", "open_analysis"]
 
 
 @contextlib.contextmanager
@@ -67,14 +54,14 @@ def ensure_store(
     bundled ``scenario``, simulated into the Makefile's data directory unless
     its ``truth.json`` is already there. An existing store is used as it is:
     never written (its readers build missing rollups in memory).
-    Defaults are the Makefile's paths, so notebooks and ``make`` share one cache.
+    Defaults are the Makefile's paths (``analysis.paths``), so notebooks and ``make``
+    share one cache.
     """
-    d_default, db_default = default_paths()
-    db = Path(db) if db else db_default
+    db = Path(db) if db else DEFAULT_DB
     if db.exists():
         return check_store_file(db)
     bundled = data_dir is None
-    source = d_default if bundled else Path(data_dir)
+    source = BUNDLED_DATA if bundled else Path(data_dir)
     if not bundled and not source.is_dir():
         raise UserError(f"{source}: no such data directory to build the store {db} from")
     with _building(db):

@@ -46,7 +46,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 
 from analysis.errors import UserError
-from analysis.report_store import repo_root
+from analysis.paths import NOTEBOOKS, SAMPLES
 
 _EXTERNAL_SCRIPT = re.compile(r"<script[^>]*\bsrc=\"https?://[^\"]*\"[^>]*>\s*</script>", re.I)
 _EXTERNAL_LINK = re.compile(r"<link[^>]*\bhref=\"https?://[^\"]*\"[^>]*>", re.I)
@@ -55,7 +55,7 @@ _MATHJAX = re.compile(r"<!-- Load mathjax -->.*?<!-- End of mathjax configuratio
 
 def notebook_dir() -> Path:
     """The stored notebooks of this checkout."""
-    return repo_root() / "notebooks"
+    return NOTEBOOKS
 
 
 def notebook_paths(directory: Path | None = None) -> list[Path]:
@@ -187,12 +187,12 @@ def inputs_fingerprint(params: dict[str, str], directory: Path | None = None) ->
     """SHA-256 of what every notebook run reads besides its own file.
 
     The store and the data directory named in ``params`` (by size and
-    modification time), the whole ``analysis`` package (by content, its
-    sub-packages too), any other file in the notebooks' ``directory`` (a helper
-    module they might import), the committed samples a notebook falls back on
-    (``data/samples``), the installed distributions and the time zone.
+    modification time), the analysis code (``analysis.fingerprint.source_fingerprint``),
+    any other file in the notebooks' ``directory`` (a helper module they might import),
+    the committed samples a notebook falls back on (``data/samples``), the
+    installed distributions and the time zone.
     """
-    from analysis.report_cache import PACKAGE, environment_fingerprint, tree_fingerprint
+    from analysis.fingerprint import environment_fingerprint, source_fingerprint, tree_fingerprint
 
     parts: list[str] = [json.dumps(params, sort_keys=True), os.environ.get("TZ", "")]
     for key in ("db", "data_dir"):
@@ -206,8 +206,7 @@ def inputs_fingerprint(params: dict[str, str], directory: Path | None = None) ->
     beside = sorted(p for p in (directory or notebook_dir()).iterdir()
                     if p.is_file() and p.suffix != ".ipynb")
     parts += [f"{p.name}:{hashlib.sha256(p.read_bytes()).hexdigest()}" for p in beside]
-    parts += [tree_fingerprint(PACKAGE), tree_fingerprint(repo_root() / "data" / "samples",
-                                                          content=False),
+    parts += [source_fingerprint(), tree_fingerprint(SAMPLES, content=False),
               environment_fingerprint()]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
@@ -280,7 +279,7 @@ def _execute_and_keep(nb: Path, out_dir: Path, params: dict[str, str],
 
 
 SHARED_RESULTS = ("root_cause_chain", "whatifs")
-"""Cached results (``analysis.report_data``) that a notebook may wait for."""
+"""Cached results (``analysis.report.data``) that a notebook may wait for."""
 
 
 def needs_shared_results(nb: Path) -> bool:
@@ -449,7 +448,7 @@ def refresh_stored_outputs(path: Path, *, timeout_s: int = 600) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m analysis.report_notebooks [NOTEBOOK ...]``: refresh stored outputs."""
+    """``python -m analysis.report.notebooks [NOTEBOOK ...]``: refresh stored outputs."""
     args = argv if argv is not None else sys.argv[1:]
     paths = [Path(a) for a in args] or notebook_paths()
     for p in paths:
