@@ -397,7 +397,8 @@ def strip_unchecked(nb) -> None:
         nb.metadata.pop(key, None)
 
 
-_VOLATILE = re.compile(r"0x[0-9a-f]{6,}|altair-viz-|\bat 0x|Timestamp\(|\d+\.\d+ ?s elapsed")
+_VOLATILE = re.compile(r"0x[0-9a-f]{6,}|altair-viz-|\bat 0x|Timestamp\(|\d+\.\d+ ?s elapsed"
+                       r"|\bmodel_id\b")  # a widget's (charts' interactive view) random id
 
 
 def notebook_problems(nb) -> list[str]:

@@ -118,3 +118,27 @@ def test_a_save_from_jupyterlab_strips_all_but_the_checked_outputs() -> None:
     text = {"type": "file", "content": "print(1)"}
     strip_on_save(model=text)
     assert text == {"type": "file", "content": "print(1)"}
+
+
+def _chart_output() -> dict:
+    """What a chart cell holds after a run in JupyterLab: the widget and the SVG."""
+    from analysis import charts
+
+    return nbformat.v4.new_output("display_data", data={
+        charts.WIDGET_MIME: {"version_major": 2, "version_minor": 1,
+                             "model_id": "13b0dde7d9e7477d991f9b937cd4847b"},
+        "image/svg+xml": "<svg/>", "text/plain": "<chart>"})
+
+
+def test_an_interactive_chart_is_volatile_in_a_checked_cell_and_stripped_elsewhere() -> None:
+    """A widget's model id is random: stored in a checked cell it would fail every nbval
+    run; in an unchecked cell a save strips it (and the widgets' state) with the chart."""
+    nb = _good_notebook()
+    nb.cells[1].outputs.append(_chart_output())
+    assert notebook_problems(nb) == ["code cell 1 stores a volatile output"]
+    nb = _good_notebook()
+    nb.cells[2].outputs = [_chart_output()]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    strip_unchecked(nb)
+    assert nb.cells[2].outputs == [] and "widgets" not in nb.metadata
+    assert notebook_problems(nb) == []
