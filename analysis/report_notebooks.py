@@ -46,6 +46,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 
 from analysis.errors import UserError
+from analysis.progress import progress_line
 from analysis.report_store import repo_root
 
 _EXTERNAL_SCRIPT = re.compile(r"<script[^>]*\bsrc=\"https?://[^\"]*\"[^>]*>\s*</script>", re.I)
@@ -357,7 +358,8 @@ def run_notebooks(
         # one notebook per free worker (not all queued at once): a failure starts no other
         waiting = collections.deque(todo)
         running: dict[Future, Path] = {}
-        with ProcessPoolExecutor(max_workers=lanes, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=lanes, mp_context=ctx) as pool, \
+                progress_line("notebooks", total=len(todo), unit="notebook") as bar:
             def start_next() -> None:
                 nb = waiting.popleft()
                 with _caller_script_not_rerun():  # a worker may start on submit
@@ -367,9 +369,11 @@ def run_notebooks(
             for _ in range(lanes):
                 start_next()
             while running:
+                bar.note(", ".join(n.stem for n in running.values()))  # running now
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for job in done:
                     pages[running.pop(job)] = job.result()
+                    bar.advance()
                     if waiting:
                         start_next()
     return [pages[nb] for nb in nbs]
