@@ -99,9 +99,15 @@ def progress_line(
     """
     stream = stream if stream is not None else sys.stderr
     size = unit == "B"
+    try:  # a terminal that reports no width (some ptys) would get an empty line
+        sized = os.get_terminal_size(stream.fileno()).columns > 0
+    except (OSError, ValueError, AttributeError):
+        sized = False
     bar = tqdm(total=total, desc=what, unit=unit or "it", unit_scale=size,
                unit_divisor=1000, file=stream, disable=not shown_on(stream), leave=False,
-               dynamic_ncols=True, mininterval=0.2, smoothing=0.1,
+               dynamic_ncols=sized, ncols=None if sized else 100,
+               nrows=None if sized else 24, mininterval=0.2,
+               smoothing=0.1,
                bar_format=_BYTES_FORMAT if size and total else None)
     handle = Progress(bar)
     try:
