@@ -19,6 +19,7 @@ import contextlib
 import copy
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -26,6 +27,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -259,6 +261,49 @@ def _hover_until_tooltip(page: Page, box: dict) -> str:
     pytest.fail("no tooltip appeared anywhere on the chart")
 
 
+_TIME = re.compile(r"time \(UTC\)\s*(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC")
+_CHART_END = _CHART_BOX.replace("{block: 'start'}", "{block: 'end'}")
+
+
+def _time_near(page: Page, x: float, ys: list[float]) -> datetime | None:
+    """The time in the tooltip at ``x`` on the first of ``ys`` that shows one."""
+    for y in ys:
+        page.hover(1, 1)  # off the chart: the tooltip goes
+        page.hover(x, y)
+        if (tip := page.js(_TOOLTIP)) and (m := _TIME.search(tip)):
+            return datetime.fromisoformat(m.group(1))
+    return None
+
+
+def _brush_zooms_the_panels(page: Page) -> tuple[datetime, datetime, datetime]:
+    """Drag on the overview (the timeline's bottom row); the brushed span (from the
+    overview's own tooltips at both ends) and a time a detail panel then shows."""
+    box = page.js(_CHART_END)
+    bottom = box["y"] + box["h"]
+    over = [bottom - 60 + dy for dy in (0, *range(-24, 25, 3))]  # the 50 px overview row
+    x0, x1 = box["x"] + 0.35 * box["w"], box["x"] + 0.45 * box["w"]
+    ends = _time_near(page, x0, over), _time_near(page, x1, over)
+    assert all(ends), "no tooltip on the overview"
+
+    def mouse(kind: str, x: float, buttons: int) -> None:
+        page.call("Input.dispatchMouseEvent", type=kind, x=x, y=over[0], button="left",
+                  buttons=buttons, clickCount=0 if kind == "mouseMoved" else 1)
+
+    mouse("mouseMoved", x0, 0)
+    mouse("mousePressed", x0, 1)
+    for k in range(1, 11):
+        mouse("mouseMoved", x0 + (x1 - x0) * k / 10, 1)
+    mouse("mouseReleased", x1, 0)
+    time.sleep(0.5)
+    shown = None
+    for i in range(5, 60):  # the detail panels above the overview, left to right
+        if shown := _time_near(page, box["x"] + box["w"] * i / 80,
+                               [bottom - d for d in (500, 420, 640, 220)]):
+            break
+    assert shown is not None, "no tooltip on a detail panel after brushing"
+    return ends[0], ends[1], shown
+
+
 def _offsite(requests: list[str], lab: Lab) -> list[str]:
     local = (lab.url, lab.url.replace("http", "ws", 1), "data:", "blob:", "about:")
     return [u for u in requests if not u.startswith(local)]
@@ -281,6 +326,12 @@ def test_a_chart_in_jupyterlab_shows_a_tooltip_offline_and_a_save_leaves_it_clea
         shot = BUILD / "jupyterlab-tooltip.png"
         shot.write_bytes(base64.b64decode(page.call("Page.captureScreenshot")["data"]))
         (BUILD / "jupyterlab-tooltip.txt").write_text(tip + "\n", encoding="utf-8")
+        # the caption's promise: drag on the overview to zoom every panel
+        start, end, shown = _brush_zooms_the_panels(page)
+        slack = timedelta(minutes=10)  # a bucket of the overview either side
+        assert start - slack <= shown <= end + slack, (start, shown, end)
+        shot.with_name("jupyterlab-brush.png").write_bytes(
+            base64.b64decode(page.call("Page.captureScreenshot")["data"]))
         assert _offsite(page.requests, lab) == []
 
         page.js("window.jupyterapp.commands.execute('docmanager:save')")
