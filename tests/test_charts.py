@@ -222,3 +222,14 @@ def test_the_same_chart_draws_the_same_svg_and_two_charts_share_no_clip_id() -> 
     assert ids(first) and not ids(first) & ids(charts.to_svg(two))
     for ref in re.findall(r'url\(#([^)]+)\)', first):
         assert ref in ids(first)
+
+
+def test_without_anywidget_a_notebook_chart_is_the_svg_alone(monkeypatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "anywidget" else real(name, *a))
+    monkeypatch.delenv(charts.SPECS_ENV, raising=False)
+    spec = charts.series_chart(_series([1.0, 2.0])).to_dict()
+    assert set(charts._notebook_renderer(spec)) == {"image/svg+xml"}
