@@ -9,12 +9,16 @@ so, and text from the data (callers, hosts, titles) only ever reaches a chart
 as data, never as markup.
 
 Rendering: ``to_svg`` draws a chart with vl-convert (no browser, no network);
-``enable_offline_renderer`` makes notebooks show charts as inline SVG, which
-JupyterLab, nbconvert and nbval all handle offline.
+``enable_offline_renderer`` makes notebooks show each chart twice in one output:
+interactive in JupyterLab (Altair's ``JupyterChart`` widget, its JavaScript
+bundled by vl-convert, so no network), and as inline SVG, which nbconvert,
+nbval and plain viewers show.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -44,7 +48,7 @@ EVENT_COLORS = {
     "note": "#777777",
     "impact": "#e6550d",
 }
-_RENDERER = "postmortem-svg"
+_RENDERER = "postmortem-offline"
 # Passed to the constructors: ``.resolve_scale()`` deep-copies every sub-chart
 # (seconds for the timeline), a constructor argument costs nothing.
 _INDEPENDENT_COLOR = alt.Resolve(scale=alt.ScaleResolveMap(color="independent"))
@@ -244,9 +248,21 @@ def _series_marks(
     return [band, line]
 
 
-def _series_layer(data: pl.DataFrame, **kw) -> alt.LayerChart:
-    """``_series_marks`` as one layer chart."""
-    return alt.layer(*_series_marks(data, **kw))
+def _series_layer(data: pl.DataFrame, *, zoom: str | None = None, **kw) -> alt.LayerChart:
+    """``_series_marks`` as one layer chart; with a ``zoom`` name, its time axis pans
+    (drag) and zooms (wheel) in an interactive viewer (``x_zoom``)."""
+    band, line = _series_marks(data, **kw)
+    return alt.layer(band.add_params(x_zoom(zoom)) if zoom else band, line)
+
+
+def x_zoom(name: str) -> alt.Parameter:
+    """Drag to pan and wheel to zoom the x axis: an interval bound to the scales.
+
+    Named, not numbered: Altair's automatic names count up per process, so the
+    same chart would get another spec each time; names must differ between the
+    views of one concatenated chart.
+    """
+    return alt.selection_interval(bind="scales", encodings=["x"], name=name)
 
 
 def event_layers(
@@ -421,7 +437,7 @@ def series_chart(
     df: pl.DataFrame, *, title: str = "", unit: str = "", log: bool = False, width: int = 700
 ) -> alt.LayerChart:
     """Any series: ``t, value`` (one series) or ``t, series, value`` (several)."""
-    chart = _series_layer(df, unit=unit, x=time_x(), log=log)
+    chart = _series_layer(df, unit=unit, x=time_x(), log=log, zoom="zoom_x")
     return chart.properties(title=title, width=width, height=180)
 
 
@@ -434,8 +450,10 @@ def compare_chart(
     by shape and timing.
     """
     x = time_x()
-    top = _series_layer(a.with_columns(pl.lit(a_name).alias("series")), unit="", x=x)
-    bottom = _series_layer(b.with_columns(pl.lit(b_name).alias("series")), unit="", x=x)
+    top = _series_layer(a.with_columns(pl.lit(a_name).alias("series")), unit="", x=x,
+                        zoom="zoom_top")
+    bottom = _series_layer(b.with_columns(pl.lit(b_name).alias("series")), unit="", x=x,
+                           zoom="zoom_bottom")
     return alt.vconcat(
         top.properties(title=a_name, width=width, height=120),
         bottom.properties(title=b_name, width=width, height=120),
@@ -472,6 +490,7 @@ def coverage_chart(coverage: pl.DataFrame, *, width: int = 700) -> alt.Chart:
                 time_tooltip("end", "last (UTC)"),
             ],
         )
+        .add_params(x_zoom("zoom_x"))
         .properties(width=width, title="data coverage by source and host")
     )
 
@@ -514,7 +533,8 @@ def lag_chart(lags: pl.DataFrame, *, title: str = "who leads whom") -> alt.Layer
         x=alt.X("ci_low:Q", title="lag in seconds (positive: cause leads effect)"), x2="ci_high:Q"
     )
     pts = base.mark_point(filled=True, size=70).encode(x="lag_s:Q")
-    return alt.layer(zero, bars, pts).properties(title=title, width=560)
+    return alt.layer(zero, bars, pts.add_params(x_zoom("zoom_lag"))).properties(
+        title=title, width=560)
 
 
 def chain_diagram(nodes: pl.DataFrame, edges: pl.DataFrame, *, width: int = 760) -> alt.LayerChart:
@@ -576,12 +596,13 @@ def whatif_chart(df: pl.DataFrame, *, unit: str = "", title: str = "", width: in
     workaround, batch cap ...), shared UTC axis.
     """
     rows = []
-    for name in df["series"].unique(maintain_order=True).to_list():
+    for i, name in enumerate(df["series"].unique(maintain_order=True).to_list()):
         sub = df.filter(pl.col("series") == name).select(
             "t", pl.col("scenario").alias("series"), "value"
         )
         rows.append(
-            _series_layer(sub, unit=unit, x=time_x(), series_title="scenario").properties(
+            _series_layer(sub, unit=unit, x=time_x(), series_title="scenario",
+                          zoom=f"zoom_{i}").properties(
                 title=str(name), width=width, height=120
             )
         )
@@ -599,9 +620,30 @@ def spec_to_svg(spec: dict | str) -> str:
     import vl_convert as vlc
     from altair.utils._importers import vl_version_for_vl_convert
 
-    return vlc.vegalite_to_svg(
+    svg = vlc.vegalite_to_svg(
         xml_safe(spec), vl_version=vl_version_for_vl_convert(), allowed_base_urls=[]
     )
+    return stable_clip_ids(svg)
+
+
+_CLIP_REF = re.compile(r'(id="|url\(#)clip(\d+)\b')
+
+
+def stable_clip_ids(svg: str) -> str:
+    """``svg`` with Vega's clip-path ids named by its content, not by a counter.
+
+    Vega numbers clip paths (``clip1``, ``clip2`` ...) with a counter that runs on
+    across charts in one engine, so the same chart drew differently the second time
+    (zoomable charts clip their marks). Ids named by a hash of the drawing are the
+    same on every draw and still differ between charts: inline SVGs on one page
+    share one id namespace, so plain renumbering from 1 would cross their clips.
+    """
+    if 'id="clip' not in svg:
+        return svg
+    tag = hashlib.sha256(_CLIP_REF.sub(r"\1clip", svg).encode()).hexdigest()[:12]
+    order: dict[str, int] = {}
+    return _CLIP_REF.sub(
+        lambda m: f"{m.group(1)}clip-{tag}-{order.setdefault(m.group(2), len(order))}", svg)
 
 
 # Characters XML 1.0 forbids (C0 controls but tab, newline and return; U+FFFE, U+FFFF;
@@ -649,6 +691,8 @@ SPEC_MIME = "text/x-postmortem-vegalite-json"
 
 
 def _svg_renderer(spec: dict, **_: object) -> dict:
+    """The static half of a notebook chart: SVG drawn here, or the spec for later
+    (``SPECS_ENV``)."""
     if os.environ.get(SPECS_ENV) == "1":
         return {SPEC_MIME: json.dumps(spec, separators=(",", ":"))}
     return {"image/svg+xml": spec_to_svg(spec)}
@@ -666,13 +710,54 @@ def draw_specs(bundle: dict) -> bool:
     return True
 
 
-def enable_offline_renderer() -> None:
-    """Show charts in notebooks as inline SVG drawn in the kernel by vl-convert.
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+# vega-embed's menu would offer "Open in Vega Editor" (a web site); export stays.
+_EMBED_OPTIONS = {"actions": {"export": True, "source": False, "compiled": False,
+                              "editor": False}}
+_WIDGET_TEXT = "<chart: interactive in JupyterLab (widget); SVG in other viewers>"
 
-    Works offline in JupyterLab (whatever Vega-Lite version it bundles), in
-    nbconvert's HTML and under nbval, and stores no random ids. The interactive
-    versions (tooltips, brush) are in the HTML report.
+
+def interactive_view(spec: dict) -> dict:
+    """The interactive half of a notebook chart: Altair's ``JupyterChart`` widget
+    (anywidget) showing ``spec``, as a display bundle (empty without anywidget).
+
+    The widget's JavaScript (vega-embed with Vega and Vega-Lite) is vl-convert's
+    offline bundle (``JupyterChart.enable_offline``): JupyterLab draws the chart,
+    its tooltips, zoom and brush with no network. The bundle is built once per
+    kernel (about a second) and sent with each widget. The spec is set directly,
+    already validated by ``to_dict``: the widget does not validate it again.
+    """
+    if importlib.util.find_spec("anywidget") is None:
+        return {}
+    from altair import JupyterChart
+
+    JupyterChart.enable_offline(True)
+    widget = JupyterChart(chart=None, embed_options=_EMBED_OPTIONS)
+    widget.spec = spec
+    data, _ = widget._repr_mimebundle_()
+    # its own text names a memory address: a volatile output, and no use to a reader
+    return {WIDGET_MIME: data[WIDGET_MIME], "text/plain": _WIDGET_TEXT}
+
+
+def _notebook_renderer(spec: dict, **_: object) -> dict:
+    """Both halves in one output: JupyterLab shows the widget (its renderer outranks
+    SVG); nbconvert, nbval and viewers without the kernel show the SVG. Under the
+    report's runner (``SPECS_ENV``) only the spec: its pages are static."""
+    static = _svg_renderer(spec)
+    if SPEC_MIME in static:
+        return static
+    return {**interactive_view(spec), **static}
+
+
+def enable_offline_renderer() -> None:
+    """Show charts in notebooks interactive in JupyterLab and as SVG elsewhere, offline.
+
+    The interactive view is Altair's ``jupyter`` renderer route (``JupyterChart``
+    with ``offline=True``: vl-convert's bundled JavaScript, no CDN); beside it in
+    the same output, the SVG drawn in the kernel by vl-convert, which nbconvert's
+    HTML, nbval and plain viewers show. Saving from ``make lab`` strips these
+    outputs (``report_notebooks.strip_on_save``).
     """
     if _RENDERER not in alt.renderers.names():
-        alt.renderers.register(_RENDERER, _svg_renderer)
+        alt.renderers.register(_RENDERER, _notebook_renderer)
     alt.renderers.enable(_RENDERER)

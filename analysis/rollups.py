@@ -52,6 +52,7 @@ import polars as pl
 import pyarrow as pa
 
 from analysis.fingerprint import source_fingerprint
+from analysis.progress import Progress, progress_line
 from analysis.signal_id import SignalId
 from analysis.window import (
     MAX_BUCKETS,
@@ -249,8 +250,17 @@ def build_rollups(
     one scan of each raw table, and ``signals`` is filled densely from their values in
     numpy (see ``_build_signals``); the module docstring states the rules. Its cost
     grows with the raw rows only in the scans of ``requests`` and ``log_events``; the
-    rest grows with the grid and the number of series.
+    rest grows with the grid and the number of series. On a terminal a progress line
+    counts its steps (``analysis.progress``).
     """
+    with progress_line("rollups", total=5, unit="step") as bar:
+        return _build_rollups(con, grid_s, start, end, stale_s=stale_s, bar=bar)
+
+
+def _build_rollups(con: duckdb.DuckDBPyConnection, grid_s: int | None, start: datetime | None,
+                   end: datetime | None, *, stale_s: int, bar: Progress) -> RollupInfo:
+    """``build_rollups``' work, each step told to ``bar``."""
+    bar.note("callers")
     window = resolve_window(con, start, end)
     first, last = _grid_range(con, window)
     g, grid_from = choose_grid(first, last, grid_s)
@@ -292,6 +302,7 @@ def build_rollups(
         )
     """)
 
+    bar.step("heavy requests")
     con.execute(f"""
         CREATE OR REPLACE TABLE roll_heavy AS
         SELECT time, caller, method, host, dc, uris
@@ -299,6 +310,7 @@ def build_rollups(
         ORDER BY time
     """)
 
+    bar.step("errors")
     levels = ", ".join(f"'{lv}'" for lv in ERROR_LEVELS)
     con.execute(f"""
         CREATE OR REPLACE TABLE roll_errors AS
@@ -309,6 +321,7 @@ def build_rollups(
         GROUP BY ALL
     """)
 
+    bar.step("metrics")
     stale = f"to_seconds({int(stale_s)})"
     # every series (metric, label set) gets a small integer id ``k``: the windows below
     # partition by it and the per-bucket rows group by (k, bucket index), integers
@@ -388,6 +401,7 @@ def build_rollups(
         FROM events ORDER BY time
     """)
 
+    bar.step("signals")
     _build_signals(con, g, start, n_buckets)
     for tmp in ("_mser", "_msamples", "_rm", "_cat", "_msets", "_mk", "_cagg",
                 "_ccat"):
@@ -395,6 +409,7 @@ def build_rollups(
     n_signals = con.execute("SELECT count(*) FROM signal_catalog").fetchall()[0][0]
     info = RollupInfo(g, start, end, n_buckets, n_signals, grid_from, window)
     _write_info(con, info)
+    bar.advance()
     return info
 
 

@@ -159,3 +159,77 @@ def test_a_chart_left_as_a_spec_is_drawn_later_exactly_as_in_the_kernel(monkeypa
     assert set(deferred) == {charts.SPEC_MIME}
     assert charts.draw_specs(deferred) and deferred == drawn_in_kernel
     assert not charts.draw_specs({"text/plain": "no chart"})
+
+
+def test_a_notebook_chart_is_an_offline_widget_with_the_svg_beside_it(monkeypatch) -> None:
+    """In a kernel each chart is one output holding Altair's JupyterChart widget (what
+    JupyterLab draws, tooltips and zoom included) and the SVG (what nbval, nbconvert and
+    plain viewers show); the widget's JavaScript is vl-convert's bundle, fetched from no
+    network, and the output names no memory address."""
+    import re
+
+    from ipywidgets.widgets.widget import _instances
+
+    from analysis.report.notebooks import _VOLATILE
+
+    monkeypatch.delenv(charts.SPECS_ENV, raising=False)
+    spec = charts.series_chart(_series([1.0, 5.0, 2.0], "s")).to_dict()
+    bundle = charts._notebook_renderer(spec)
+    assert set(bundle) == {charts.WIDGET_MIME, "image/svg+xml", "text/plain"}
+    assert bundle["image/svg+xml"] == charts._svg_renderer(spec)["image/svg+xml"]
+    widget = _instances[bundle[charts.WIDGET_MIME]["model_id"]]
+    assert widget.spec == spec
+    assert widget.embed_options["actions"]["editor"] is False
+    assert len(widget._esm) > 100_000  # vega, vega-lite and vega-embed, inlined
+    assert not re.search(r"""(import|from)\s*["']https?://""", widget._esm)
+    assert not _VOLATILE.search(bundle["text/plain"])
+    monkeypatch.setenv(charts.SPECS_ENV, "1")
+    assert set(charts._notebook_renderer(spec)) == {charts.SPEC_MIME}
+
+
+def test_single_charts_pan_and_zoom_their_time_axis() -> None:
+    """A scale-bound interval on x (drag pans, wheel zooms), named so that the same chart
+    always gets the same spec; the views of a concatenation get distinct names."""
+    a, b = _series([1.0, 2.0, 3.0], "a"), _series([3.0, 2.0, 1.0], "b")
+
+    def zooms(spec: dict) -> list[str]:  # Altair lifts a layer's params to the top
+        views = [spec, *(v for k in ("layer", "vconcat", "hconcat") for v in spec.get(k, []))]
+        return [p["name"] for v in views for p in v.get("params", [])
+                if p.get("bind") == "scales" and p["select"]["encodings"] == ["x"]]
+
+    assert zooms(charts.series_chart(a).to_dict()) == ["zoom_x"]
+    assert zooms(charts.compare_chart(a, b, a_name="a", b_name="b").to_dict()) == [
+        "zoom_top", "zoom_bottom"]
+    whatif = pl.concat([f.with_columns(pl.lit(s).alias("scenario"))
+                        for f in (a, b) for s in ("seen", "fix")])
+    assert zooms(charts.whatif_chart(whatif).to_dict()) == ["zoom_0", "zoom_1"]
+    assert charts.series_chart(a).to_dict() == charts.series_chart(a).to_dict()
+
+
+def test_the_same_chart_draws_the_same_svg_and_two_charts_share_no_clip_id() -> None:
+    """Zoomable marks are clipped; Vega counts clip ids up across draws. The drawing
+    names them by its content instead: stable per chart, distinct between charts (inline
+    SVGs on one page share one id namespace)."""
+    import re
+
+    one, two = charts.series_chart(_series([1.0, 5.0])), charts.series_chart(_series([7.0, 1.0]))
+    first = charts.to_svg(one)
+    assert charts.to_svg(two) and charts.to_svg(one) == first
+
+    def ids(svg: str) -> set[str]:
+        return set(re.findall(r'<clipPath id="([^"]+)"', svg))
+
+    assert ids(first) and not ids(first) & ids(charts.to_svg(two))
+    for ref in re.findall(r'url\(#([^)]+)\)', first):
+        assert ref in ids(first)
+
+
+def test_without_anywidget_a_notebook_chart_is_the_svg_alone(monkeypatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "anywidget" else real(name, *a))
+    monkeypatch.delenv(charts.SPECS_ENV, raising=False)
+    spec = charts.series_chart(_series([1.0, 2.0])).to_dict()
+    assert set(charts._notebook_renderer(spec)) == {"image/svg+xml"}

@@ -118,3 +118,58 @@ def test_a_save_from_jupyterlab_strips_all_but_the_checked_outputs() -> None:
     text = {"type": "file", "content": "print(1)"}
     strip_on_save(model=text)
     assert text == {"type": "file", "content": "print(1)"}
+
+
+def _chart_output() -> dict:
+    """What a chart cell holds after a run in JupyterLab: the widget and the SVG."""
+    from analysis import charts
+
+    return nbformat.v4.new_output("display_data", data={
+        charts.WIDGET_MIME: {"version_major": 2, "version_minor": 1,
+                             "model_id": "13b0dde7d9e7477d991f9b937cd4847b"},
+        "image/svg+xml": "<svg/>", "text/plain": "<chart>"})
+
+
+def test_an_interactive_chart_is_volatile_in_a_checked_cell_and_stripped_elsewhere() -> None:
+    """A widget's model id is random: stored in a checked cell it would fail every nbval
+    run; in an unchecked cell a save strips it (and the widgets' state) with the chart."""
+    nb = _good_notebook()
+    nb.cells[1].outputs.append(_chart_output())
+    assert notebook_problems(nb) == ["code cell 1 stores a volatile output"]
+    nb = _good_notebook()
+    nb.cells[2].outputs = [_chart_output()]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    strip_unchecked(nb)
+    assert nb.cells[2].outputs == [] and "widgets" not in nb.metadata
+    assert notebook_problems(nb) == []
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.name != "07-lab-replay.ipynb"],
+                         ids=lambda p: p.name)
+def test_a_review_notebook_sets_itself_up_with_one_call(path) -> None:
+    """The setup (charts, tables, the store) is ``notebook_setup``, not a copied cell."""
+    nb = nbformat.read(path, as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    setup = code[1]  # the cell after the parameters
+    assert "con = notebook_setup(db, data_dir)" in setup
+    assert not any(s in "\n".join(code) for s in ("pl.Config(", "enable_offline_renderer(",
+                                                  "open_analysis(", "ensure_store("))
+
+
+def test_notebook_setup_opens_the_store_and_sets_charts_and_tables(tmp_path) -> None:
+    import altair as alt
+    import polars as pl
+    from test_report_fixture import make_store
+
+    from analysis.notebook import TABLE_OPTIONS, notebook_setup
+
+    db = make_store(tmp_path / "s.duckdb")
+    with pl.Config():  # put the kernel-wide settings back after the test
+        con = notebook_setup(db)
+        try:
+            assert con.execute("SELECT count(*) FROM requests").fetchone()[0] > 0
+            assert alt.renderers.active == "postmortem-offline"
+            assert pl.Config.state()["POLARS_FMT_MAX_ROWS"] == str(TABLE_OPTIONS["tbl_rows"])
+        finally:
+            con.close()
+            alt.renderers.enable("default")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from analysis.cli import echo
@@ -37,18 +36,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from analysis.errors import UserError
     from analysis.evaluate import dumps, evaluate
+    from analysis.progress import progress_line
 
     if args.scale <= 0:
         raise UserError(f"--scale must be positive, got {args.scale}")
 
-    def progress(done: int, total: int) -> None:
-        if sys.stderr.isatty():
-            print(f"\r{done}/{total} scenarios", end="", file=sys.stderr, flush=True)
+    with progress_line("evaluate", unit="scenario") as bar:
+        def progress(done: int, total: int) -> None:
+            if bar.total != total:
+                bar.total = total
+            bar.reach(done)
 
-    res = evaluate(args.n, args.seed, n_quiet=args.quiet, workers=args.workers,
-                   scale=args.scale, progress=progress, log=args.log)
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
+        res = evaluate(args.n, args.seed, n_quiet=args.quiet, workers=args.workers,
+                       scale=args.scale, progress=progress, log=args.log)
     if args.json:
         print(dumps(res))
     else:

@@ -30,7 +30,7 @@ from analysis.errors import UserError
 from analysis.ingest.bounds import SCREEN_LENGTH, SCREEN_OPENERS
 from analysis.ingest.detect import EXPECTED, Detected, UnknownFormat, detect
 from analysis.ingest.lines import MAX_LINE, LineStats, line_stats, sha256_file
-from analysis.ingest.load import FastPathMiss, Job, StderrProgress, load_file
+from analysis.ingest.load import FastPathMiss, FileProgress, Job, load_file
 from analysis.ingest.manifest import (
     MANIFEST_NAMES,
     PULL_MANIFEST_NAME,
@@ -40,6 +40,7 @@ from analysis.ingest.manifest import (
 )
 from analysis.ingest.neterr import NetError, cache_from_msg, parse_net_error
 from analysis.ingest.timeparse import parse_duration_ms, parse_time, time_sql
+from analysis.progress import Progress, progress_line
 from analysis.store import ensure_schema
 
 __all__ = [
@@ -242,7 +243,7 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _ingest_one(con: duckdb.DuckDBPyConnection, path: Path, detected: Detected | None,
-                manifest: Manifest | None, replace: bool, progress: bool,
+                manifest: Manifest | None, replace: bool, bar: Progress | None,
                 pool: ThreadPoolExecutor) -> FileReport:
     shown = str(path)
     size = path.stat().st_size
@@ -261,7 +262,7 @@ def _ingest_one(con: duckdb.DuckDBPyConnection, path: Path, detected: Detected |
         return rep
     renames = _renames(manifest, path)
     zone = manifest.timezone if manifest else None
-    shower = StderrProgress(con, path, size) if progress else contextlib.nullcontext()
+    shower = FileProgress(con, bar, path, size) if bar else contextlib.nullcontext()
     with shower as show:
         # JSON lines and CSV first try DuckDB's own reader, exact if it reads one row a line
         fast = detected.fmt == "jsonl" or detected.fmt.startswith("csv")
@@ -350,7 +351,8 @@ def ingest_paths(
     before anything loads; a file whose format is unknown is skipped, and a file
     whose load fails is rolled back, each with its reason in its report line, and
     the other files load (``IngestReport.nothing_loaded`` says when nothing did).
-    ``progress`` writes an updating line per file to stderr.
+    ``progress``: one live line on stderr (a terminal's only, ``analysis.progress``)
+    counting the files' bytes on disk, with an ETA.
     """
     ensure_schema(con)
     con.execute("SET TimeZone = 'UTC'")
@@ -360,18 +362,27 @@ def ingest_paths(
     report = IngestReport(roots=[str(p) for p in paths])
     for manifest in {id(m): m for _, m in files if m is not None}.values():
         _store_manifest(con, manifest)
-    with _memory_cap(con), _quiet(con), ThreadPoolExecutor(max_workers=2) as pool:
+    sizes = {f: f.stat().st_size for f, d, _ in detected if not isinstance(d, FileReport)}
+    read = 0
+    with _memory_cap(con), _quiet(con), ThreadPoolExecutor(max_workers=2) as pool, (
+            progress_line("ingest", total=sum(sizes.values()), unit="B") if progress
+            else contextlib.nullcontext()) as bar:
         for path, det, manifest in detected:
             if isinstance(det, FileReport):
                 report.files.append(det)
                 continue
+            if bar is not None:  # files before this one (a skipped duplicate too) are read
+                bar.reach(read)
+                read += sizes[path]
             try:
-                rep = _ingest_one(con, path, det, manifest, replace, progress, pool)
+                rep = _ingest_one(con, path, det, manifest, replace, bar, pool)
             except Exception as exc:  # noqa: BLE001 - one file's failure is its own line
                 with contextlib.suppress(duckdb.Error):
                     con.execute("ROLLBACK")  # if its transaction is still open
                 rep = _failed(path, det, exc)
             report.files.append(rep)
+        if bar is not None:
+            bar.reach(read)
     report.files += [FileReport(str(d), "unknown", "name", "documentation",
                                 skipped="documentation (README or Markdown), not data")
                      for d in docs]

@@ -19,7 +19,7 @@ import hashlib
 import io
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -81,13 +81,20 @@ def head(path: Path, n_bytes: int = 65536) -> bytes:
 _BROKEN = (EOFError, OSError, zlib.error, zstandard.ZstdError, gzip.BadGzipFile)
 
 
-def decompressed_chunks(path: Path, chunk: int = CHUNK) -> Iterator[tuple[bytes, str | None]]:
+def decompressed_chunks(path: Path, chunk: int = CHUNK, *,
+                        on_read: Callable[[int], None] | None = None,
+                        ) -> Iterator[tuple[bytes, str | None]]:
     """The file's content in chunks, decompressed; a damaged stream ends with one
-    ``(b"", reason)``, after everything that could still be decompressed."""
+    ``(b"", reason)``, after everything that could still be decompressed.
+
+    ``on_read(n)`` is told each time ``n`` bytes are read from disk (compressed
+    bytes for a compressed file: what a progress line over file sizes counts)."""
     kind = compression_of(path)
+    on_read = on_read or (lambda n: None)
     with open(path, "rb") as raw:
         if kind is None:
             while buf := raw.read(chunk):
+                on_read(len(buf))
                 yield buf, None
             return
         new = (lambda: zlib.decompressobj(wbits=31)) if kind == "gzip" else (
@@ -95,6 +102,7 @@ def decompressed_chunks(path: Path, chunk: int = CHUNK) -> Iterator[tuple[bytes,
         dec, at_member_end = new(), False
         try:
             while data := raw.read(chunk // 4):
+                on_read(len(data))
                 while data:
                     out = dec.decompress(data)
                     if out:
@@ -144,6 +152,7 @@ class LineReader:
         self.max_line = max_line
         self.lines = 0  # lines produced so far
         self.bytes_in = 0  # decompressed bytes consumed so far
+        self.disk_bytes = 0  # bytes of the file read from disk so far (compressed, if it is)
 
     def __iter__(self) -> Iterator[pa.Table]:
         batches: list[pa.RecordBatch] = []
@@ -160,7 +169,7 @@ class LineReader:
     def _batches(self) -> Iterator[pa.RecordBatch]:
         rest = b""
         skipping = False  # inside an over-long line whose head was already emitted
-        for buf, broken in decompressed_chunks(self.path):
+        for buf, broken in decompressed_chunks(self.path, on_read=self._read):
             if broken is not None:
                 yield self._one(rest[:RAW_KEEP], broken)
                 return
@@ -182,6 +191,9 @@ class LineReader:
                 rest, skipping = b"", True
         if rest and not skipping:
             yield from self._split(rest)
+
+    def _read(self, n: int) -> None:
+        self.disk_bytes += n
 
     def _too_long(self) -> str:
         return f"line longer than {self.max_line} bytes (kept its first {RAW_KEEP})"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import re
-import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -48,6 +47,7 @@ from analysis.ingest.lines import (
 )
 from analysis.ingest.neterr import cache_from_msg, parse_net_error
 from analysis.ingest.timeparse import sql_str
+from analysis.progress import Progress
 
 TARGET_COLUMNS = {
     "requests": "time, method, caller, uris, status, duration_ms, host, dc",
@@ -483,8 +483,8 @@ def _fast(con: duckdb.DuckDBPyConnection, job: Job, stage: str,
     rest = load_lines(con, job, only=again) if again else Counts()
     if rest.read != len(again):
         raise FastPathMiss(f"line path read {rest.read} of {len(again)} lines")
-    if job.progress:
-        job.progress(stats.lines, 0)
+    if job.progress:  # DuckDB read the whole file
+        job.progress(stats.lines, job.path.stat().st_size)
     return Counts(stats.lines - header, loaded + rest.loaded, rest.rejected)
 
 
@@ -523,7 +523,7 @@ def load_lines(con: duckdb.DuckDBPyConnection, job: Job,
             counts.loaded += loaded
             counts.rejected += bad
         if job.progress and only is None:
-            job.progress(reader.lines, reader.bytes_in)
+            job.progress(reader.lines, reader.disk_bytes)
     return counts
 
 
@@ -695,37 +695,37 @@ def load_file(con: duckdb.DuckDBPyConnection, job: Job,
     return load_lines(con, job)
 
 
-class StderrProgress:
-    """One updating line on stderr for the file being loaded: the lines split so far
-    (line-by-line path) or the percentage DuckDB reports for its own readers, polled
-    on a thread (``query_progress``). A context manager: it clears its line on exit."""
+class FileProgress:
+    """One file's share of the ingest's progress line (``analysis.progress``), which
+    counts bytes of the files on disk: the bytes the line-by-line path has read
+    (compressed bytes for a compressed file), or the share DuckDB reports for its own
+    readers (``query_progress``, polled on a thread). A context manager: on exit the
+    line stands at the end of this file, whichever path read it."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, size: int,
+    def __init__(self, con: duckdb.DuckDBPyConnection, bar: Progress, path: Path, size: int,
                  interval_s: float = 0.5) -> None:
-        self.con, self.path, self.size, self.interval_s = con, path, size, interval_s
-        self.text = ""
+        self.con, self.bar, self.path, self.size = con, bar, path, size
+        self.interval_s = interval_s
+        self.start = bar.done
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
-    def __call__(self, lines: int, bytes_in: int) -> None:
-        self.text = f"{lines:,} lines, {bytes_in / 1e6:,.0f} MB read"
-        self._draw()
-
-    def _draw(self, pct: float = -1.0) -> None:
-        done = f"{pct:3.0f} % " if pct >= 0 else ""
-        print(f"\r\033[K  {self.path} ({self.size / 1e6:,.0f} MB): {done}{self.text}", end="",
-              file=sys.stderr, flush=True)
+    def __call__(self, lines: int, disk_bytes: int) -> None:
+        self.bar.note(f"{self.path.name}: {lines:,} lines")
+        self.bar.reach(self.start + min(disk_bytes, self.size))
 
     def _poll(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self._draw(self.con.query_progress())
+            pct = self.con.query_progress()
+            if pct >= 0:
+                self.bar.reach(self.start + self.size * min(pct, 100.0) / 100.0)
 
-    def __enter__(self) -> StderrProgress:
-        self._draw()
+    def __enter__(self) -> FileProgress:
+        self.bar.note(self.path.name)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        print("\r\033[K", end="", file=sys.stderr, flush=True)
+        self.bar.reach(self.start + self.size)

@@ -31,6 +31,7 @@ from analysis.lab.capture import (
 )
 from analysis.lab.gobuild import build_dataplane
 from analysis.lab.netns import namespace, namespace_gone, unavailable_reason
+from analysis.progress import progress_line
 
 VARIANTS = ("naive", "fixed-source", "random-source", "bounded")
 BATCH_CALLER = "feed-indexer"
@@ -174,6 +175,17 @@ def _prepare_out(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
+def _wait_showing(proc: subprocess.Popen, limit_s: float, what: str, seconds: int) -> int:
+    """``proc.wait(timeout=limit_s)``, with a progress line of the run's seconds."""
+    with progress_line(f"lab: {what}", total=seconds, unit="s") as bar:
+        for waited in range(int(limit_s)):
+            try:
+                return proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                bar.reach(min(seconds, waited + 1))
+        return proc.wait(timeout=max(0.01, limit_s - int(limit_s)))
+
+
 def run_lab(config: LabConfig) -> LabResult:
     """Run one variant and leave its capture (compressed, with manifest) in ``config.out``.
 
@@ -211,7 +223,7 @@ def run_lab(config: LabConfig) -> LabResult:
         )
         for proc, what, limit in ((dp, "data plane", config.seconds + 30), (sampler, "sampler", 5)):
             try:
-                rc = proc.wait(timeout=limit)
+                rc = _wait_showing(proc, limit, what, config.seconds)
             except subprocess.TimeoutExpired as exc:
                 raise UserError(f"lab: the {what} did not finish in time; killed it") from exc
             if rc != 0:

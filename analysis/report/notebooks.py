@@ -47,6 +47,7 @@ from pathlib import Path
 
 from analysis.errors import UserError
 from analysis.paths import NOTEBOOKS, SAMPLES
+from analysis.progress import progress_line
 
 _EXTERNAL_SCRIPT = re.compile(r"<script[^>]*\bsrc=\"https?://[^\"]*\"[^>]*>\s*</script>", re.I)
 _EXTERNAL_LINK = re.compile(r"<link[^>]*\bhref=\"https?://[^\"]*\"[^>]*>", re.I)
@@ -356,7 +357,8 @@ def run_notebooks(
         # one notebook per free worker (not all queued at once): a failure starts no other
         waiting = collections.deque(todo)
         running: dict[Future, Path] = {}
-        with ProcessPoolExecutor(max_workers=lanes, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=lanes, mp_context=ctx) as pool, \
+                progress_line("notebooks", total=len(todo), unit="notebook") as bar:
             def start_next() -> None:
                 nb = waiting.popleft()
                 with _caller_script_not_rerun():  # a worker may start on submit
@@ -366,9 +368,11 @@ def run_notebooks(
             for _ in range(lanes):
                 start_next()
             while running:
+                bar.note(", ".join(n.stem for n in running.values()))  # running now
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for job in done:
                     pages[running.pop(job)] = job.result()
+                    bar.advance()
                     if waiting:
                         start_next()
     return [pages[nb] for nb in nbs]
@@ -396,7 +400,8 @@ def strip_unchecked(nb) -> None:
         nb.metadata.pop(key, None)
 
 
-_VOLATILE = re.compile(r"0x[0-9a-f]{6,}|altair-viz-|\bat 0x|Timestamp\(|\d+\.\d+ ?s elapsed")
+_VOLATILE = re.compile(r"0x[0-9a-f]{6,}|altair-viz-|\bat 0x|Timestamp\(|\d+\.\d+ ?s elapsed"
+                       r"|\bmodel_id\b")  # a widget's (charts' interactive view) random id
 
 
 def notebook_problems(nb) -> list[str]:

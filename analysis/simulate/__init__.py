@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.errors import UserError
+from analysis.progress import progress_line
 from analysis.simulate.files import (
     Written,
     write_events,
@@ -92,17 +93,24 @@ def simulate(scenario: str, out: Path, seed: int = 1, scale: float = 1.0,
         sc = rename_callers(sc, rename)
     out = Path(out)
     _prepare(out)
-    t0 = time.perf_counter()
-    world = run_world(sc)
-    t1 = time.perf_counter()
-    rng = np.random.default_rng([seed, 13])
-    acc = Written()
-    n_req = write_requests(out, world, rng, acc)
-    n_log = write_logs(out, world, rng, acc)
-    n_met = write_metrics(out, world, rng, acc)
-    write_events(out, world, acc)
-    write_manifest(out, sc)
-    truth = build_truth(world, acc.corrupt, acc.rows)
-    (out / "truth.json").write_text(json.dumps(truth, indent=2) + "\n")
-    t2 = time.perf_counter()
+    with progress_line("simulate", total=5, unit="step") as bar:
+        bar.note("the world")
+        t0 = time.perf_counter()
+        world = run_world(sc)
+        t1 = time.perf_counter()
+        rng = np.random.default_rng([seed, 13])
+        acc = Written()
+        bar.step("request logs")
+        n_req = write_requests(out, world, rng, acc)
+        bar.step("error logs")
+        n_log = write_logs(out, world, rng, acc)
+        bar.step("metrics")
+        n_met = write_metrics(out, world, rng, acc)
+        bar.step("events, manifest, truth")
+        write_events(out, world, acc)
+        write_manifest(out, sc)
+        truth = build_truth(world, acc.corrupt, acc.rows)
+        (out / "truth.json").write_text(json.dumps(truth, indent=2) + "\n")
+        bar.advance()
+        t2 = time.perf_counter()
     return SimulationResult(out, truth, n_req, n_log, n_met, len(acc.rows), t1 - t0, t2 - t1)
