@@ -80,6 +80,8 @@ def pre(view: IncidentView, s: Series) -> np.ndarray:
 
 
 def median(v: np.ndarray) -> float:
+    """Median of the finite values (NaN when there is none)."""
+    v = v[np.isfinite(v)]
     return float(np.median(v)) if v.size else float("nan")
 
 

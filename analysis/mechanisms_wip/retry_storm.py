@@ -41,9 +41,11 @@ class RetryStorm:
         if not sent or not failed or not view.callees(c):
             return None
         sent_s, fail_s = sent[0], failed[0]
-        if sent_s.onset is None:
+        # retries follow the failures the caller sees: measure from there (a sampled
+        # request log is too coarse to time the rise of the sent rate by itself)
+        on = min((x for x in (sent_s.onset, fail_s.onset) if x is not None), default=None)
+        if on is None:
             return None
-        on = sent_s.onset
         offered_pre, offered = median(pre(view, sent_s)), median(sent_s.values[on:])
         if not offered_pre > 0:
             return None

@@ -10,7 +10,9 @@ From the rolled-up ``signals`` (``analysis.rollups``) this builds, once per inci
   errors, rate, inflight, pool size, queue wait, CPU, memory, their limits,
   throttling, restarts; limits and sizes are settings, never suspects themselves; a
   caller's request-log signals are what it sent (``sent_rate``) and what it saw of its
-  callees (``client_errors``, ``client_latency``: evidence about the callees);
+  callees (``client_errors``, ``client_latency``: evidence about the callees); an
+  entity's errors are taken per request (divided by its rate) when it has a rate, so
+  that traffic growth alone is not an error anomaly;
 * **robust scores**: each series, on the step its samples come at (a gauge held over
   1 s buckets is one sample, not ten), against its own baseline, the median and MAD
   of the first quarter of the window (the pre-incident part; at least 5 samples);
@@ -238,8 +240,13 @@ def build_view(con: duckdb.DuckDBPyConnection) -> IncidentView:
     t = list(frame["t"])
     n_base = max(5, len(t) // 4)
     series = []
+    rates = {ent: key for key, (ent, kind) in chosen.items() if kind == "rate"}
     for key, (ent, kind) in chosen.items():
         v = frame[key].to_numpy().astype(float)
+        if kind == "errors" and ent in rates:  # per request: errors grow with traffic
+            r = frame[rates[ent]].to_numpy().astype(float)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                v = np.where(r > 0, v / r, np.nan)
         if np.all(~np.isfinite(v)):
             continue
         s = Series(key, ent, kind, v)

@@ -55,7 +55,10 @@ def pool_saturation(services, ov: Overrides, rng, t0: int, used: set[int]) -> Fa
     # the pool runs at 55-80 % and the slower path takes it past 1 (x 1.15-1.7)
     services[j].pool = max(4, int(np.ceil(services[j].busy / rng.uniform(0.55, 0.8))))
     rho = services[j].busy / services[j].pool
-    f = float(rng.uniform(1.15, 1.7) / max(rho, 0.05))
+    # own time x f so that the whole time in system grows by target / rho
+    s = services[j]
+    grow = float(rng.uniform(1.15, 1.7) / max(rho, 0.05))
+    f = (grow * s.w_ms - (s.w_ms - s.s_ms)) / s.s_ms
     ov.s_mult[j] = _ramp(ov.n, t0, int(rng.integers(1, 4)), f)
     services[j].cpu_limit *= 3  # not a CPU story
     return Fault("pool_saturation", services[j].name, "pool_in_use", t0,
@@ -65,22 +68,25 @@ def pool_saturation(services, ov: Overrides, rng, t0: int, used: set[int]) -> Fa
 def retry_storm(services, ov: Overrides, rng, t0: int, used: set[int]) -> Fault:
     """A caller retrying ``r`` times without a budget turns a callee's short error burst
     into a lasting overload (offered = base x (1 + r x e); the callee sheds the rest)."""
-    callers = [i for i, s in enumerate(services) if s.callees and i not in used]
-    i = int(rng.choice(callers or [0]))
-    c = int(rng.choice(list(services[i].callees)))
+    # a caller and a callee it alone calls when there is one (else its storm is diluted
+    # by the callee's other traffic)
+    pairs = [(i, c) for i, s in enumerate(services) if i not in used for c in s.callees
+             if c not in used]
+    sole = [(i, c) for i, c in pairs if callers_of(services, c) == [i]]
+    i, c = (sole or pairs)[int(rng.integers(0, len(sole or pairs)))]
     used.update({i, c})
-    r = int(rng.integers(3, 6))
+    r = int(rng.integers(4, 7))
     ov.retries[i] = r
     ov.retry_from = t0
     # the callee runs near capacity, so the amplified load keeps it there
     # a storm sustains itself when the callee's capacity c x base load is below
     # (1 + r)^2 / 4r x base (the fixed point of load = base x (1 + r x (1 - cap/load)))
     c_max = (1 + r) ** 2 / (4 * r)
-    ratio = float(rng.uniform(1.1, 1.1 + 0.8 * (c_max - 1.1)))
+    ratio = float(rng.uniform(1.08, 1.08 + 0.6 * (c_max - 1.08)))
     services[c].pool = services[c].busy * ratio  # slots on average (a float is fine here)
     services[c].cpu_limit *= 3
     burst = np.zeros(ov.n)
-    burst[t0: t0 + int(rng.integers(3, 9))] = rng.uniform(0.5, 0.9)
+    burst[t0: t0 + int(rng.integers(4, 10))] = rng.uniform(0.7, 0.95)
     ov.err_add[c] = ov.get(ov.err_add, c, 0.0) + burst
     return Fault("retry_storm", services[i].name, "requests", t0,
                  ["callee_errors", "offered_load", "goodput_drop"],

@@ -30,7 +30,8 @@ DIALECTS: tuple[dict[str, tuple[str, float]], ...] = (
      "pool_in_use": ("pool_in_use", 1.0), "pool_size": ("pool_size", 1.0),
      "queue": ("pool_wait_ms", 1.0), "cpu": ("cpu_usage_cores", 1.0),
      "cpu_limit": ("cpu_limit_cores", 1.0), "throttle": ("cpu_throttled_ratio", 1.0),
-     "memory": ("memory_usage_bytes", 1.0), "memory_limit": ("memory_limit_bytes", 1.0)},
+     "memory": ("memory_usage_bytes", 1.0), "memory_limit": ("memory_limit_bytes", 1.0),
+     "restarts": ("kube_pod_container_status_restarts_total", 1.0)},
     {"rate": ("http_requests_total", 1.0), "errors": ("http_requests_failed_total", 1.0),
      "latency": ("http_server_duration_p99_seconds", 0.001),
      "inflight": ("http_server_active_requests", 1.0),
@@ -41,7 +42,8 @@ DIALECTS: tuple[dict[str, tuple[str, float]], ...] = (
      "cpu_limit": ("container_spec_cpu_limit_cores", 1.0),
      "throttle": ("container_cpu_cfs_throttled_ratio", 1.0),
      "memory": ("container_memory_working_set_bytes", 1.0),
-     "memory_limit": ("container_spec_memory_limit_bytes", 1.0)},
+     "memory_limit": ("container_spec_memory_limit_bytes", 1.0),
+     "restarts": ("kube_pod_container_status_restarts_total", 1.0)},
 )
 
 
@@ -49,7 +51,8 @@ def _values(run: Run, role: str, j: int) -> np.ndarray:
     table = {"rate": run.rate, "errors": run.errors, "latency": run.p99_ms,
              "inflight": run.inflight, "pool_in_use": run.pool_in_use, "pool_size": run.pool,
              "queue": run.queue_ms, "cpu": run.cpu, "cpu_limit": run.cpu_limit,
-             "throttle": run.throttled, "memory": run.mem, "memory_limit": run.mem_limit}
+             "throttle": run.throttled, "memory": run.mem, "memory_limit": run.mem_limit,
+             "restarts": run.restarts}
     return table[role][:, j]
 
 
@@ -72,7 +75,7 @@ def write_metrics(out: Path, run: Run, start: datetime, rng: np.random.Generator
             v = _values(run, role, j) * scale
             if role == "pool_size":
                 v = np.round(v)
-            if metric.endswith("_total"):
+            if metric.endswith("_total") and role != "restarts":
                 v = _counter(v)
             series.append(({"__name__": metric, label: svc, "namespace": "shop"}, v))
         if role.startswith("memory") and memory_csv:

@@ -45,6 +45,7 @@ class Service:
     deadline_ms: float  # this service's time-out on its callees
     retries: int = 0  # retries per failed call, without a budget when > 1
     busy: float = 0.0  # in-flight at the base traffic (rate x time in system)
+    w_ms: float = 0.0  # time in system at the base traffic (own + callees)
 
 
 @dataclass

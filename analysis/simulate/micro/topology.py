@@ -83,7 +83,7 @@ def random_services(rng: np.random.Generator, entry_rps: float) -> list[Service]
             w[j] = services[j].s_ms + sum(k * w[c] for c, k in callees[j].items())
     for j, s in enumerate(services):
         busy = rates[j] * w[j] / 1000.0  # Little's law: base in-flight
-        s.busy = busy
+        s.busy, s.w_ms = busy, float(w[j])
         s.pool = int(max(4, np.ceil(busy / rng.uniform(0.08, 0.4))))
         s.cpu_limit = float(round(max(0.25, rates[j] * s.cpu_per_req / rng.uniform(0.3, 0.55)), 2))
         s.mem_limit = float(s.mem_base * rng.uniform(1.6, 2.5))
