@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from analysis.cli import echo
+from analysis.simulate.micro import FAMILIES
 
 
 def _count(text: str) -> int:
@@ -28,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, choices=(1, 2), default=2, help="processes (1 or 2)")
     p.add_argument("--scale", type=float, default=0.1,
                    help="request-log volume of ordinary callers (default 0.1)")
+    p.add_argument("--families", default=",".join(FAMILIES), metavar="LIST",
+                   help="microservice families to run, n runs each, comma-separated (default:"
+                        " all; 'none' for port exhaustion only)")
     p.add_argument("--json", action="store_true", help="print the summary and outcomes as JSON")
     p.add_argument("--log", type=Path, metavar="FILE",
                    help="write each scenario's outcome to FILE as a JSON line as it finishes")
@@ -45,8 +49,14 @@ def run(args: argparse.Namespace) -> int:
         if sys.stderr.isatty():
             print(f"\r{done}/{total} scenarios", end="", file=sys.stderr, flush=True)
 
+    fams = () if args.families.strip() == "none" else tuple(
+        f.strip() for f in args.families.split(",") if f.strip())
+    unknown = [f for f in fams if f not in FAMILIES]
+    if unknown:
+        raise UserError(f"--families: unknown {', '.join(unknown)}; expected some of"
+                        f" {', '.join(FAMILIES)} or none")
     res = evaluate(args.n, args.seed, n_quiet=args.quiet, workers=args.workers,
-                   scale=args.scale, progress=progress, log=args.log)
+                   scale=args.scale, progress=progress, log=args.log, families=fams)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     if args.json:

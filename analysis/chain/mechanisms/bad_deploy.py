@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.mechanisms_wip.base import MechanismFit, median, names, onset_of
-from analysis.mechanisms_wip.view import IncidentView
+from analysis.chain.mechanisms.base import MechanismFit, median, names, onset_of
+from analysis.chain.view import IncidentView
 
 MAX_DELAY_S = 600.0
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.mechanisms_wip.base import (
+from analysis.chain.mechanisms.base import (
     MechanismFit,
     at_cap,
     deploy_near,
@@ -20,7 +20,7 @@ from analysis.mechanisms_wip.base import (
     median,
     onset_of,
 )
-from analysis.mechanisms_wip.view import IncidentView
+from analysis.chain.view import IncidentView
 
 
 class SlowDependency:

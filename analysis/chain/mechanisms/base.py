@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from analysis.mechanisms_wip.view import IncidentView, Series
+from analysis.chain.view import IncidentView, Series
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,15 @@ class MechanismFit:
     onsets: dict[str, datetime]
     numbers: dict[str, float] = field(default_factory=dict)
     rivals_rejected: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        """JSON-ready (times as ISO 8601 UTC)."""
+        return {"mechanism": self.mechanism, "culprit": self.culprit, "signal": self.signal,
+                "evidence": self.evidence,
+                "onsets": {r: t.replace(microsecond=0).isoformat() + "Z"
+                           for r, t in self.onsets.items()},
+                "numbers": {k: (None if v != v else v) for k, v in self.numbers.items()},
+                "rivals_rejected": list(self.rivals_rejected)}
 
     def roles_in_order(self, roles: tuple[str, ...], tie_s: float = 0.0) -> list[str]:
         """The found roles sorted by onset; onsets less than ``tie_s`` apart keep the

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.mechanisms_wip.base import MechanismFit
-from analysis.mechanisms_wip.view import IncidentView
+from analysis.chain.mechanisms.base import MechanismFit
+from analysis.chain.view import IncidentView
 from analysis.roles import ROLES, plateau_matches_range
 from analysis.signal_id import SignalId
 

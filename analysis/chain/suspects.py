@@ -1,7 +1,7 @@
 """Suspects: a ranked list of entities and signals for every incident, with evidence.
 
 Standard practice (BARO, BubbleUp, Sift), on the incident's view
-(``analysis.mechanisms_wip.view``):
+(``analysis.chain.view``):
 
 1. each entity's departure from its own baseline: the largest robust z of its
    signals that moved in the direction that is trouble for their kind, and the
@@ -10,7 +10,7 @@ Standard practice (BARO, BubbleUp, Sift), on the incident's view
    *explained* (its trouble can come from below) and ranks after those that are not;
 3. onset order: among the unexplained, earlier first; the size of the departure
    breaks ties (onsets within one step are ties);
-4. a confirmed mechanism (``mechanisms_wip.check_all``) puts its culprit first, with
+4. a confirmed mechanism (``chain.mechanisms.check_all``) puts its culprit first, with
    the mechanism's evidence.
 
 ``baseline_suspects`` is the do-nothing baseline it must beat: every entity ranked by
@@ -25,8 +25,8 @@ from datetime import datetime
 
 import numpy as np
 
-from analysis.mechanisms_wip.base import MechanismFit
-from analysis.mechanisms_wip.view import BAD_UP, SETTINGS, IncidentView, Series
+from analysis.chain.mechanisms.base import MechanismFit
+from analysis.chain.view import BAD_UP, SETTINGS, IncidentView, Series
 
 TIE_STEPS = 1
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.mechanisms_wip.base import MechanismFit, median, onset_of, pre
-from analysis.mechanisms_wip.view import IncidentView
+from analysis.chain.mechanisms.base import MechanismFit, median, onset_of, pre
+from analysis.chain.view import IncidentView
 
 
 class RetryStorm:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.mechanisms_wip.base import MechanismFit, at_cap, median, onset_of, pre
-from analysis.mechanisms_wip.view import IncidentView
+from analysis.chain.mechanisms.base import MechanismFit, at_cap, median, onset_of, pre
+from analysis.chain.view import IncidentView
 
 
 class ResourceSaturation:

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from analysis.mechanisms_wip import (
+from analysis.chain.mechanisms import (
     bad_deploy,
     pool_saturation,
     port_exhaustion,
@@ -14,8 +14,8 @@ from analysis.mechanisms_wip import (
     retry_storm,
     slow_dependency,
 )
-from analysis.mechanisms_wip.base import Mechanism, MechanismFit
-from analysis.mechanisms_wip.view import IncidentView, build_view
+from analysis.chain.mechanisms.base import Mechanism, MechanismFit
+from analysis.chain.view import IncidentView, build_view
 
 MECHANISMS: tuple[Mechanism, ...] = (
     port_exhaustion.MECHANISM,
