@@ -1,10 +1,11 @@
 """Write a microservice run as the files ingest reads (``docs/formats.md``).
 
-* ``requests/requests-<callee>.jsonl.gz``: the callee's access log, one sampled row per
+* ``requests/requests-mesh.jsonl.gz``: the mesh's access log, one sampled row per
   request with ``caller`` (the calling service, ``users`` at the entry), ``host`` (the
   callee), ``method``, ``status`` and ``duration_ms``;
-* ``metrics/prom-<metric>.json`` (Prometheus ``query_range``), one series per service
-  labelled ``service`` (or ``app``), in one of two naming dialects; memory as CSV long;
+* ``metrics/prom-services.json`` (one Prometheus ``query_range`` response), one series
+  per service and metric labelled ``service`` (or ``app``), in one of two naming
+  dialects; memory, in half the runs, as CSV long instead;
 * ``events/events.yaml``: deploys and notes;
 * ``incident.toml``: name, window and, in about half the runs, the service graph
   (``[graph] calls``); otherwise only the request logs tell who calls whom.
@@ -69,6 +70,7 @@ def write_metrics(out: Path, run: Run, start: datetime, rng: np.random.Generator
     unix = int(start.timestamp()) + STEP_S * np.arange(n)
     total = 0
     memory_csv = rng.random() < 0.5
+    result: list[dict] = []  # one query_range response holds every series (one file)
     for role, (metric, scale) in names.items():
         series = []
         for j, svc in enumerate(run.names):
@@ -86,13 +88,13 @@ def write_metrics(out: Path, run: Run, start: datetime, rng: np.random.Generator
                                          .alias("time"), pl.exclude("us")), "csv")
             write_bytes(out, f"metrics/metrics-{metric}.csv", body)
         else:
-            result = [{"metric": lab, "values": [[int(t), repr(round(float(x), 6))]
-                                                 for t, x in zip(unix, v, strict=True)]}
-                      for lab, v in series]
-            doc = {"status": "success", "data": {"resultType": "matrix", "result": result}}
-            write_bytes(out, f"metrics/prom-{metric}.json",
-                        json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode())
+            result += [{"metric": lab, "values": [[int(t), repr(round(float(x), 6))]
+                                                  for t, x in zip(unix, v, strict=True)]}
+                       for lab, v in series]
         total += n * len(series)
+    doc = {"status": "success", "data": {"resultType": "matrix", "result": result}}
+    write_bytes(out, "metrics/prom-services.json",
+                json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode())
     return total
 
 
@@ -123,14 +125,12 @@ def write_requests(out: Path, run: Run, services: list[Service], start: datetime
             "status": np.where(bad, "error", "ok"), "duration_ms": np.round(lat, 2),
             "host": services[c].name,
         }))
-    rows = 0
-    for c, frames in parts.items():
-        df = pl.concat(frames).sort("us")
-        body = lines_of(df.select(iso(pl.col("us")).alias("time"), pl.lit("INFO").alias("level"),
-                                  pl.lit("rpc").alias("msg"), pl.exclude("us")), "json")
-        write_bytes(out, f"requests/requests-{c:02d}.jsonl.gz", body)
-        rows += df.height
-    return rows
+    # one access log for the whole mesh (as a log pipeline would ship it)
+    df = pl.concat([f for frames in parts.values() for f in frames]).sort("us")
+    body = lines_of(df.select(iso(pl.col("us")).alias("time"), pl.lit("INFO").alias("level"),
+                              pl.lit("rpc").alias("msg"), pl.exclude("us")), "json")
+    write_bytes(out, "requests/requests-mesh.jsonl.gz", body)
+    return df.height
 
 
 def write_events(out: Path, events: list[dict], start: datetime) -> None:
