@@ -222,7 +222,7 @@ class EvaluationResult:
             if fam:
                 lines.append(f"  time per family run: median {np.median(fam):.2f} s"
                              f" ({len(fam)} runs; role order with ties under"
-                             " 10 s, the families' metric step)")
+                             " 15 s: metrics every 10 s)")
         return "\n".join(lines)
 
 

@@ -17,7 +17,8 @@ From the rolled-up ``signals`` (``analysis.rollups``) this builds, once per inci
   1 s buckets is one sample, not ten), against its own baseline, the median and MAD
   of the first quarter of the window (the pre-incident part; at least 5 samples);
   the onset is the first step from which the departure holds (3 of 4 steps beyond
-  ``z_onset``), in the direction that is bad for its kind;
+  ``z_onset``), in the direction that is bad for its kind; where the name gives a unit,
+  a change under a millisecond (or 0.2 points of error ratio) never counts;
 * **the call graph**: the manifest's ``[graph] calls`` or, without one, the request
   logs' caller -> host pairs; and the timeline's events.
 """
@@ -83,6 +84,7 @@ class Series:
     z: np.ndarray = field(default_factory=lambda: np.zeros(0))
     onset: int | None = None  # first step of a sustained departure in the bad direction
     peak_z: float = 0.0  # largest |z| from the onset on (signed by direction)
+    ratio: bool = False  # errors divided by the entity's rate (per request)
 
 
 @dataclass
@@ -175,6 +177,20 @@ def _sample_step(frame: pl.DataFrame, grid_s: float) -> int:
     return max(1, min(k, max(1, frame.height // 10)))
 
 
+def _absolute_floor(s: Series) -> float:
+    """The smallest change that matters, where the name gives a unit: a millisecond of
+    latency or wait, 0.2 points of error ratio (per request)."""
+    low = s.signal.lower()
+    if s.kind in ("latency", "queue", "client_latency"):
+        if "second" in low:
+            return 1e-3
+        if "_ms" in low or "millis" in low or s.kind == "client_latency":
+            return 1.0
+    if s.kind == "errors" and s.ratio:
+        return 2e-3
+    return 0.0
+
+
 def _score(s: Series, n_base: int, counts: bool, step_s: float) -> None:
     """Robust z against the pre-incident part, the sustained onset and the peak."""
     v = s.values
@@ -185,7 +201,7 @@ def _score(s: Series, n_base: int, counts: bool, step_s: float) -> None:
     med = float(np.median(pre))
     mad = 1.4826 * float(np.median(np.abs(pre - med)))
     spread = float(np.percentile(pre, 95) - np.percentile(pre, 5)) / 3.3
-    floor = max(0.05 * abs(med), 1e-9)
+    floor = max(0.05 * abs(med), _absolute_floor(s), 1e-9)
     if counts:  # Poisson: a rate of ``med`` per second over a step of ``step_s``
         floor = max(floor, np.sqrt(max(med * step_s, 1.0)) / step_s)
     s.base, s.scale = med, max(mad, spread, floor)
@@ -249,7 +265,7 @@ def build_view(con: duckdb.DuckDBPyConnection) -> IncidentView:
                 v = np.where(r > 0, v / r, np.nan)
         if np.all(~np.isfinite(v)):
             continue
-        s = Series(key, ent, kind, v)
+        s = Series(key, ent, kind, v, ratio=kind == "errors" and ent in rates)
         if kind not in SETTINGS:
             _score(s, n_base, ids[key].family == "caller", grid_s * k)
         series.append(s)

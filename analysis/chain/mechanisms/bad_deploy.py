@@ -4,14 +4,15 @@ deployed component within minutes.
 Check: a ``deploy`` event naming an entity (as a whole word of its title or detail),
 that entity's errors or latency stepping up within ``MAX_DELAY_S`` of it, and the
 step the entity's own: none of its callees moved first (rival: a dependency change)
-and the traffic into it did not jump with it (rival: a coincident traffic change).
+and no peer outside its callers stepped with it (rival: a change that hit everyone, such
+as traffic; errors are per request, so traffic alone is no step).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from analysis.chain.mechanisms.base import MechanismFit, median, names, onset_of
+from analysis.chain.mechanisms.base import MechanismFit, names, onset_of
 from analysis.chain.view import IncidentView
 
 MAX_DELAY_S = 600.0
@@ -52,9 +53,12 @@ class BadDeploy:
             c_on = onset_of(view, c, ("errors", "latency"))
             if c_on is not None and c_on < on:
                 return None
-        rate = view.first(e, "rate")
-        if rate is not None and median(rate.values[on:]) > 1.5 * max(rate.base, 1e-9):
-            return None
+        # confined: no peer (neither a caller of it nor it) stepped at the same time
+        above = {a for a in view.entities if e in view.descendants(a)}
+        for p in view.entities:
+            p_on = onset_of(view, p, ("errors",))
+            if p not in above and p != e and p_on is not None and abs(p_on - on) <= 2:
+                return None
         onsets = {"deploy_event": at, "errors": view.time_of(on)}
         errs = [i for c in view.callers(e) if (i := onset_of(view, c, ("errors",))) is not None
                 and i >= on]
@@ -66,7 +70,7 @@ class BadDeploy:
                     if s.onset == on), "")
         return MechanismFit(self.name, e, sig, text, onsets, {"delay_s": delay},
                             ("dependency change: no callee moved first",
-                             "traffic change: the rate into it did not jump"))
+                             "a change that hit everyone: no peer stepped with it"))
 
 
 MECHANISM = BadDeploy()

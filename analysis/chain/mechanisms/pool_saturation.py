@@ -76,7 +76,10 @@ class PoolSaturation:
         if rate is not None and median(rate.values[use.onset:]) > 1.5 * rate.base:
             return None
         rejected.append("traffic spike: the arrival rate did not rise by half")
-        onsets = {"pool_in_use": view.time_of(use.onset)}
+        # the role starts when the pool is full, not when its use starts to climb
+        full = np.flatnonzero(np.nan_to_num(after) >= 0.95 * cap)
+        onsets = {"pool_in_use": view.time_of(use.onset + int(full[0]) if full.size
+                                              else use.onset)}
         for role, kinds in (("queue_wait", ("queue",)), ("latency", ("latency",)),
                             ("errors", ("errors",))):
             i = onset_of(view, e, kinds)
