@@ -72,7 +72,7 @@ def test_the_family_runs_are_deterministic_and_carry_their_truth(tmp_path):
                 for p in sorted(root.rglob("*")) if p.is_file()}
 
     a = simulate_family("bad-deploy", tmp_path / "a", 11)
-    b = simulate_family("bad-deploy", tmp_path / "b", 11)
+    simulate_family("bad-deploy", tmp_path / "b", 11)
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
     c = a.truth["causes"][0]
     assert c["mechanism"] == "bad_deploy" and c["entity"] in a.truth["services"]

@@ -11,7 +11,7 @@ Standard practice (BARO, BubbleUp, Sift), on the incident's view
 3. onset order: among the unexplained, earlier first; the size of the departure
    breaks ties (onsets within one step are ties);
 4. a confirmed mechanism (``chain.mechanisms.check_all``) puts its culprit first, with
-   the mechanism's evidence.
+   the mechanism's evidence (its score stays its own departure, log(1 + z)).
 
 ``baseline_suspects`` is the do-nothing baseline it must beat: every entity ranked by
 the largest z-score jump of any of its signals against the whole series' mean and
@@ -80,9 +80,10 @@ def rank_suspects(view: IncidentView, fits: list[MechanismFit] | None = None,
     rows.sort(key=lambda r: (r[0], r[1]))
     out = [r[2] for r in rows]
     for fit in reversed(fits or []):
+        own = next((x.score for x in out if x.entity == fit.culprit), 0.0)
         out = [x for x in out if x.entity != fit.culprit]
         first = min(fit.onsets.values()) if fit.onsets else None
-        out.insert(0, Suspect(fit.culprit, fit.signal, float("inf"), first,
+        out.insert(0, Suspect(fit.culprit, fit.signal, own, first,
                               f"{fit.mechanism}: {fit.evidence}"))
     return out[:limit]
 

@@ -92,6 +92,6 @@ def suspect_lines(result: ChainResult, shown: int = 5) -> list[str]:
            " direction):"]
     for i, s in enumerate(result.suspects[:shown], 1):
         on = "—" if s.onset is None else iso(s.onset)
-        score = "mechanism" if s.score == float("inf") else f"{s.score:.2f}"
-        out.append(f"  {i}. {s.entity} [{s.signal}] score {score}, onset {on}: {s.evidence}")
+        out.append(f"  {i}. {s.entity} [{s.signal}] score {s.score:.2f}, onset {on}:"
+                   f" {s.evidence}")
     return out
