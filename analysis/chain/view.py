@@ -53,11 +53,12 @@ KIND_PATTERNS: tuple[tuple[str, str], ...] = (
     ("errors", r"error|fail|5xx|fault|exception"),
     ("cpu", r"cpu"),
     ("memory", r"mem|rss|working_set|heap"),
-    ("rate", r"request|rps|qps|throughput|traffic|calls|count|_total$"),
+    ("io", r"diskio|disk_io|socket|_io\b|iops"),
+    ("rate", r"request|rps|qps|throughput|traffic|calls|count|workload|_total$"),
 )
 #: kinds whose rise is trouble (rates may move either way)
 BAD_UP = frozenset({"latency", "errors", "queue", "pool_in_use", "inflight", "cpu", "memory",
-                    "throttle", "restarts"})
+                    "throttle", "restarts", "io"})
 SETTINGS = frozenset({"pool_size", "cpu_limit", "memory_limit"})
 Z_ONSET = 6.0
 
@@ -247,7 +248,13 @@ def build_view(con: duckdb.DuckDBPyConnection) -> IncidentView:
         return IncidentView(list(frame["t"]), 1.0, [], calls, graph_from, events)
     grid_s = (frame["t"][1] - frame["t"][0]).total_seconds()
     frame = frame.with_columns(pl.exclude("t").cast(pl.Float64))
+    # a short capture inside a longer window: only the span where metrics have samples
     metric_cols = [c for c in frame.columns[1:] if ids[c].family == "metric"]
+    if metric_cols:
+        has = frame.select(pl.any_horizontal(pl.col(metric_cols).is_not_null())).to_series()
+        idx = np.flatnonzero(has.to_numpy())
+        if idx.size:
+            frame = frame.slice(int(idx[0]), int(idx[-1] - idx[0] + 1))
     k = _sample_step(frame.select("t", *metric_cols) if metric_cols else frame, grid_s)
     if k > 1:
         frame = (frame.with_row_index("_i").with_columns((pl.col("_i") // k).alias("_g"))
