@@ -1,7 +1,8 @@
 """Failure mechanisms, one module each behind one interface (``base.Mechanism``).
 
 ``MECHANISMS`` lists them; ``check_all`` runs every check on an incident's view
-(``view.build_view``) and returns the fits, earliest onset first.
+(``view.build_view``) and returns the fits, earliest onset first, without those another
+fit explains (a pool filled by a retry storm's extra load is the storm's effect).
 """
 
 from __future__ import annotations
@@ -36,5 +37,8 @@ def check_all(view: IncidentView, chain=None) -> list[MechanismFit]:
     fits: list[MechanismFit] = list(port_exhaustion.MECHANISM.check(view, chain))
     for m in MECHANISMS[1:]:
         fits += m.check(view)
+    # a retry storm's extra load fills its callees' pools: those are its effect, not a cause
+    stormed = {c for f in fits if f.mechanism == "retry_storm" for c in view.callees(f.culprit)}
+    fits = [f for f in fits if not (f.mechanism == "pool_saturation" and f.culprit in stormed)]
     return sorted(fits, key=lambda f: (min(f.onsets.values()) if f.onsets else view.t[-1],
                                        f.mechanism, f.culprit))

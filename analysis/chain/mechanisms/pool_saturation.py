@@ -5,7 +5,9 @@ requests queue, the wait grows and callers time out. Check: the pool in use sits
 its size after the onset, and the demand lambda x W, calibrated by the pre-incident
 ratio L / (lambda x W) (so a p99 latency serves as W), reaches N. Rivals: a slower
 callee (its latency rose first: a slow dependency), the CPU quota (resource
-saturation), a traffic spike (lambda rose first by half or more).
+saturation), a traffic spike (lambda rose first by half or more). A callee whose
+latency or errors moved no later than the pool filled is a slower callee (W rose
+first), not a pool of its own.
 """
 
 from __future__ import annotations
@@ -61,13 +63,16 @@ class PoolSaturation:
             if not little >= 0.95:
                 return None
         rejected = []
-        # rivals: a callee slowed first; the CPU at its quota; traffic rose first
+        # rivals: a callee slowed no later than the pool filled; the CPU at its quota;
+        # traffic rose first
+        full = np.flatnonzero(np.nan_to_num(after) >= 0.95 * cap)
+        i_full = use.onset + int(full[0]) if full.size else use.onset
         for c in view.callees(e):
             c_on = onset_of(view, c, ("latency", "errors"))
-            if c_on is not None and c_on < use.onset:
+            if c_on is not None and c_on <= i_full:
                 return None
         rejected.append("slow dependency: no callee's latency or errors rose before the pool"
-                        " filled")
+                        " filled (or with it)")
         cpu, lim = view.first(e, "cpu"), view.first(e, "cpu_limit")
         if cpu is not None and lim is not None and at_cap(cpu.values[use.onset:],
                                                          median(lim.values), 0.3, 0.08):
@@ -77,9 +82,7 @@ class PoolSaturation:
             return None
         rejected.append("traffic spike: the arrival rate did not rise by half")
         # the role starts when the pool is full, not when its use starts to climb
-        full = np.flatnonzero(np.nan_to_num(after) >= 0.95 * cap)
-        onsets = {"pool_in_use": view.time_of(use.onset + int(full[0]) if full.size
-                                              else use.onset)}
+        onsets = {"pool_in_use": view.time_of(i_full)}
         for role, kinds in (("queue_wait", ("queue",)), ("latency", ("latency",)),
                             ("errors", ("errors",))):
             i = onset_of(view, e, kinds)

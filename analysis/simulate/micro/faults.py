@@ -73,7 +73,9 @@ def retry_storm(services, ov: Overrides, rng, t0: int, used: set[int]) -> Fault:
     pairs = [(i, c) for i, s in enumerate(services) if i not in used for c in s.callees
              if c not in used]
     sole = [(i, c) for i, c in pairs if callers_of(services, c) == [i]]
-    i, c = (sole or pairs)[int(rng.integers(0, len(sole or pairs)))]
+    # (with every service already taken by another fault, any call edge will do)
+    pool = sole or pairs or [(i, c) for i, s in enumerate(services) for c in s.callees]
+    i, c = pool[int(rng.integers(0, len(pool)))]
     used.update({i, c})
     r = int(rng.integers(4, 7))
     ov.retries[i] = r
