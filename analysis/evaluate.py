@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from multiprocessing import get_context
 from pathlib import Path
@@ -35,9 +35,21 @@ from pathlib import Path
 import numpy as np
 
 from analysis.chain.find import find_chain
+from analysis.chain.mechanisms import build_view
 from analysis.chain.result import ChainResult
 from analysis.chain.settings import ROOT_CAUSE
+from analysis.chain.suspects import baseline_suspects
+from analysis.evaluate_mechanisms import (
+    FamilyOutcome,
+    MechanismRow,
+    ac_at,
+    avg5,
+    family_row,
+    run_family,
+)
+from analysis.evaluate_mechanisms import table as mechanism_table
 from analysis.roles import ROLES
+from analysis.simulate.micro import FAMILIES
 
 MAX_WORKERS = 2
 
@@ -58,6 +70,8 @@ class ScenarioOutcome:
     seconds: float
     seconds_chain: float
     error: str | None = None
+    suspects: list[str] = field(default_factory=list)  # ranked entities (ours)
+    baseline: list[str] = field(default_factory=list)  # ranked by the largest z-score jump
 
     @property
     def culprit_ok(self) -> bool | None:
@@ -74,6 +88,7 @@ class EvaluationResult:
     seed: int
     tie_s: float
     outcomes: list[ScenarioOutcome] = field(default_factory=list)
+    families: list[FamilyOutcome] = field(default_factory=list)  # microservice families
 
     def _of(self, kind: str, incident: bool | None = None) -> list[ScenarioOutcome]:
         return [o for o in self.outcomes if o.kind == kind
@@ -144,7 +159,40 @@ class EvaluationResult:
             "failures": sum(o.error is not None for o in self.outcomes),
             "time_per_scenario": self.timings(),
             "outcomes": [asdict(o) | {"culprit_ok": o.culprit_ok} for o in self.outcomes],
+            "mechanisms": [{k: v for k, v in asdict(r).items() if k != "seconds"}
+                           for r in self.mechanism_rows()],
+            "family_outcomes": [asdict(o) for o in self.families],
         }
+
+    def port_row(self) -> MechanismRow:
+        """Port exhaustion's line of the per-mechanism table (random and quiet)."""
+        inc = [o for o in self._of("random", True) if o.truth_culprit]
+        row = MechanismRow("port_exhaustion", len(self._of("random")),
+                           failures=sum(o.error is not None for o in self.outcomes))
+        if inc:
+            t = [[o.truth_culprit or ""] for o in inc]
+            for name, ranks in (("", [o.suspects for o in inc]),
+                                ("base_", [o.baseline for o in inc])):
+                setattr(row, f"{name}ac1", float(np.mean([ac_at(r, x, 1) for r, x in
+                                                           zip(ranks, t, strict=True)])))
+                setattr(row, f"{name}ac3", float(np.mean([ac_at(r, x, 3) for r, x in
+                                                           zip(ranks, t, strict=True)])))
+                setattr(row, f"{name}avg5", float(np.mean([avg5(r, x) for r, x in
+                                                            zip(ranks, t, strict=True)])))
+            row.named = float(np.mean([o.verdict == ROOT_CAUSE for o in inc]))
+        row.culprit = self.culprit_accuracy
+        row.role_order = self.order_share
+        row.false_alarms = self.false_alarm_rate
+        return row
+
+    def mechanism_rows(self) -> list[MechanismRow]:
+        """Every line of the per-mechanism table: port exhaustion, then each family."""
+        rows = [self.port_row()] if self.outcomes else []
+        for fam in FAMILIES:
+            outs = [o for o in self.families if o.family == fam]
+            if outs:
+                rows.append(family_row(fam, outs))
+        return rows
 
     def table(self) -> str:
         """The summary as a small text table."""
@@ -167,6 +215,14 @@ class EvaluationResult:
         lines.append(f"  time per scenario: median {tm['median_s']:.2f} s,"
                      f" mean {tm['mean_s']:.2f} s"
                      f" (chain alone: median {tm['chain_median_s']:.2f} s)")
+        rows = self.mechanism_rows()
+        if rows:
+            lines.append(mechanism_table(rows))
+            fam = [o.seconds for o in self.families]
+            if fam:
+                lines.append(f"  time per family run: median {np.median(fam):.2f} s"
+                             f" ({len(fam)} runs; role order with ties under"
+                             " 15 s: metrics every 10 s)")
         return "\n".join(lines)
 
 
@@ -190,7 +246,8 @@ def score(kind: str, seed: int, truth: dict, result: ChainResult, *, tie_s: floa
         order_ok = bool(found) and found == true_order
     culprit = result.culprit.caller if result.culprit else None
     return ScenarioOutcome(kind, seed, incident, t_culprit, result.verdict, culprit, order_ok,
-                           found, errors, seconds, seconds_chain)
+                           found, errors, seconds, seconds_chain,
+                           suspects=[x.entity for x in result.suspects])
 
 
 def run_scenario(kind: str, seed: int, *, scale: float = 0.1, tie_s: float = 2.0,
@@ -210,9 +267,11 @@ def run_scenario(kind: str, seed: int, *, scale: float = 0.1, tie_s: float = 2.0
         t_chain = time.perf_counter()
         result = find_chain(con)
         done = time.perf_counter()
+        base = [x.entity for x in baseline_suspects(build_view(con))]
         con.close()
-        return score(kind, seed, sim.truth, result, tie_s=tie_s, seconds=done - start,
-                     seconds_chain=done - t_chain)
+        out = score(kind, seed, sim.truth, result, tie_s=tie_s, seconds=done - start,
+                    seconds_chain=done - t_chain)
+        return replace(out, baseline=base)
     except Exception as exc:  # one broken scenario must not sink the evaluation
         return ScenarioOutcome(kind, seed, False, None, "error", None, None, [], {},
                                time.perf_counter() - start, 0.0, f"{type(exc).__name__}: {exc}")
@@ -220,9 +279,17 @@ def run_scenario(kind: str, seed: int, *, scale: float = 0.1, tie_s: float = 2.0
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _run(args: tuple[str, int, float, float]) -> ScenarioOutcome:
+def _run(args: tuple[str, int, float, float]) -> ScenarioOutcome | FamilyOutcome:
     kind, seed, scale, tie_s = args
+    if kind in FAMILIES:
+        return run_family(kind, seed)
     return run_scenario(kind, seed, scale=scale, tie_s=tie_s)
+
+
+def family_jobs(n: int, seed: int, families: tuple[str, ...]) -> list[tuple[str, int]]:
+    """``n`` runs of each microservice family, round-robin (a partial run holds all)."""
+    base = 1_000 * seed
+    return [(f, base + i) for i in range(n) for f in families]
 
 
 def scenario_seeds(n: int, n_quiet: int, seed: int) -> list[tuple[str, int]]:
@@ -250,18 +317,28 @@ def evaluate(
     tie_s: float = 2.0,
     progress=None,
     log: Path | None = None,
+    families: tuple[str, ...] = FAMILIES,
 ) -> EvaluationResult:
     """Run the chain on ``n`` random incidents and ``n_quiet`` quiet scenarios
-    (default ``n // 4``) in at most two processes; see the module docstring.
-    ``log`` receives each outcome as a JSON line as soon as it is known."""
+    (default ``n // 4``), and ``n`` runs of each microservice family in ``families``
+    (``analysis.evaluate_mechanisms``), in at most two processes; see the module
+    docstring. ``log`` receives each outcome as a JSON line as soon as it is known."""
     n_quiet = n // 4 if n_quiet is None else n_quiet
-    jobs = [(k, s, scale, tie_s) for k, s in scenario_seeds(n, n_quiet, seed)]
+    pairs = scenario_seeds(n, n_quiet, seed)
+    fam = family_jobs(n, seed, families)
+    # the slow port scenarios spread among the quick family runs
+    step = max(1, len(fam) // max(1, len(pairs)))
+    mixed: list[tuple[str, int]] = []
+    for i, p in enumerate(pairs):
+        mixed += [p, *fam[i * step:(i + 1) * step]]
+    mixed += fam[len(pairs) * step:]
+    jobs = [(k, s, scale, tie_s) for k, s in mixed]
     res = EvaluationResult(n, n_quiet, seed, tie_s)
     workers = max(1, min(MAX_WORKERS, workers))
-    outcomes: list[ScenarioOutcome] = []
+    outcomes: list[ScenarioOutcome | FamilyOutcome] = []
     sink = open(log, "w") if log else None  # noqa: SIM115 (closed below)
 
-    def done(o: ScenarioOutcome) -> None:
+    def done(o: ScenarioOutcome | FamilyOutcome) -> None:
         outcomes.append(o)
         if sink:
             sink.write(json.dumps(asdict(o)) + "\n")
@@ -280,17 +357,28 @@ def evaluate(
     finally:
         if sink:
             sink.close()
-    res.outcomes = sorted(outcomes, key=lambda o: (o.kind, o.seed))
+    _split(res, outcomes)
     return res
+
+
+def _split(res: EvaluationResult, outcomes: list) -> None:
+    """Port-exhaustion scenarios and family runs into their lists, in a stable order."""
+    res.outcomes = sorted((o for o in outcomes if isinstance(o, ScenarioOutcome)),
+                          key=lambda o: (o.kind, o.seed))
+    res.families = sorted((o for o in outcomes if isinstance(o, FamilyOutcome)),
+                          key=lambda o: (o.family, o.seed))
 
 
 def from_log(path: Path, *, seed: int = 0, tie_s: float = 2.0) -> EvaluationResult:
     """An evaluation rebuilt from a ``--log`` file (also from a run cut short)."""
-    outcomes = [ScenarioOutcome(**json.loads(line))
-                for line in Path(path).read_text().splitlines() if line.strip()]
-    res = EvaluationResult(sum(o.kind == "random" for o in outcomes),
-                           sum(o.kind == "quiet" for o in outcomes), seed, tie_s)
-    res.outcomes = sorted(outcomes, key=lambda o: (o.kind, o.seed))
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    outcomes = [FamilyOutcome(**{**r, "truth": [tuple(x) for x in r["truth"]],
+                                 "fits": [tuple(x) for x in r["fits"]]})
+                if "family" in r else ScenarioOutcome(**r) for r in rows]
+    ports = [o for o in outcomes if isinstance(o, ScenarioOutcome)]
+    res = EvaluationResult(sum(o.kind == "random" for o in ports),
+                           sum(o.kind == "quiet" for o in ports), seed, tie_s)
+    _split(res, outcomes)
     return res
 
 

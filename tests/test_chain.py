@@ -82,8 +82,13 @@ def test_json_contract(incident):
     _, r = incident
     d = json.loads(json.dumps(r.to_dict()))
     assert set(d) == {"verdict", "grid", "outside_window", "culprit", "hops", "rejected",
-                      "onsets", "too_short"}
+                      "onsets", "too_short", "mechanism", "mechanisms", "suspects"}
     assert d["too_short"] == []  # every series of the fixture is long enough to judge
+    assert d["mechanism"] == "port_exhaustion"
+    assert d["mechanisms"][0]["culprit"] == d["culprit"]["caller"]
+    assert d["suspects"][0]["entity"] == d["culprit"]["caller"]
+    assert all(set(x) == {"entity", "signal", "score", "onset", "evidence"}
+               for x in d["suspects"])
     assert set(d["grid"]) == {"grid_s", "grid_from", "n_buckets", "window"}
     assert set(d["culprit"]) == {"caller", "method", "evidence"}
     assert set(d["hops"][0]) == {

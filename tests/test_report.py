@@ -56,8 +56,10 @@ def test_the_page_fetches_nothing(hostile) -> None:
 def test_summary_comes_from_the_data(hostile) -> None:
     _, content, _ = hostile
     summary = dict(content.summary)
-    assert set(summary) == {"Impact", "Duration", "Trigger", "Root cause", "Mitigation", "Fix"}
+    assert set(summary) == {"Impact", "Duration", "Trigger", "Root cause", "Suspects",
+                            "Mitigation", "Fix"}
     assert HOSTILE in summary["Trigger"]  # the culprit found in this store, not a constant
+    assert summary["Suspects"].startswith(f"1. {HOSTILE} (")  # the mechanism's culprit leads
     assert "random loopback source addresses" in summary["Mitigation"]
     assert "concurrency limit 50" in summary["Fix"]
     assert content.verdict == "root_cause_found"

@@ -10,7 +10,10 @@
 5. ``add_trigger`` and ``onsets``: when each role starts (``onsets``);
 6. ``mechanism_check`` and ``hop``: the measured hops and the arithmetic (``hops``);
 7. ``rivals``: other callers, packet loss, deploys, the daily curve (``rivals``);
-8. the ``ChainResult`` (``result``).
+8. the ``ChainResult`` (``result``);
+9. ``diagnose``: every mechanism's check (``mechanisms``), the ranked suspects
+   (``suspects``) and the verdict: ``root_cause_found``, ``suspects_only`` or
+   ``no_supported_cause``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from analysis.chain.callers import caller_reason, evidence, score_callers
+from analysis.chain.diagnose import diagnose
 from analysis.chain.hops import exhaustion_evidence, hop, mechanism_check
 from analysis.chain.onsets import add_trigger, onsets
 from analysis.chain.result import CallerScore, ChainResult, Culprit, Rejected, TooShort
@@ -46,7 +50,7 @@ def find_chain(
     the stored ones, or a grid and window chosen from the data); the result says which
     (``rollup``)."""
     info = ensure_rollups(con, grid_s, start, end)
-    result = _chain(con, settings or ChainSettings())
+    result = diagnose(con, _chain(con, settings or ChainSettings()))
     result.rollup = info
     if info.n_buckets == 0 and info.window is not None and info.window.n_outside:
         result.notes = ["too little data: no row inside the window (--start/--end or the"

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from analysis.chain.environment import Environment
+from analysis.chain.mechanisms.base import MechanismFit
+from analysis.chain.suspects import Suspect
 from analysis.roles import role_order
 from analysis.rollups import RollupInfo
 from analysis.signal_id import quote
@@ -99,6 +101,9 @@ class ChainResult:
     notes: list[str] = field(default_factory=list)
     rollup: RollupInfo | None = None  # the grid and window the chain ran on
     too_short: list[TooShort] = field(default_factory=list)  # refused by detection, by name
+    suspects: list[Suspect] = field(default_factory=list)  # ranked, for every incident
+    mechanism: str | None = None  # the mechanism that fits (the first of ``mechanisms``)
+    mechanisms: list[MechanismFit] = field(default_factory=list)  # every fit, earliest first
 
     def to_dict(self) -> dict:
         """The JSON object of ``postmortem chain --json``."""
@@ -113,6 +118,9 @@ class ChainResult:
             "rejected": [asdict(r) for r in self.rejected],
             "onsets": {r: iso(t) for r, t in self.onsets.items()},
             "too_short": [asdict(s) for s in self.too_short],
+            "mechanism": self.mechanism,
+            "mechanisms": [f.to_dict() for f in self.mechanisms],
+            "suspects": [s.to_dict() for s in self.suspects],
         }
 
     def roles_in_order(self, tie_s: float = 0.0) -> list[str]:

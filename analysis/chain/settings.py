@@ -9,6 +9,7 @@ from analysis.detection import DetectorSettings
 
 ROOT_CAUSE = "root_cause_found"
 NO_CAUSE = "no_supported_cause"
+SUSPECTS_ONLY = "suspects_only"  # ranked suspects, no mechanism confirmed
 
 STRESS_FACTOR = 2.0  # runtime stress: OS threads at twice their level
 IMPACT_SHARE = 0.9  # user impact: a minute below 90 % of the usual traffic

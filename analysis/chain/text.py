@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from analysis.chain.result import ChainResult, TooShort, iso
-from analysis.chain.settings import ROOT_CAUSE
+from analysis.chain.settings import ROOT_CAUSE, SUSPECTS_ONLY
 from analysis.signal_id import printable
 
 
@@ -23,12 +23,22 @@ def format_chain(result: ChainResult) -> str:
             lines.append(f"Outside the window: {outside}")
     if result.too_short:
         lines.append(too_short_line(result.too_short))
-    if result.verdict != ROOT_CAUSE:
+    if result.verdict == SUSPECTS_ONLY:
+        lines.append("Verdict: suspects only (no mechanism confirmed; port exhaustion: "
+                     + "; ".join(result.notes) + ").")
+    elif result.verdict != ROOT_CAUSE:
         lines.append("Verdict: no supported cause. " + "; ".join(result.notes))
+    elif result.mechanism not in (None, "port_exhaustion"):
+        c = result.culprit
+        assert c is not None
+        lines.append(f"Verdict: root cause found. Mechanism: {result.mechanism}."
+                     f" Culprit: {c.caller}.")
+        lines.append(f"  Evidence: {c.evidence}")
     else:
         c = result.culprit
         assert c is not None
-        lines.append(f"Verdict: root cause found. Culprit: {c.caller} calling {c.method}.")
+        lines.append(f"Verdict: root cause found. Mechanism: port_exhaustion."
+                     f" Culprit: {c.caller} calling {c.method}.")
         lines.append(f"  Evidence: {c.evidence}")
         lines.append("Onsets: " + ", ".join(
             f"{r} {iso(result.onsets[r])}" for r in result.roles_in_order()))
@@ -42,9 +52,11 @@ def format_chain(result: ChainResult) -> str:
             )
             if h.mechanism:
                 lines.append(f"     mechanism: {h.mechanism}")
+    lines += mechanism_lines(result)
     if result.rejected:
         lines.append("Rejected rivals:")
         lines += [f"  - {r.candidate}: {r.reason}" for r in result.rejected]
+    lines += suspect_lines(result)
     # names come from the data: a newline or an escape sequence in one must not reach the
     # terminal as such
     return "\n".join(printable(line) for line in lines)
@@ -56,3 +68,30 @@ def too_short_line(short: list[TooShort], shown: int = 8) -> str:
     more = f" and {len(short) - shown} more" if len(short) > shown else ""
     return (f"Too short for a baseline, no anomaly sought: {len(short)} signal"
             f"{'s' if len(short) != 1 else ''}: {', '.join(parts)}{more}")
+
+
+def mechanism_lines(result: ChainResult) -> list[str]:
+    """The mechanisms other than the verdict's that also fit, and their onsets."""
+    out = []
+    for f in result.mechanisms:
+        if f.mechanism == "port_exhaustion":
+            continue
+        order = ", ".join(f"{r} {iso(t)}" for r, t in sorted(f.onsets.items(),
+                                                              key=lambda kv: kv[1]))
+        out.append(f"Mechanism {f.mechanism} in {f.culprit}: {f.evidence}")
+        out.append(f"  roles: {order}")
+        out += [f"  ruled out: {r}" for r in f.rivals_rejected]
+    return out
+
+
+def suspect_lines(result: ChainResult, shown: int = 5) -> list[str]:
+    """The ranked suspects (entity, signal, score, onset, evidence)."""
+    if not result.suspects:
+        return []
+    out = ["Suspects (ranked: departure from own baseline, onset order, dependency"
+           " direction):"]
+    for i, s in enumerate(result.suspects[:shown], 1):
+        on = "—" if s.onset is None else iso(s.onset)
+        out.append(f"  {i}. {s.entity} [{s.signal}] score {s.score:.2f}, onset {on}:"
+                   f" {s.evidence}")
+    return out

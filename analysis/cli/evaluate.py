@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from analysis.cli import echo
+from analysis.simulate.micro import FAMILIES
 
 
 def _count(text: str) -> int:
@@ -27,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, choices=(1, 2), default=2, help="processes (1 or 2)")
     p.add_argument("--scale", type=float, default=0.1,
                    help="request-log volume of ordinary callers (default 0.1)")
+    p.add_argument("--families", default=",".join(FAMILIES), metavar="LIST",
+                   help="microservice families to run, n runs each, comma-separated (default:"
+                        " all; 'none' for port exhaustion only)")
     p.add_argument("--json", action="store_true", help="print the summary and outcomes as JSON")
     p.add_argument("--log", type=Path, metavar="FILE",
                    help="write each scenario's outcome to FILE as a JSON line as it finishes")
@@ -41,6 +45,12 @@ def run(args: argparse.Namespace) -> int:
     if args.scale <= 0:
         raise UserError(f"--scale must be positive, got {args.scale}")
 
+    fams = () if args.families.strip() == "none" else tuple(
+        f.strip() for f in args.families.split(",") if f.strip())
+    unknown = [f for f in fams if f not in FAMILIES]
+    if unknown:
+        raise UserError(f"--families: unknown {', '.join(unknown)}; expected some of"
+                        f" {', '.join(FAMILIES)} or none")
     with progress_line("evaluate", unit="scenario") as bar:
         def progress(done: int, total: int) -> None:
             if bar.total != total:
@@ -48,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             bar.reach(done)
 
         res = evaluate(args.n, args.seed, n_quiet=args.quiet, workers=args.workers,
-                       scale=args.scale, progress=progress, log=args.log)
+                       scale=args.scale, progress=progress, log=args.log, families=fams)
     if args.json:
         print(dumps(res))
     else:

@@ -16,7 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--scenario", required=True, choices=SCENARIOS,
                    help="april-2026 (the reference outage), random (drawn from the seed),"
-                        " quiet (rivals and noise, no incident)")
+                        " quiet (rivals and noise, no incident); microservice families:"
+                        " pool-saturation, retry-storm, slow-dependency,"
+                        " resource-saturation, bad-deploy, services-quiet, services-mixed")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     p.add_argument("--scale", type=float, default=1.0,
                    help="multiplies the ordinary callers' request rows, not the story")
@@ -27,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     res = simulate(args.scenario, args.out, seed=args.seed, scale=args.scale)
     t = res.truth
-    culprit = t["culprit"]["caller"] if t["culprit"] else "none"
+    c = t["culprit"] or {}
+    culprit = c.get("caller") or c.get("entity") or "none"
     echo(f"simulated {t['scenario']} seed={t['seed']} into {res.out}: {res.files} files,"
           f" {res.request_rows:,} requests, {res.log_lines:,} log lines,"
           f" {res.metric_samples:,} metric samples, {t['corrupt_lines_total']} corrupt lines")

@@ -3,13 +3,15 @@
 It may name the incident, its window, the zone of zone-less logs, the kind
 (and format) of file globs whose names do not tell, field renames, and
 environment facts other modules need (``ephemeral_port_range``,
-``time_wait_s``, ``idle_pool``, ...). Every scalar top-level key is stored in
+``time_wait_s``, ``idle_pool``, ...) and the service graph (``[graph] calls``,
+stored as JSON under ``service_graph``). Every scalar top-level key is stored in
 the ``incident`` table as text.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +98,21 @@ def _renames(value: object, where: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()}
 
 
+def _graph(value: object, path: Path) -> str | None:
+    """The ``[graph]`` table's ``calls`` (``[[caller, callee], ...]``: who calls whom) as
+    canonical JSON text for the incident table, names kept exactly; None when absent."""
+    if value is None:
+        return None
+    calls = value.get("calls") if isinstance(value, dict) else None
+    ok = isinstance(calls, list) and all(
+        isinstance(c, list) and len(c) == 2 and all(isinstance(x, str) and x for x in c)
+        for c in calls)
+    if not ok:
+        raise UserError(f"{path}: graph must be a table with calls = [[caller, callee], ...]"
+                        " of non-empty service names")
+    return json.dumps(sorted({(a, b) for a, b in calls}), ensure_ascii=False)
+
+
 def load_manifest(path: Path) -> Manifest:
     """Read and check a manifest; a malformed one is a ``UserError`` naming the file."""
     try:
@@ -124,8 +141,11 @@ def load_manifest(path: Path) -> Manifest:
     for key in ("start", "end"):
         if key in window:
             facts[f"window_{key}"] = str(window[key])
+    graph = _graph(data.get("graph"), path)
+    if graph is not None:
+        facts["service_graph"] = graph
     for key, value in data.items():
-        if key in ("files", "fields", "window") or isinstance(value, dict | list):
+        if key in ("files", "fields", "window", "graph") or isinstance(value, dict | list):
             continue
         facts[key] = str(value).lower() if isinstance(value, bool) else str(value)
     zone = data.get("timezone")

@@ -309,6 +309,28 @@ def rivals_frame(chain: ChainResult) -> pl.DataFrame:
     )
 
 
+def suspects_frame(chain: ChainResult) -> pl.DataFrame:
+    """The ranked suspects (any incident): rank, entity, signal, score, onset, evidence."""
+    return pl.DataFrame(
+        [{"rank": i, "entity": s.entity, "signal": s.signal, "score": round(s.score, 2),
+          "onset": s.onset, "evidence": s.evidence}
+         for i, s in enumerate(chain.suspects, 1)],
+        schema={"rank": pl.Int64, "entity": pl.String, "signal": pl.String,
+                "score": pl.Float64, "onset": pl.Datetime("us"), "evidence": pl.String},
+    )
+
+
+def mechanisms_frame(chain: ChainResult) -> pl.DataFrame:
+    """Every mechanism that fits: its culprit, its roles in onset order, its evidence."""
+    return pl.DataFrame(
+        [{"mechanism": f.mechanism, "culprit": f.culprit,
+          "roles": " -> ".join(r for r, _ in sorted(f.onsets.items(), key=lambda kv: kv[1])),
+          "evidence": f.evidence} for f in chain.mechanisms],
+        schema={"mechanism": pl.String, "culprit": pl.String, "roles": pl.String,
+                "evidence": pl.String},
+    )
+
+
 def callers_frame(chain: ChainResult) -> pl.DataFrame:
     """The chain's per-caller scores (weight, coincidence with the fan-out)."""
     rows = [

@@ -169,7 +169,10 @@ def summary_items(chain: ChainResult, imp: rd.Impact, events: pl.DataFrame, wi: 
     else:
         items.append(("Duration", "no error or user-facing anomaly detected."))
     cul = chain.culprit
-    if cul:
+    if cul and chain.mechanism not in (None, "port_exhaustion"):
+        items.append(("Root cause", f"{chain.mechanism} in {cul.caller}; verdict"
+                                    f" {chain.verdict}: {cul.evidence}"))
+    elif cul:
         trig = chain.onsets.get("trigger")
         first = "—" if trig is None else iso(trig).replace("T", " ").replace("Z", " UTC")
         items.append(("Trigger", (
@@ -181,6 +184,10 @@ def summary_items(chain: ChainResult, imp: rd.Impact, events: pl.DataFrame, wi: 
     else:
         items.append(("Trigger", "no caller's batches explain the failure."))
         items.append(("Root cause", f"verdict {chain.verdict}: " + "; ".join(chain.notes)))
+    if chain.suspects:
+        items.append(("Suspects", "; ".join(
+            f"{i}. {s.entity} ({rd.fmt_time(s.onset)})" for i, s in enumerate(chain.suspects[:3], 1)
+        ) + "."))
     for kind, label in (("mitigation", "Mitigation"), ("fix", "Fix")):
         rows = events.filter(pl.col("kind") == kind)
         if rows.height:

@@ -35,14 +35,20 @@ from analysis.simulate.files import (
     write_metrics,
     write_requests,
 )
-from analysis.simulate.scenario import SCENARIOS, Scenario, build_scenario, rename_callers
+from analysis.simulate.micro import FAMILIES, simulate_family
+from analysis.simulate.scenario import SCENARIOS as _PORT_SCENARIOS
+from analysis.simulate.scenario import Scenario, build_scenario, rename_callers
 from analysis.simulate.truth import build_truth
 from analysis.simulate.world import World, run_world
 
-__all__ = ["SCENARIOS", "Scenario", "SimulationResult", "World", "build_scenario",
+#: every scenario ``simulate`` writes: the port-exhaustion ones and the microservice families
+SCENARIOS = (*_PORT_SCENARIOS, *FAMILIES)
+
+__all__ = ["FAMILIES", "SCENARIOS", "Scenario", "SimulationResult", "World", "build_scenario",
            "run_world", "simulate"]
 
 _OWNED = ("requests", "logs", "metrics", "events", "incident.toml", "truth.json")
+# (a family writes a subset of these)
 
 
 @dataclass(frozen=True)
@@ -86,8 +92,16 @@ def simulate(scenario: str, out: Path, seed: int = 1, scale: float = 1.0,
     """Simulate ``scenario`` with ``seed`` and write its raw files and ``truth.json`` to ``out``.
 
     ``scale`` multiplies the ordinary callers' request rows, not the story. ``rename``
-    gives callers other names (old -> new; ``scenario.rename_callers``).
+    gives callers other names (old -> new; ``scenario.rename_callers``). A microservice
+    family (``FAMILIES``: one per failure mechanism, quiet and mixed) ignores both.
     """
+    if scenario in FAMILIES:  # a microservice family (``analysis.simulate.micro``)
+        out = Path(out)
+        _prepare(out)
+        fam = simulate_family(scenario, out, seed)
+        files = sum(1 for p in out.rglob("*") if p.is_file() and p.name != "truth.json")
+        return SimulationResult(out, fam.truth, fam.request_rows, 0, fam.metric_samples, files,
+                                fam.seconds, 0.0)
     sc = build_scenario(scenario, seed, scale)
     if rename:
         sc = rename_callers(sc, rename)
