@@ -14,11 +14,12 @@ views: the rows stored in DuckDB (schema ``stored``: what the line path loaded, 
 every line format) and every part's rows. Line accounting is unchanged: a part
 holds exactly the rows the file loaded, the others are in ``rejects``.
 
-Paths: a converted part is recorded relative to the parts folder, an export in place
-by its absolute path; the views the writer stores use absolute paths, and every reader
-(``analysis.access.open_reader``) builds them again from where it found the store, so
-a store moved with its ``.parts`` folder, or opened from another directory, reads the
-same rows.
+Paths: a part is recorded by its absolute path, and a converted one also by its path
+in the parts folder (``rel``). The views the writer stores use absolute paths; every
+reader (``analysis.access.open_reader``) builds them again in memory, taking a part
+from the parts folder beside the store as it finds it (``locate``), so a store moved
+with its ``.parts`` folder, or opened from another directory, reads the same rows, and
+a store file copied alone reads its original's parts.
 
 Each ingest writes into a fresh sub-folder; ``collect_garbage`` deletes what no store
 names any more, except what the store just replaced named (its readers may still be

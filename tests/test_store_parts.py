@@ -268,3 +268,21 @@ def test_a_data_directory_holding_a_store_does_not_ingest_its_parts(tmp_path, ex
     again = write_store(db, [exports[0].parent], replace=True)
     assert sorted(Path(f.path).name for f in again.ingest.files) == [
         "requests.csv", "requests.jsonl", "requests.parquet"]
+
+
+def test_a_store_that_already_holds_rows_in_duckdb_keeps_loading_into_duckdb(tmp_path,
+                                                                               exports) -> None:
+    """A store made before parts existed (rows in its own tables) is not converted."""
+    db = tmp_path / "old.duckdb"
+    con = connect(db)
+    con.execute("INSERT INTO requests (time, caller, uris, file_id, line)"
+                " VALUES (TIMESTAMP '2026-04-06 14:00:00', 'old', 1, 99, 1)")
+    ingest_paths(con, exports[:1])
+    kinds = dict(con.execute("SELECT table_name, table_type FROM information_schema.tables"
+                             " WHERE table_schema = 'main'").fetchall())
+    con.close()
+    assert kinds["requests"] == "BASE TABLE" and PARTS_TABLE not in kinds
+    assert not parts_root(db).exists()
+    reader = open_reader(db)
+    assert _contents(reader)["requests"][1:] == _in_memory(exports[:1])["requests"]
+    reader.close()
