@@ -96,6 +96,9 @@ class Part:
     """SQL over ``{src}`` giving the table's columns (but file_id) and ``line``."""
     keep: list[str] = field(default_factory=list)
     """Conditions on the body's columns; ``{rejects}`` names the rejects table."""
+    stamp: str | None = None
+    """An export read in place: its size and modification time when it was ingested
+    (its rejects are by row number: a changed file would be misread)."""
 
     def renumber(self, line_sql: str) -> None:
         """Number the rows by ``line_sql`` over their current ``line`` instead."""
@@ -112,9 +115,9 @@ class Part:
 
     def record(self, con: duckdb.DuckDBPyConnection) -> None:
         """Insert this part into ``store_parts`` (in the caller's transaction)."""
-        con.execute(f"INSERT INTO {PARTS_TABLE} VALUES (?, ?, ?, ?, ?, ?)",
+        con.execute(f"INSERT INTO {PARTS_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [self.file_id, self.table, self.path, self.rel, self.body,
-                     " AND ".join(f"({k})" for k in self.keep) or None])
+                     " AND ".join(f"({k})" for k in self.keep) or None, self.stamp])
 
 
 def layout_sql() -> list[str]:
@@ -122,7 +125,7 @@ def layout_sql() -> list[str]:
     out = [f"CREATE SCHEMA IF NOT EXISTS {STORED_SCHEMA}",
            f"CREATE TABLE IF NOT EXISTS {PARTS_TABLE} (file_id INTEGER NOT NULL,"
            " tbl VARCHAR NOT NULL, path VARCHAR NOT NULL, rel VARCHAR,"
-           " body VARCHAR NOT NULL, keep VARCHAR)"]
+           " body VARCHAR NOT NULL, keep VARCHAR, stamp VARCHAR)"]
     for name in VIEW_TABLES:
         out.append(table(name).ddl().replace(
             f"EXISTS {name} (", f"EXISTS {STORED_SCHEMA}.{name} (", 1))
@@ -182,6 +185,12 @@ def locate(path: str, rel: str | None, root: Path) -> Path:
     return Path(path)
 
 
+def stamp_of(path: Path) -> str:
+    """A file's size and modification time: what tells an export changed since ingest."""
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
 def _columns(name: str) -> list[str]:
     return [c.name for c in table(name).columns]
 
@@ -195,7 +204,7 @@ def view_sql(name: str, parts: list[tuple], root: Path, catalog: str | None = No
     cols = _columns(name)
     data = ", ".join(cols[:-2])
     selects = [f"SELECT {', '.join(cols)} FROM {at}{STORED_SCHEMA}.{name}"]
-    for file_id, path, rel, body, keep in parts:
+    for file_id, path, rel, body, keep, *_ in parts:
         rows = part_sql(body, locate(path, rel, root))
         cond = (keep or "TRUE").replace("{rejects}", f"{at}main.rejects")
         selects.append(f"SELECT {data}, CAST({file_id} AS INTEGER) AS file_id,"
@@ -208,7 +217,7 @@ def part_rows(con: duckdb.DuckDBPyConnection, name: str,
     """The parts of table ``name`` recorded in the store (see ``view_sql``)."""
     at = f"{catalog}." if catalog else ""
     return con.execute(
-        f"SELECT file_id, path, rel, body, keep FROM {at}main.{PARTS_TABLE}"
+        f"SELECT file_id, path, rel, body, keep, stamp FROM {at}main.{PARTS_TABLE}"
         " WHERE tbl = ? ORDER BY file_id", [name]).fetchall()
 
 
@@ -226,13 +235,17 @@ def reader_views(con: duckdb.DuckDBPyConnection, db: Path, catalog: str = "store
     root = parts_root(db)
     for name in VIEW_TABLES:
         rows = part_rows(con, name, catalog)
-        for _, path, rel, *_ in rows:
+        for _, path, rel, _, _, stamp in rows:
             if not (where := locate(path, rel, root)).is_file():
                 raise UserError(
                     f"{db}: the store reads {where}, which is gone"
                     + (f"; keep {root.name} beside the store (its rows are there)"
                        if rel else "; the store reads Parquet exports in place: put"
                        " the file back, or ingest again with --replace"))
+            if stamp is not None and stamp_of(where) != stamp:
+                raise UserError(
+                    f"{db}: the store reads {where} in place, and it changed since it was"
+                    " ingested (size or modification time); ingest it again with --replace")
         con.execute(view_sql(name, rows, root, catalog, schema="memory.main"))
 
 

@@ -89,8 +89,8 @@ def test_convert_accounts_every_line_as_ingest_does(tmp_path, n, bad) -> None:
     inputs = [d / "in" / name for name in ("requests.jsonl", "errors.logfmt", "errors.log")]
     result = convert(inputs, d / "out")
     assert _converted(d / "out") == _store_view(inputs)
-    for f in result.ingest.files:
-        assert f.lines_read == f.loaded + f.rejected == n
+    for f in result.ingest.files:  # files with the same bytes count once, as in a store
+        assert f.skipped_duplicate or f.lines_read == f.loaded + f.rejected == n
 
 
 def test_convert_of_the_samples_holds_what_ingest_loads(tmp_path) -> None:

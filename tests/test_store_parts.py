@@ -286,3 +286,18 @@ def test_a_store_that_already_holds_rows_in_duckdb_keeps_loading_into_duckdb(tmp
     reader = open_reader(db)
     assert _contents(reader)["requests"][1:] == _in_memory(exports[:1])["requests"]
     reader.close()
+
+
+def test_a_parquet_export_changed_since_ingest_is_refused_not_misread(tmp_path) -> None:
+    """Its rejects are by row number: read again, another file's rows would be misnumbered."""
+    export = _parquet(tmp_path / "requests.parquet", 50, [4])
+    db = tmp_path / "s.duckdb"
+    write_store(db, [export])
+    open_reader(db).close()
+    _parquet(export, 60, [])
+    with pytest.raises(UserError, match=r"requests\.parquet in place, and it changed since"):
+        open_reader(db)
+    write_store(db, [export], replace=True)
+    con = open_reader(db)
+    assert con.execute("SELECT count(*) FROM requests").fetchall()[0][0] == 60
+    con.close()

@@ -55,6 +55,7 @@ from analysis.parts import (
     Part,
     Parts,
     part_sql,
+    stamp_of,
 )
 
 TARGET_COLUMNS = {
@@ -680,7 +681,8 @@ def _parquet_in_place(con: duckdb.DuckDBPyConnection, job: Job, stage: str,
     ``rejects``, and a part over the file (by its absolute path) keeps the others,
     told by their numbers. ``stage`` is the convert SQL over ``{src}``."""
     fid = job.file_id
-    part = Part(fid, TABLE_OF[job.detected.kind], str(job.path.resolve()), None, "")
+    part = Part(fid, TABLE_OF[job.detected.kind], str(job.path.resolve()), None, "",
+                stamp=stamp_of(job.path))
     bad = con.execute(
         f"INSERT INTO rejects (file_id, path, line, raw, reason)"
         f" SELECT {fid}, {sql_str(str(job.path))}, line, rawtext, left(reason, 1000)"
