@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis.cli.ingest import add_paths, show
+from analysis.cli import echo
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         " ingest_files.parquet (read = loaded + rejected per file). DIR must be new or"
         " empty; it appears only when complete. Exits 2 when nothing at all was loaded.",
     )
-    add_paths(p)
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                   help="exports: data directories (walked, sub-folders too) or single files")
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="the output folder (new or empty)")
     p.set_defaults(func=run)
@@ -33,5 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from analysis.ingest.convert import convert
 
-    show(convert(args.paths, args.out, progress=sys.stderr.isatty()))
+    result = convert(args.paths, args.out, progress=sys.stderr.isatty())
+    echo(result.summary())
+    for warning in result.ingest.warnings():
+        echo(f"postmortem: warning: {warning}", file=sys.stderr)
     return 0

@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         " breaks ties). Prints read / loaded / rejected per file and in total; files of"
         " unknown format are listed as skipped. Exits 2 when nothing at all was loaded.",
     )
-    add_paths(p)
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                   help="data directories (walked, sub-folders too) or single files")
     p.add_argument("--db", type=Path, default=DEFAULT_DB,
                    help=f"the DuckDB store (default {DEFAULT_DB})")
     p.add_argument("--replace", action="store_true",
@@ -43,18 +44,7 @@ def run(args: argparse.Namespace) -> int:
     times = time_args(args)
     result = write_store(args.db, args.paths, replace=args.replace, wait=args.wait,
                          progress=sys.stderr.isatty(), start=times["start"], end=times["end"])
-    show(result)
-    return 0
-
-
-def add_paths(p: argparse.ArgumentParser) -> None:
-    """The PATH... argument of the commands that read exports (ingest, convert)."""
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
-                   help="data directories (walked, sub-folders too) or single files")
-
-
-def show(result) -> None:
-    """A reading command's summary on stdout, its warnings on stderr."""
     echo(result.summary())
     for warning in result.ingest.warnings():
         echo(f"postmortem: warning: {warning}", file=sys.stderr)
+    return 0
