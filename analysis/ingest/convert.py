@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from analysis.errors import UserError
-from analysis.ingest import IngestReport, ingest_paths
+from analysis.ingest import INGEST_MEMORY_LIMIT_BYTES, IngestReport, ingest_paths
 from analysis.parts import VIEW_TABLES
 from analysis.store import connect, sql_str
 
@@ -71,10 +71,14 @@ def convert(paths: list[Path], out: Path, *, progress: bool = False) -> ConvertR
 def _convert_into(paths: list[Path], tmp: Path, *, progress: bool) -> ConvertResult:
     scratch = tmp / ".scratch" / "convert.duckdb"
     con = connect(scratch)
+    # the memory ingest is held to, for the partitioned writes too (they spill beyond it)
+    con.execute(f"SET memory_limit = '{INGEST_MEMORY_LIMIT_BYTES >> 20}MiB'")
     try:
         report = ingest_paths(con, paths, progress=progress)
         if (why := report.nothing_loaded()) is not None:
             raise UserError(why)
+        # rows go to partitions by time: their order in a file is not kept (less memory)
+        con.execute("SET preserve_insertion_order = false")
         rows = {}
         for table in VIEW_TABLES:
             rows[table] = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
