@@ -95,4 +95,4 @@ docs: $(BIN)/.installed
 	$(BIN)/postmortem schema > docs/data-dictionary.md
 
 clean:
-	rm -rf $(BUILD) .$(BUILD).failed data/generated $(DB) $(DB).wal
+	rm -rf $(BUILD) .$(BUILD).failed data/generated $(DB) $(DB).wal $(DB).parts

@@ -40,6 +40,7 @@ from typing import Literal
 import duckdb
 
 from analysis.errors import UserError
+from analysis.parts import reader_views
 from analysis.store import configure, connect
 
 DUCKDB_MAGIC = b"DUCK"
@@ -190,7 +191,10 @@ def open_reader(db: str | Path) -> duckdb.DuckDBPyConnection:
     a reader derives (``CREATE OR REPLACE TABLE signals``: rollups built for
     an old store) shadows the store's table in memory and the file is never
     changed. The identity of the file attached (``identity``) is kept in the
-    connection's variable ``postmortem_store`` for the caches.
+    connection's variable ``postmortem_store`` for the caches. A store that keeps
+    rows as Parquet beside it (``analysis.parts``) gets its views built again in
+    memory over the parts found beside ``db`` as it is now, so a store moved with
+    its ``.parts`` folder, or named from another directory, reads the same rows.
     """
     db = check_store_file(db)
     con = duckdb.connect(":memory:")
@@ -209,6 +213,12 @@ def open_reader(db: str | Path) -> duckdb.DuckDBPyConnection:
         raise
     con.execute("SET search_path = 'memory.main,store.main'")
     con.execute(f"SET VARIABLE {IDENTITY_VARIABLE} = '{before}'")
+    try:
+        with store_errors(db, "reading"):
+            reader_views(con, db)
+    except BaseException:
+        con.close()
+        raise
     return con
 
 

@@ -150,6 +150,11 @@ TABLES: tuple[Table, ...] = (
 )
 
 
+def sql_str(value: str) -> str:
+    """``value`` as a SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def table(name: str) -> Table:
     """The canonical table called ``name``."""
     for t in TABLES:

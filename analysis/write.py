@@ -16,6 +16,11 @@ file (``analysis.access``):
   block it: they keep the file they opened, and the next open sees the new
   one. A failure (bad input, a full disk) removes the temporary file and
   leaves the old store as it was.
+
+The rows of JSON lines and CSV go to Parquet parts in ``<db>.parts/<run>/``
+(``analysis.parts``), written by the run into a folder of its own: a failed run
+deletes its folder; a run that succeeds deletes the parts no store names any
+more, but keeps those of the store it replaced, which its readers may still read.
 * otherwise in place, which needs the readers gone: "store busy: PID N is
   reading <db>", or with ``wait`` a wait until they close it.
 """
@@ -31,9 +36,10 @@ from pathlib import Path
 
 import duckdb
 
-from analysis.access import open_reader, open_writer, store_errors, writer_lock
+from analysis.access import check_store_file, open_writer, store_errors, writer_lock
 from analysis.errors import UserError
 from analysis.ingest import IngestReport, collect_files, ingest_paths
+from analysis.parts import Parts, collect_garbage, parts_root, referenced, remove_run
 from analysis.rollups import ROLLUP_TABLES, build_rollups, mark_rollups, rollups_current
 from analysis.store import connect
 
@@ -63,19 +69,40 @@ def write_store(db: str | Path, paths: list[Path], *, replace: bool = False,
     """
     db = Path(db)
     window = {"start": start, "end": end}
+    parts = Parts(parts_root(db))
     with store_errors(db, "writing"), writer_lock(db, wait=wait):
         if replace:
-            return _write_beside(db, paths, progress=progress, window=window)
-        con = open_writer(db, wait=wait)
-        try:
-            return _load(con, paths, replace=False, progress=progress, window=window)
-        finally:
-            con.close()
+            try:
+                result, keep = _write_beside(db, paths, parts, progress=progress,
+                                             window=window)
+            except BaseException:
+                remove_run(parts)  # the new store is gone: so are its parts
+                raise
+        else:
+            # a failure in place keeps the files loaded before it, and their parts; what
+            # the failed file wrote is deleted by the next write's collect_garbage
+            result, keep = _write_in_place(db, paths, parts, wait=wait, progress=progress,
+                                           window=window)
+        collect_garbage(parts.root, keep)
+        return result
 
 
-def _load(con: duckdb.DuckDBPyConnection, paths: list[Path], *, replace: bool,
+def _write_in_place(db: Path, paths: list[Path], parts: Parts, *, wait: bool, progress: bool,
+                    window: dict[str, datetime | None]) -> tuple[WriteResult, set[str]]:
+    """``_load`` into the store itself; returns the result and the parts to keep: the
+    store's, before and after."""
+    con = open_writer(db, wait=wait)
+    try:
+        before = referenced(con)
+        result = _load(con, paths, parts, replace=False, progress=progress, window=window)
+        return result, before | referenced(con)
+    finally:
+        con.close()
+
+
+def _load(con: duckdb.DuckDBPyConnection, paths: list[Path], parts: Parts, *, replace: bool,
           progress: bool, window: dict[str, datetime | None]) -> WriteResult:
-    report = ingest_paths(con, paths, replace=replace, progress=progress)
+    report = ingest_paths(con, paths, replace=replace, progress=progress, parts=parts)
     if (why := report.nothing_loaded()) is not None:
         # nothing to store: the store is left as it was (``--replace`` renames nothing)
         raise UserError(why)
@@ -113,13 +140,16 @@ def store_rollups(con: duckdb.DuckDBPyConnection, *, changed: bool = True) -> st
     return line + (f"\noutside the window: {outside}" if outside else "")
 
 
-def _write_beside(db: Path, paths: list[Path], *, progress: bool,
-                  window: dict[str, datetime | None]) -> WriteResult:
-    """``_load`` into a copy of ``db`` beside it, renamed over ``db`` when complete."""
+def _write_beside(db: Path, paths: list[Path], parts: Parts, *, progress: bool,
+                  window: dict[str, datetime | None]) -> tuple[WriteResult, set[str]]:
+    """``_load`` into a copy of ``db`` beside it, renamed over ``db`` when complete;
+    returns the result and the parts to keep (the old store's and the new one's)."""
     tmp = db.with_name(f".{db.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     wal, tmp_wal = (p.with_name(p.name + ".wal") for p in (db, tmp))
+    old: set[str] = set()
     try:
-        if db.exists() and not _all_reloaded(db, paths):
+        all_reloaded, old = _all_reloaded(db, paths) if db.exists() else (True, set())
+        if not all_reloaded:
             shutil.copyfile(db, tmp)
             if wal.exists():  # a crashed writer's log: DuckDB replays it on opening the copy
                 shutil.copyfile(wal, tmp_wal)
@@ -127,7 +157,8 @@ def _write_beside(db: Path, paths: list[Path], *, progress: bool,
             db.parent.mkdir(parents=True, exist_ok=True)
         con = connect(tmp)
         try:
-            result = _load(con, paths, replace=True, progress=progress, window=window)
+            result = _load(con, paths, parts, replace=True, progress=progress, window=window)
+            new = referenced(con)
             con.execute("CHECKPOINT")
         finally:
             con.close()
@@ -138,16 +169,20 @@ def _write_beside(db: Path, paths: list[Path], *, progress: bool,
     finally:
         tmp.unlink(missing_ok=True)
         tmp_wal.unlink(missing_ok=True)
-    return result
+    return result, old | new
 
 
-def _all_reloaded(db: Path, paths: list[Path]) -> bool:
-    """Whether every file loaded in ``db`` is among ``paths``' files: then the new store
-    starts empty (a copy would only grow by the rows deleted from it)."""
+def _all_reloaded(db: Path, paths: list[Path]) -> tuple[bool, set[str]]:
+    """Whether every file loaded in ``db`` is among ``paths``' files (then the new store
+    starts empty: a copy would only grow by the rows deleted from it), and the parts
+    ``db`` names."""
     given = {str(p) for p, _ in collect_files([Path(p) for p in paths])}
-    con = open_reader(db)
+    check_store_file(db)
+    # not ``open_reader``: a store whose parts are gone is still replaced
+    con = duckdb.connect(str(db), read_only=True)
     try:
         loaded = {r[0] for r in con.execute("SELECT path FROM ingest_files").fetchall()}
+        named = referenced(con)
     finally:
         con.close()
-    return loaded <= given
+    return loaded <= given, named

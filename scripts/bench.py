@@ -61,7 +61,14 @@ STAGES: tuple[str, ...] = (
     "detection",
     "chain",
     "detection+chain",
+    "convert/requests",
+    "rollup/duckdb",
+    "rollup/spark",
 )
+#: The distributed path (``postmortem convert``, then ``postmortem rollup --engine``) is
+#: timed at this many request rows only (and in ``--quick`` smoke runs, Spark excepted).
+ENGINE_ROWS = 10_000_000
+ENGINE_STAGES = ("convert/requests", "rollup/duckdb", "rollup/spark")
 #: Side-by-side contenders on the same request file (key in ``scales[i].contenders``).
 CONTENDERS: tuple[str, ...] = (
     "ours/jsonl",
@@ -95,6 +102,9 @@ SECONDARY = frozenset(
     {
         "ours/csv",
         "pipeline",
+        "convert/requests",
+        "rollup/duckdb",
+        "rollup/spark",
         *(
             f"ingest/{k}"
             for k in ("errors/jsonl", "errors/logfmt", "errors/gotext", "metrics/prometheus")
@@ -330,6 +340,9 @@ class Bench:
             if not m.ok:
                 stat.status = m.status
                 break
+            if "skipped" in m.report:
+                stat.status = f"skipped: {m.report['skipped']}"
+                break
             stages = m.report.get("stages", {})
             if pick == "*":
                 stat.seconds.append(sum(stages.values()))
@@ -432,6 +445,9 @@ class Bench:
         for key in ("errors/jsonl", "errors/logfmt", "errors/gotext", "metrics/prometheus"):
             jobs[f"ingest/{key}"] = (child_argv("ours", paths=[f[key]], db=db(key)), "*")
         done = self.run_jobs(jobs, scale)
+        # in order: the rollups read what convert wrote
+        for step in self.engine_jobs(scale, f, root).items():
+            done.update(self.run_jobs(dict([step]), scale))
 
         stages: dict[str, Stat] = {"generate": gen, "generate/simulator": self.simulate_at(scale)}
         contenders = {k: done[k] for k in CONTENDERS}
@@ -443,12 +459,19 @@ class Bench:
         for step in ("rollups", "detection", "chain"):
             stages[step] = _sub_stat(done["pipeline"], step)
         stages["detection+chain"] = _sum_stat(stages["detection"], stages["chain"])
+        for step in ENGINE_STAGES:
+            stages[step] = done.get(step) or Stat(
+                status="skipped in --quick runs (a Spark session takes ~20 s to start)"
+                if self.opts.quick else f"run at {ENGINE_ROWS:,} rows only")
 
         self.result.pop("partial", None)
         if self.opts.profile:
             self.profile_scale(scale, f, db("profile"), full)
-        for store in root.glob("store-*.duckdb*"):
-            store.unlink()
+        for store in root.glob("store-*.duckdb*"):  # the stores, their logs and parts
+            if store.is_dir():
+                shutil.rmtree(store, ignore_errors=True)
+            else:
+                store.unlink()
         if not self.opts.keep_data:
             shutil.rmtree(root, ignore_errors=True)
         return {
@@ -458,6 +481,37 @@ class Bench:
             "contenders": {k: contenders[k].as_json() for k in CONTENDERS},
             "ratios": ratios(contenders),
         }
+
+    def engine_jobs(
+        self, scale: int, f: dict[str, str], root: Path
+    ) -> dict[str, tuple[list[str], str | None]]:
+        """The distributed path at ``ENGINE_ROWS``: ``postmortem convert`` of the request
+        log (JSON lines, the format users have) to partitioned Parquet, then ``postmortem
+        rollup`` of that on DuckDB and on Spark (``local[2]``: the point is that it runs;
+        these two cores are no cluster). Spark is skipped in --quick runs (its session
+        alone takes ~20 s to start)."""
+        if scale != ENGINE_ROWS and not self.opts.quick:
+            return {}
+        converted = root / "converted"
+        jobs: dict[str, tuple[list[str], str | None]] = {
+            "convert/requests": (
+                child_argv("convert", paths=[f["requests/jsonl"]], out=str(converted)),
+                "*",
+            )
+        }
+        for engine in ("duckdb", "spark"):
+            if engine == "spark" and self.opts.quick:
+                continue
+            jobs[f"rollup/{engine}"] = (
+                child_argv(
+                    "engine_rollup",
+                    engine=engine,
+                    requests=str(converted / "requests"),
+                    out=str(root / f"rolled-{engine}"),
+                ),
+                "*",
+            )
+        return jobs
 
     def profile_scale(self, scale: int, f: dict[str, str], db: str, full: list[str]) -> None:
         """One more run of our jobs under the profiler, and EXPLAIN ANALYZE of the floor,
@@ -708,12 +762,24 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 (v >= 10) if v is not None else _won_by_default(c, "pandas/jsonl"),
                 c["pandas/jsonl"]["status"] if v is None else "",
             )
-        rss = c["ours/jsonl"]["peak_rss_mb"]
+        ours = [c[k] for k in ("ours/jsonl", "ours/parquet") if k in c]
+        rss = max((o["peak_rss_mb"] for o in ours if o["peak_rss_mb"] is not None), default=None)
         if scale >= 50_000_000:
             add(
-                f"{scale:,} rows: peak RSS of ingest+rollups < 4 GB (MiB)",
+                f"{scale:,} rows: peak RSS of ingest+rollups < 4 GB (MiB, JSON lines and Parquet)",
                 rss,
-                None if rss is None or c["ours/jsonl"]["status"] != "ok" else rss < FOUR_GB_MIB,
+                None if rss is None or any(o["status"] != "ok" for o in ours)
+                else rss < FOUR_GB_MIB,
+            )
+        if scale == ENGINE_ROWS and "rollup/spark" in st:
+            spark, duck = st["rollup/spark"], st["rollup/duckdb"]
+            v = spark["median_s"]
+            beside = f"DuckDB's: {_fmt_s(duck['median_s'])} s" if duck["median_s"] else ""
+            add(
+                f"{scale:,} rows: the Spark rollup runs, its time beside DuckDB's (s)",
+                v,
+                None if v is None else True,
+                beside if v is not None else spark["status"],
             )
         v = st["detection+chain"]["median_s"]
         add(f"{scale:,} rows: detection+chain < 5 s", v, None if v is None else v < 5)

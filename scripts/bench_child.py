@@ -14,6 +14,9 @@ Jobs:
 - ``ours``: ``analysis.ingest.ingest_paths`` into a fresh store, then (optionally)
   ``analysis.rollups.build_rollups``, ``analysis.detection.detect_all`` and
   ``analysis.chain.find_chain``, each timed.
+- ``convert``: ``postmortem convert`` of a request file into partitioned Parquet.
+- ``engine_rollup``: ``postmortem rollup --engine duckdb|spark`` over Parquet records
+  (reports ``skipped`` when this checkout has no such command or no PySpark).
 
 All contenders compute the per-(second, caller) aggregates that the suite's
 ``roll_callers`` rollup holds: request count, error count, URIs summed, their
@@ -197,8 +200,7 @@ def ours(
     from analysis.ingest import ingest_paths
 
     steps = steps or []
-    Path(db).unlink(missing_ok=True)
-    Path(db + ".wal").unlink(missing_ok=True)
+    _remove_store(db)
     con: Any = store.connect(db)
     prof = None
     if profile:
@@ -240,11 +242,54 @@ def ours(
         t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
         for t in ("requests", "log_events", "metrics", "rejects")
     }
+    out["parts_bytes"] = sum(p.stat().st_size for p in Path(db + ".parts").rglob("*")
+                             if p.is_file())
+    out["store_bytes"] = Path(db).stat().st_size
     con.close()
     if not keep:
-        for suffix in ("", ".wal"):
-            Path(db + suffix).unlink(missing_ok=True)
+        _remove_store(db)
     return out
+
+
+def _remove_store(db: str) -> None:
+    """The store ``db``, its log and its Parquet parts (``<db>.parts``)."""
+    import shutil
+
+    for suffix in ("", ".wal"):
+        Path(db + suffix).unlink(missing_ok=True)
+    shutil.rmtree(db + ".parts", ignore_errors=True)
+
+
+def convert(paths: list[str], out: str) -> dict[str, Any]:
+    """``postmortem convert`` of ``paths`` into ``out`` (replaced), timed."""
+    import shutil
+
+    from analysis.ingest.convert import convert as run
+
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    result = run([Path(p) for p in paths], Path(out))
+    return {"stages": {"convert": time.perf_counter() - t0}, "rows": result.rows}
+
+
+def engine_rollup(engine: str, requests: str, out: str, master: str = "local[2]") -> dict[str, Any]:
+    """``postmortem rollup --engine ENGINE --requests REQUESTS --out OUT``, timed in
+    process (a Spark run includes its session's start). ``skipped`` when the command or
+    PySpark is not there."""
+    import importlib.util
+
+    if importlib.util.find_spec("analysis.cli.rollup") is None:
+        return {"stages": {}, "skipped": "spark engine not available (no postmortem rollup)"}
+    if engine == "spark" and importlib.util.find_spec("pyspark") is None:
+        return {"stages": {}, "skipped": "pyspark not importable"}
+    from analysis.cli import main as pm
+
+    argv = ["rollup", "--engine", engine, "--requests", requests, "--out", out]
+    t0 = time.perf_counter()
+    code = pm(argv + (["--master", master] if engine == "spark" else []))
+    if code:
+        raise SystemExit(f"postmortem {' '.join(argv)} exited {code}")
+    return {"stages": {f"rollup:{engine}": time.perf_counter() - t0}}
 
 
 def generate(
@@ -275,6 +320,8 @@ JOBS: dict[str, Callable[..., dict[str, Any]]] = {
     "polars": polars_jsonl,
     "ours": ours,
     "generate": generate,
+    "convert": convert,
+    "engine_rollup": engine_rollup,
 }
 
 

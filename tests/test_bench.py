@@ -249,6 +249,34 @@ def test_targets_count_pandas_not_finishing_as_a_win_and_flag_a_miss() -> None:
     }
 
 
+def test_the_spark_rollup_is_reported_beside_duckdbs_or_says_why_not() -> None:
+    def at_engine_rows(spark: bench.Stat) -> dict:
+        stages = {"detection+chain": _stat(1).as_json(), "rollup/duckdb": _stat(4).as_json(),
+                  "rollup/spark": spark.as_json()}
+        ratios = dict.fromkeys(bench.RATIOS)
+        contenders = {k: _stat(9).as_json() for k in bench.CONTENDERS}
+        scale = {"scale": bench.ENGINE_ROWS, "contenders": contenders, "stages": stages,
+                 "ratios": ratios}
+        [got] = [t for t in bench.targets({"scales": [scale]}) if "Spark" in t["target"]]
+        return got
+
+    ran = at_engine_rows(_stat(30, 32))
+    assert ran["met"] is True and ran["value"] == 31 and "DuckDB's: 4.00 s" in ran["note"]
+    missing = at_engine_rows(bench.Stat(status="skipped: spark engine not available"))
+    assert missing["met"] is None and missing["note"] == "skipped: spark engine not available"
+
+
+def test_peak_memory_target_counts_the_parquet_ingest_too() -> None:
+    contenders = {k: _stat(9).as_json() for k in bench.CONTENDERS}
+    contenders["ours/jsonl"]["peak_rss_mb"] = 2000.0
+    contenders["ours/parquet"]["peak_rss_mb"] = 5000.0
+    scale = {"scale": 50_000_000, "contenders": contenders,
+             "stages": {"detection+chain": _stat(1).as_json()},
+             "ratios": dict.fromkeys(bench.RATIOS)}
+    [rss] = [t for t in bench.targets({"scales": [scale]}) if "RSS" in t["target"]]
+    assert rss["value"] == 5000.0 and rss["met"] is False
+
+
 @given(st.lists(st.integers(1, 10**9), min_size=1, max_size=5))
 def test_scales_parse_from_plain_or_scientific_notation(scales: list[int]) -> None:
     plain = ",".join(str(s) for s in scales)

@@ -40,6 +40,15 @@ from analysis.ingest.manifest import (
 )
 from analysis.ingest.neterr import NetError, cache_from_msg, parse_net_error
 from analysis.ingest.timeparse import parse_duration_ms, parse_time, time_sql
+from analysis.parts import (
+    PARTS_TABLE,
+    STORED_SCHEMA,
+    Parts,
+    adopt_layout,
+    database_path,
+    parts_root,
+    rebuild_views,
+)
 from analysis.progress import Progress, progress_line
 from analysis.store import ensure_schema
 
@@ -63,6 +72,8 @@ IGNORED_NAMES = {"truth.json", ".ds_store", PULL_MANIFEST_NAME, *MANIFEST_NAMES}
 IGNORED_SUFFIXES = (".duckdb", ".wal", ".tmp", ".lock", ".pyc")
 #: documentation found beside the data: listed as skipped when walking a directory
 DOC_SUFFIXES = (".md", ".markdown", ".rst")
+#: a store's Parquet parts folder (``<db>.parts``): never taken for data
+PARTS_SUFFIX = ".parts"
 
 
 @dataclass
@@ -159,6 +170,7 @@ def _ignored(path: Path, root: Path) -> bool:
     rel = path.relative_to(root).parts
     name = path.name.lower()
     return (any(p.startswith(".") for p in rel) or name in IGNORED_NAMES
+            or any(p.endswith(PARTS_SUFFIX) for p in rel[:-1])
             or name.endswith(IGNORED_SUFFIXES))
 
 
@@ -226,12 +238,17 @@ def _earlier(con: duckdb.DuckDBPyConnection, path: str, sha: str | None) -> list
         [path, sha or ""]).fetchall()
 
 
-def _delete_files(con: duckdb.DuckDBPyConnection, ids: list[int]) -> None:
+def _delete_files(con: duckdb.DuckDBPyConnection, ids: list[int], parts: Parts | None) -> None:
+    """Forget the files ``ids``: their rows, rejects and parts (whose Parquet files the
+    next ingest's ``collect_garbage`` deletes)."""
     if not ids:
         return
     id_list = ", ".join(str(i) for i in ids)
     for t in DATA_TABLES:
-        con.execute(f"DELETE FROM {t} WHERE file_id IN ({id_list})")
+        table = f"{STORED_SCHEMA}.{t}" if parts is not None and t != "rejects" else t
+        con.execute(f"DELETE FROM {table} WHERE file_id IN ({id_list})")
+    if parts is not None:
+        con.execute(f"DELETE FROM {PARTS_TABLE} WHERE file_id IN ({id_list})")
     con.execute(f"DELETE FROM ingest_files WHERE file_id IN ({id_list})")
 
 
@@ -244,7 +261,7 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
 
 def _ingest_one(con: duckdb.DuckDBPyConnection, path: Path, detected: Detected | None,
                 manifest: Manifest | None, replace: bool, bar: Progress | None,
-                pool: ThreadPoolExecutor) -> FileReport:
+                pool: ThreadPoolExecutor, parts: Parts | None) -> FileReport:
     shown = str(path)
     size = path.stat().st_size
     if detected is None:
@@ -280,11 +297,11 @@ def _ingest_one(con: duckdb.DuckDBPyConnection, path: Path, detected: Detected |
             try:
                 if sha is not None:
                     before = _earlier(con, shown, sha)
-                    _delete_files(con, [b[0] for b in before])
+                    _delete_files(con, [b[0] for b in before], parts)
                     rep.replaced = bool(before)
                 file_id = con.execute(
                     "SELECT coalesce(max(file_id), 0) + 1 FROM ingest_files").fetchall()[0][0]
-                job = Job(path, detected, file_id, zone, renames, show)
+                job = Job(path, detected, file_id, zone, renames, show, parts=parts)
                 counts = load_file(con, job, expected) if detected.kind != "empty" else None
             except FastPathMiss as miss:
                 con.execute("ROLLBACK")
@@ -306,7 +323,7 @@ def _ingest_one(con: duckdb.DuckDBPyConnection, path: Path, detected: Detected |
                     rep.skipped_duplicate = True
                     rep.note = f"same content hash as {dup[1]} (file {dup[0]})"
                     return rep
-                _delete_files(con, [b[0] for b in before])
+                _delete_files(con, [b[0] for b in before], parts)
                 rep.replaced = rep.replaced or bool(before)
             if counts is not None:
                 rep.lines_read, rep.loaded = counts.read, counts.loaded
@@ -340,6 +357,7 @@ def ingest_paths(
     *,
     replace: bool = False,
     progress: bool = False,
+    parts: Parts | None = None,
 ) -> IngestReport:
     """Load every file under ``paths`` into the store behind ``con``.
 
@@ -353,9 +371,17 @@ def ingest_paths(
     the other files load (``IngestReport.nothing_loaded`` says when nothing did).
     ``progress``: one live line on stderr (a terminal's only, ``analysis.progress``)
     counting the files' bytes on disk, with an ETA.
+
+    A store on disk that is empty (or was made so) keeps the rows of JSON lines and
+    CSV as Parquet beside it, and reads Parquet exports in place (``analysis.parts``);
+    ``parts`` says where this run writes them, by default a new folder in
+    ``<db>.parts`` (``ingest --replace``, writing a copy, names the store's own).
     """
     ensure_schema(con)
     con.execute("SET TimeZone = 'UTC'")
+    run = None
+    if adopt_layout(con):
+        run = parts if parts is not None else Parts(parts_root(database_path(con)))
     docs: list[Path] = []
     files = collect_files([Path(p) for p in paths], docs)
     detected = [(f, _tell(f, m), m) for f, m in files]
@@ -375,7 +401,7 @@ def ingest_paths(
                 bar.reach(read)
                 read += sizes[path]
             try:
-                rep = _ingest_one(con, path, det, manifest, replace, bar, pool)
+                rep = _ingest_one(con, path, det, manifest, replace, bar, pool, run)
             except Exception as exc:  # noqa: BLE001 - one file's failure is its own line
                 with contextlib.suppress(duckdb.Error):
                     con.execute("ROLLBACK")  # if its transaction is still open
@@ -386,6 +412,8 @@ def ingest_paths(
     report.files += [FileReport(str(d), "unknown", "name", "documentation",
                                 skipped="documentation (README or Markdown), not data")
                      for d in docs]
+    if run is not None:
+        rebuild_views(con, run.root)
     return report
 
 

@@ -47,6 +47,15 @@ from analysis.ingest.lines import (
 )
 from analysis.ingest.neterr import cache_from_msg, parse_net_error
 from analysis.ingest.timeparse import sql_str
+from analysis.parts import (
+    MAX_EXCLUDED,
+    PART_OPTIONS,
+    STORED_SCHEMA,
+    Part,
+    Parts,
+    part_sql,
+    stamp_of,
+)
 from analysis.progress import Progress
 
 TARGET_COLUMNS = {
@@ -92,6 +101,15 @@ class Job:
     progress: Callable[[int, int], None] | None = None
     #: what the report line should say about how the file was read
     notes: list[str] = field(default_factory=list)
+    #: where the fast paths write their rows as Parquet (a store on disk); None: into DuckDB
+    parts: Parts | None = None
+    #: the parts written for this file so far (recorded by the fast path at its end)
+    written: list[Part] = field(default_factory=list)
+
+    def table(self, kind: str | None = None) -> str:
+        """The DuckDB table the rows of ``kind`` (default: the file's) are stored in."""
+        name = TABLE_OF[kind or self.detected.kind]
+        return f"{STORED_SCHEMA}.{name}" if self.parts else name
 
 
 class _NetCache:
@@ -125,7 +143,8 @@ class _NetCache:
 def _emit(con: duckdb.DuckDBPyConnection, job: Job, stage_sql: str, *,
           expected: int | None = None, wide: tuple[list[str], list[str]] | None = None,
           net: _NetCache | None = None, rejects_only: bool = False,
-          deferred: list[int] | None = None, first_line: int | None = None) -> tuple[int, int]:
+          deferred: list[int] | None = None, first_line: int | None = None,
+          to_part: bool = False) -> tuple[int, int]:
     """Insert the rows of ``stage_sql``: reason NULL into the kind's table, the others
     into rejects. Returns (rows loaded, rows rejected), counted in stage rows.
 
@@ -136,13 +155,15 @@ def _emit(con: duckdb.DuckDBPyConnection, job: Job, stage_sql: str, *,
     of writing them to rejects (the fast paths hand those lines to the line path).
     ``first_line`` (staged only): the stage's ``line`` is a placeholder, and the staged
     rows, kept in the reader's order, are numbered from it (see ``number_rows``).
+    ``to_part`` (staged only, a store on disk): the loadable rows go to a Parquet part
+    (``job.written``) instead of the kind's table.
     """
     kind, fid, path = job.detected.kind, job.file_id, sql_str(str(job.path))
     rejects = (f"INSERT INTO rejects (file_id, path, line, raw, reason)"
                f" SELECT {fid}, {path}, line, rawtext, left(reason, 1000) FROM {{}}"
                f" WHERE reason IS NOT NULL")
     if expected is not None and net is None and wide is None:
-        loaded = con.execute(_insert_sql(kind, fid, f"({stage_sql})")).fetchall()[0][0]
+        loaded = con.execute(_insert_sql(job, fid, f"({stage_sql})")).fetchall()[0][0]
         bad = 0 if loaded >= expected else con.execute(
             rejects.format(f"({stage_sql})")).fetchall()[0][0]
         return loaded, bad
@@ -165,8 +186,10 @@ def _emit(con: duckdb.DuckDBPyConnection, job: Job, stage_sql: str, *,
             bad = len(found)
         else:
             bad = con.execute(rejects.format("_stage")).fetchall()[0][0]
-        if not rejects_only:
-            con.execute(_insert_sql(kind, fid, "_stage", wide))
+        if not rejects_only and to_part and job.parts is not None:
+            _copy_part(con, job, _rows_sql(kind, fid, "_stage", wide), "line")
+        elif not rejects_only:
+            con.execute(_insert_sql(job, fid, "_stage", wide))
         if net is not None:
             con.unregister("_neterr")
             con.unregister("_cache")
@@ -196,50 +219,100 @@ def _insert_numbered(con: duckdb.DuckDBPyConnection, job: Job, stage: str,
     INSERT, the rows not loadable under the file id negated; then all are numbered by
     order (``number_rows``), and the others' line numbers are read and they are deleted.
     Returns (rows loaded, line numbers of the others)."""
-    fid = job.file_id
+    fid, table = job.file_id, job.table()
     con.execute(
-        f"INSERT INTO requests ({TARGET_COLUMNS['requests']}, file_id, line)"
+        f"INSERT INTO {table} ({TARGET_COLUMNS['requests']}, file_id, line)"
         f" SELECT coalesce(time, TIMESTAMP '1970-01-01'), method, caller,"
         f" CASE WHEN reason IS NULL THEN CAST(uris_d AS INTEGER) END, status, duration_ms,"
         f" host, dc, CASE WHEN reason IS NULL THEN {fid} ELSE -{fid} END, 0 FROM ({stage})")
     mine = f"file_id IN ({fid}, -{fid})"
-    number_rows(con, "requests", mine, first_line)
+    number_rows(con, table, mine, first_line)
     bad = [r[0] for r in con.execute(
-        f"SELECT line FROM requests WHERE file_id = -{fid} ORDER BY line").fetchall()]
+        f"SELECT line FROM {table} WHERE file_id = -{fid} ORDER BY line").fetchall()]
     if bad:
-        con.execute(f"DELETE FROM requests WHERE file_id = -{fid}")
-    loaded = con.execute(f"SELECT count(*) FROM requests WHERE file_id = {fid}").fetchall()[0][0]
+        con.execute(f"DELETE FROM {table} WHERE file_id = -{fid}")
+    loaded = con.execute(f"SELECT count(*) FROM {table} WHERE file_id = {fid}").fetchall()[0][0]
     return loaded, bad
 
 
-def _insert_sql(kind: str, fid: int, source: str,
-                wide: tuple[list[str], list[str]] | None = None) -> str:
-    """INSERT of the loadable rows of ``source`` (a staged relation) into the kind's table."""
+def _copy_numbered(con: duckdb.DuckDBPyConnection, job: Job, stage: str,
+                   first_line: int) -> tuple[int, list[int]]:
+    """``_insert_numbered`` for a store on disk: every row of a request ``stage`` into a
+    Parquet part in one parallel, order-keeping COPY, with ``ok`` saying whether it
+    loads; a row's line is its place in the part (``file_row_number``), counted from
+    ``first_line``. The part keeps the rows ``ok``. Returns (rows loaded, line numbers of
+    the others)."""
+    rows = ("requests", f"{TARGET_COLUMNS['requests']}, ok",
+            f"SELECT coalesce(time, TIMESTAMP '1970-01-01'), method, caller,"
+            f" CASE WHEN reason IS NULL THEN CAST(uris_d AS INTEGER) END, status, duration_ms,"
+            f" host, dc, reason IS NULL FROM ({stage})")
+    part, n = _copy_part(con, job, rows, f"file_row_number + {first_line}", keep="ok")
+    bad = [r[0] for r in con.execute(
+        f"SELECT line FROM ({part.sql()}) WHERE NOT ok ORDER BY line").fetchall()]
+    return n - len(bad), bad
+
+
+def _rows_sql(kind: str, fid: int, source: str,
+              wide: tuple[list[str], list[str]] | None = None,
+              loadable: bool = True) -> tuple[str, str, str]:
+    """The loadable rows of ``source`` (a staged relation) for the kind's table:
+    (table, its columns, the SELECT giving them). Not ``loadable``: every row, its
+    values converted where they can be (the caller filters the rejected ones)."""
+    if not loadable:
+        table, columns, select = _rows_sql(kind, fid, source, wide)
+        cut = select.rindex(" WHERE ")
+        return table, columns, select[:cut].replace("CAST(uris_d AS", "TRY_CAST(uris_d AS")
     if kind == "requests":
-        return (f"INSERT INTO requests ({TARGET_COLUMNS[kind]}, file_id, line)"
-                f" SELECT time, method, caller, CAST(uris_d AS INTEGER), status, duration_ms,"
+        return ("requests", f"{TARGET_COLUMNS[kind]}, file_id, line",
+                f"SELECT time, method, caller, CAST(uris_d AS INTEGER), status, duration_ms,"
                 f" host, dc, {fid}, line FROM {source} WHERE reason IS NULL")
     if kind == "errors":
-        return (f"INSERT INTO log_events (time, level, msg, host, error, op, local_addr,"
-                f" remote_addr, errno_class, cache, sample_rate, file_id, line)"
-                f" SELECT s.time, s.level, s.msg, s.host, s.error, n.op, n.local_addr,"
+        return ("log_events", "time, level, msg, host, error, op, local_addr, remote_addr,"
+                " errno_class, cache, sample_rate, file_id, line",
+                f"SELECT s.time, s.level, s.msg, s.host, s.error, n.op, n.local_addr,"
                 f" n.remote_addr, n.errno_class, c.cache, s.sample_rate, {fid}, s.line"
                 f" FROM {source} s LEFT JOIN _neterr n ON s.error = n.error"
                 f" LEFT JOIN _cache c ON s.msg = c.msg WHERE s.reason IS NULL")
     if kind == "events":
-        return (f"INSERT INTO events ({TARGET_COLUMNS[kind]}, file_id, line)"
-                f" SELECT {TARGET_COLUMNS[kind]}, {fid}, line FROM {source} WHERE reason IS NULL")
+        return ("events", f"{TARGET_COLUMNS[kind]}, file_id, line",
+                f"SELECT {TARGET_COLUMNS[kind]}, {fid}, line FROM {source} WHERE reason IS NULL")
+    columns = "time, metric, labels, value, file_id, line"
     if wide is not None:
         names = ", ".join(sql_str(m) for m in wide[0])
         labels = ", ".join(sql_str(lb) for lb in wide[1])
-        return (f"INSERT INTO metrics (time, metric, labels, value, file_id, line)"
-                f" SELECT time, metric, labels, value, {fid}, line FROM ("
+        return ("metrics", columns,
+                f"SELECT time, metric, labels, value, {fid}, line FROM ("
                 f" SELECT time, line, unnest([{names}]) AS metric, unnest([{labels}]) AS labels,"
                 f" unnest(vals) AS value, unnest(raws) AS cell FROM {source}"
                 f" WHERE reason IS NULL) WHERE cell IS NOT NULL")
-    return (f"INSERT INTO metrics (time, metric, labels, value, file_id, line)"
-            f" SELECT time, metric, labels, value, {fid}, line FROM {source}"
+    return ("metrics", columns, f"SELECT time, metric, labels, value, {fid}, line FROM {source}"
             f" WHERE reason IS NULL")
+
+
+def _insert_sql(job: Job, fid: int, source: str,
+                wide: tuple[list[str], list[str]] | None = None) -> str:
+    """INSERT of the loadable rows of ``source`` (a staged relation) into the kind's table."""
+    table, columns, select = _rows_sql(job.detected.kind, fid, source, wide)
+    return f"INSERT INTO {job.table()} ({columns}) {select}"
+
+
+def _copy_part(con: duckdb.DuckDBPyConnection, job: Job, rows: tuple[str, str, str],
+               line: str, keep: str | None = None) -> tuple[Part, int]:
+    """Write ``rows`` (``_rows_sql``'s, perhaps with more columns) to a new Parquet part of
+    the file, in the reader's order; ``line`` is its line numbers' SQL over the part's
+    columns and ``file_row_number``, ``keep`` which of its rows the file loaded.
+    Returns the part (appended to ``job.written``) and how many rows it holds."""
+    assert job.parts is not None
+    table, columns, select = rows
+    path, rel = job.parts.new(job.file_id, table)
+    n = con.execute(f"COPY (SELECT * FROM ({select}) AS _r({columns})) TO"
+                    f" {sql_str(str(path))} ({PART_OPTIONS})").fetchall()[0][0]
+    part = Part(job.file_id, table, str(path), rel,
+                f"SELECT * EXCLUDE (file_row_number), {line} AS line FROM {{src}}"
+                if line != "line" else "SELECT * EXCLUDE (file_row_number) FROM {src}",
+                [keep] if keep else [])
+    job.written.append(part)
+    return part, n
 
 
 def _json_keys(line: str) -> set[str]:
@@ -447,6 +520,24 @@ def _fast(con: duckdb.DuckDBPyConnection, job: Job, stage: str,
     count can run on another thread. The stage's ``line`` is a placeholder: rows are
     numbered by the reader's order (``number_rows``) as if nothing was skipped, and
     renumbered afterwards when lines were skipped (rarely needed: an UPDATE)."""
+    try:
+        counts = _fast_rows(con, job, stage, lines, header, wide, skips_blank,
+                            skipped_by_reader)
+    except FastPathMiss:
+        for part in job.written:  # its rows go the line path; the file is not kept
+            (job.parts.root / part.path).unlink(missing_ok=True)
+        raise
+    for part in job.written:
+        part.record(con)
+    return counts
+
+
+def _fast_rows(con: duckdb.DuckDBPyConnection, job: Job, stage: str,
+               lines: Callable[[], LineStats | None], header: int,
+               wide: tuple[list[str], list[str]] | None, skips_blank: bool,
+               skipped_by_reader: Callable[[], tuple[int, ...]] | None) -> Counts:
+    """``_fast``'s work, the rows going into the kind's table or (a store on disk) a
+    Parquet part."""
     kind = job.detected.kind
     net = _NetCache() if kind == "errors" else None
     bad: list[int] = []
@@ -454,10 +545,11 @@ def _fast(con: duckdb.DuckDBPyConnection, job: Job, stage: str,
     con.execute("SET preserve_insertion_order = true")
     try:
         if kind == "requests" and wide is None:
-            loaded, bad = _insert_numbered(con, job, stage, header + 1)
+            numbered = _copy_numbered if job.parts else _insert_numbered
+            loaded, bad = numbered(con, job, stage, header + 1)
         else:
             loaded, _ = _emit(con, job, stage, net=net, wide=wide, deferred=bad,
-                              first_line=header + 1)
+                              first_line=header + 1, to_part=job.parts is not None)
         stats = lines()
         if stats is None:
             raise FastPathMiss("line count unknown: damaged compression or a line over 1 MiB")
@@ -472,8 +564,11 @@ def _fast(con: duckdb.DuckDBPyConnection, job: Job, stage: str,
             raise FastPathMiss(f"over {MAX_AGAIN} rows to check line by line")
         if loaded + len(bad) != rows:
             raise FastPathMiss(f"DuckDB gave {loaded + len(bad)} rows for {rows} lines")
-        if skipped:
-            con.execute(f"UPDATE {TABLE_OF[kind]} SET line = {_renumber_sql(skipped)}"
+        if skipped and job.written:
+            job.written[-1].renumber(_renumber_sql(skipped))
+            bad = [_line_of(skipped)(k) for k in bad]
+        elif skipped:
+            con.execute(f"UPDATE {job.table()} SET line = {_renumber_sql(skipped)}"
                         f" WHERE file_id = {job.file_id}")
             bad = [_line_of(skipped)(k) for k in bad]
         loaded -= _unload(con, job, sorted(set(stats.suspect) - {*bad, *skipped}))
@@ -493,7 +588,12 @@ def _unload(con: duckdb.DuckDBPyConnection, job: Job, lines: list[int]) -> int:
     the bounds screen, which the line path checks instead); returns how many."""
     if not lines:
         return 0
-    table = TABLE_OF[job.detected.kind]
+    if job.written:
+        if len(lines) > MAX_EXCLUDED:
+            raise FastPathMiss(f"{len(lines)} lines over the bounds screen")
+        job.written[-1].exclude(lines)
+        return len(lines)
+    table = job.table()
     gone = con.execute(f"DELETE FROM {table} WHERE file_id = ? AND list_contains(?, line)",
                        [job.file_id, lines]).fetchall()[0][0]
     if gone != len(lines):
@@ -570,7 +670,31 @@ def load_parquet(con: duckdb.DuckDBPyConnection, job: Job) -> Counts:
               f" FROM {src}")
     stage = _convert_sql(kind, source, fields, cols.get, job.zone, {})
     net = _NetCache() if kind == "errors" else None
-    return _counts(_emit(con, job, stage, expected=rows, net=net))
+    if job.parts is None or net is not None:
+        return _counts(_emit(con, job, stage, expected=rows, net=net))
+    return _parquet_in_place(con, job, stage.replace(src, "{src}"), rows)
+
+
+def _parquet_in_place(con: duckdb.DuckDBPyConnection, job: Job, stage: str,
+                      rows: int) -> Counts:
+    """A Parquet export read where it lies (a store on disk): its rejected rows go to
+    ``rejects``, and a part over the file (by its absolute path) keeps the others,
+    told by their numbers. ``stage`` is the convert SQL over ``{src}``."""
+    fid = job.file_id
+    part = Part(fid, TABLE_OF[job.detected.kind], str(job.path.resolve()), None, "",
+                stamp=stamp_of(job.path))
+    bad = con.execute(
+        f"INSERT INTO rejects (file_id, path, line, raw, reason)"
+        f" SELECT {fid}, {sql_str(str(job.path))}, line, rawtext, left(reason, 1000)"
+        f" FROM ({part_sql(stage, Path(part.path))}) WHERE reason IS NOT NULL"
+    ).fetchall()[0][0]
+    _, columns, select = _rows_sql(job.detected.kind, fid, f"({stage})", loadable=False)
+    part.body = f"SELECT * FROM ({select}) AS _r({columns})"
+    if bad:
+        part.keep.append(f"line NOT IN (SELECT line FROM {{rejects}} WHERE file_id = {fid}"
+                         " AND line IS NOT NULL)")
+    part.record(con)
+    return Counts(rows, rows - bad, bad)
 
 
 def load_prometheus(con: duckdb.DuckDBPyConnection, job: Job) -> Counts:

@@ -23,6 +23,7 @@ import datetime as dt
 import duckdb
 
 from analysis.errors import UserError
+from analysis.store import sql_str
 
 _NUMBER = r"^\s*[-+]?\d+(\.\d*)?([eE][-+]?\d+)?\s*$"
 _OFFSET = r":\d\d(\.\d*)?(\s*[zZ]|[-+]\d\d(:?\d\d)?)\s*$"
@@ -34,11 +35,6 @@ _TIMESTAMP_TYPES = ("TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS", 
                     "TIMESTAMP WITHOUT TIME ZONE")
 _NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT",
                   "USMALLINT", "UINTEGER", "UBIGINT", "FLOAT", "DOUBLE", "REAL")
-
-
-def sql_str(value: str) -> str:
-    """``value`` as a SQL string literal."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _utc(tstz_sql: str) -> str:
