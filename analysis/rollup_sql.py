@@ -47,6 +47,9 @@ HEAVY_URIS = 64
 #: the raw tables the rollups read, and those whose rows set the window and the grid
 RAW_TABLES: tuple[str, ...] = ("requests", "log_events", "metrics", "events")
 WINDOW_TABLES: tuple[str, ...] = ("requests", "log_events", "metrics")
+#: the tables ``rollup_steps`` makes (the rest of the rollups are built from them)
+STEP_OUTPUTS: tuple[str, ...] = ("roll_callers", "roll_heavy", "roll_errors", "roll_metrics",
+                                 "roll_series", "roll_events")
 
 
 @dataclass(frozen=True)

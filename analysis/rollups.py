@@ -612,12 +612,14 @@ def _rollups_stale(con: duckdb.DuckDBPyConnection) -> bool:
 
 def rollups_fingerprint() -> str:
     """Which code rolls up: a hash of the sources that decide what the rollups hold --
-    this module, the signal names (``signal_id``) and the window and grid (``window``) --
+    this module, the steps and their driver (``rollup_sql``, ``rollup_engines``), the
+    signal names (``signal_id``) and the window and grid (``window``) --
     so a change to any of them rolls up afresh."""
-    from analysis import signal_id, window
+    from analysis import rollup_engines, rollup_sql, signal_id, window
 
     digest = hashlib.sha256()
-    for module in (__file__, signal_id.__file__, window.__file__):
+    for module in (__file__, rollup_sql.__file__, rollup_engines.__file__, signal_id.__file__,
+                   window.__file__):
         digest.update(Path(module).read_bytes())
     return "postmortem rollups " + digest.hexdigest()[:16]
 
@@ -691,11 +693,14 @@ def ensure_rollups(
     (``analysis.access.open_reader``) they are built in memory, shadowing the store's.
     """
     info = rollup_info(con) if rollups_current(con) else None
+    # rollups made elsewhere (``postmortem rollup``) on flags of their own are the store's
+    own = info is not None and not info.raw_in_store
     if info is not None and info.window is not None and (
-        (info.grid_s == grid_s if grid_s is not None else info.grid_from == "auto")
+        (info.grid_s == grid_s if grid_s is not None else own or info.grid_from == "auto")
         and (info.window.start == start if start is not None
-             else info.window.start_from != "flag")
-        and (info.window.end == end if end is not None else info.window.end_from != "flag")
+             else own or info.window.start_from != "flag")
+        and (info.window.end == end if end is not None
+             else own or info.window.end_from != "flag")
     ):
         return info
     raw_absent(con, "rollups on another grid or window")

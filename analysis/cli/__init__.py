@@ -14,8 +14,8 @@ import sys
 from analysis.errors import UserError
 from analysis.signal_id import printable
 
-SUBCOMMANDS = ("pull", "ingest", "simulate", "chain", "whatif", "evaluate", "report", "lab",
-               "schema")
+SUBCOMMANDS = ("pull", "ingest", "rollup", "simulate", "chain", "whatif", "evaluate", "report",
+               "lab", "schema")
 
 
 def echo(text: str = "", **kwargs) -> None:
