@@ -41,6 +41,7 @@ from analysis.rollups import (
     RollupInfo,
     ensure_rollups,
     has_table,
+    raw_absent,
     signal_frame,
     signal_ids,
 )
@@ -708,6 +709,8 @@ def forced_dials(
     """
     cap = env.idle_pool if env.idle_pool is not None else UNKNOWN_POOL_CAP
     source = "roll_heavy" if cap >= HEAVY_URIS and has_table(con, "roll_heavy") else "requests"
+    if source == "requests":
+        raw_absent(con, f"the port arithmetic with an idle pool under {HEAVY_URIS}")
     rows = con.sql(
         f"""SELECT caller, coalesce(host, '') AS host,
                   CAST(floor((epoch(time) - epoch(?::TIMESTAMP)) / ?) AS BIGINT) AS b,
@@ -1024,7 +1027,7 @@ def _reject_deploys(
     cause: the chain starts with its batches.
     """
     rows = con.execute(
-        "SELECT time, title FROM events WHERE lower(kind) = 'deploy' ORDER BY time"
+        "SELECT start, title FROM roll_events WHERE lower(kind) = 'deploy' ORDER BY start"
     ).fetchall()
     first = min(onsets.values()) if onsets else None
     out: list[Rejected] = []

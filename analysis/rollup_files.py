@@ -150,16 +150,25 @@ def _driver_tables(engine: Engine, con: duckdb.DuckDBPyConnection) -> None:
         con.unregister("_from_engine")
 
 
-def _manifest_sides(manifest: Path | None) -> tuple[dict[str, datetime], dict[str, str]]:
-    """The ``[window]`` of an ``incident.toml`` as parsed sides and as its raw keys."""
+def _manifest_facts(manifest: Path | None) -> tuple[dict[str, datetime], dict[str, str]]:
+    """An ``incident.toml``'s facts (the store's ``incident`` keys: name, window, the
+    environment the chain's arithmetic reads) and its ``[window]`` sides, parsed."""
     if manifest is None:
         return {}, {}
     from analysis.ingest.manifest import load_manifest
-    from analysis.ingest.timeparse import parse_flag_time
+    from analysis.ingest.timeparse import parse_time
 
-    facts = load_manifest(manifest).facts
-    keys = {k: facts[k] for k in ("window_start", "window_end") if k in facts}
-    return {k: parse_flag_time(v, f"{manifest} [window] {k[7:]}") for k, v in keys.items()}, keys
+    m = load_manifest(manifest)
+    sides: dict[str, datetime] = {}
+    with duckdb.connect() as con:
+        for k in ("window_start", "window_end"):
+            if k in m.facts:  # as ingest reads them: in the manifest's zone, kept in UTC
+                t = parse_time(m.facts[k], m.timezone, con)
+                if t is None:
+                    raise UserError(f"{manifest}: window {k[7:]} {m.facts[k]!r} is not a time;"
+                                    " expected RFC 3339 like 2026-04-06T12:00:00Z")
+                sides[k] = t
+    return sides, {**m.facts, **{k: v.isoformat(sep=" ") for k, v in sides.items()}}
 
 
 def rollup_to_files(
@@ -185,7 +194,8 @@ def rollup_to_files(
     expanded = {t: [f for p in ps for f in _expand_local(p, flags[t])]
                 for t, ps in sources.items() if ps}
     origin = "; ".join(f"{flags[t]} {' '.join(ps)}" for t, ps in sources.items() if ps)
-    sides, asked = _manifest_sides(manifest)
+    sides, facts = _manifest_facts(manifest)
+    asked = {k: v for k, v in facts.items() if k in ("window_start", "window_end")}
     t0 = time.perf_counter()
     driver = duckdb.connect()
     try:
@@ -210,6 +220,8 @@ def rollup_to_files(
                 src.close()
             label = "duckdb"
         info = finish_rollups(driver, plan, asked=asked, origin=f"{origin} ({label})")
+        driver.execute("CREATE TABLE incident (key VARCHAR, value VARCHAR)")
+        driver.executemany("INSERT INTO incident VALUES (?, ?)", list(facts.items()))
         tables = _write(driver, out, {"fingerprint": rollups_fingerprint(), "origin": origin,
                                       "engine": label})
     finally:
@@ -229,7 +241,7 @@ def _write(con: duckdb.DuckDBPyConnection, out: Path, meta: dict[str, str]) -> d
     tmp.mkdir(parents=True)
     try:
         rows = {}
-        for t in ROLLUP_TABLES:
+        for t in (*ROLLUP_TABLES, "incident"):
             con.execute(f"COPY (SELECT * FROM {t}) TO '{tmp / (t + '.parquet')}'"
                         " (FORMAT parquet)")
             rows[t] = int(con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0])
@@ -258,7 +270,7 @@ def load_rollups(db: Path, rollups: Path, *, wait: bool = False) -> str:
     if meta.get("fingerprint") != rollups_fingerprint():
         raise UserError(f"--rollups {rollups}: made by another version of the rollups"
                         f" ({meta.get('fingerprint')}); rerun `postmortem rollup`")
-    for t in ROLLUP_TABLES:
+    for t in (*ROLLUP_TABLES, "incident"):
         if not (Path(rollups) / f"{t}.parquet").is_file():
             raise UserError(f"--rollups {rollups}: {t}.parquet is missing")
     with store_errors(db, "writing"), writer_lock(db, wait=wait):
@@ -273,6 +285,10 @@ def load_rollups(db: Path, rollups: Path, *, wait: bool = False) -> str:
                 path = str(Path(rollups) / f"{t}.parquet").replace("'", "''")
                 con.execute(f"CREATE OR REPLACE TABLE {t} AS SELECT * FROM read_parquet('{path}')")
             mark_rollups(con)
+            # the manifest's facts (name, window, environment) as ingest keeps them
+            facts = str(Path(rollups) / "incident.parquet").replace("'", "''")
+            con.execute(f"INSERT OR REPLACE INTO incident SELECT key, value"
+                        f" FROM read_parquet('{facts}')")
             con.execute("CHECKPOINT")
         finally:
             con.close()

@@ -660,7 +660,7 @@ def rollups_current(con: duckdb.DuckDBPyConnection, *, trust_own: bool = True) -
             and not _rollups_stale(con))
 
 
-def raw_absent(con: duckdb.DuckDBPyConnection, need: str) -> None:
+def raw_absent(con: duckdb.DuckDBPyConnection, need: str, *, rerun: bool = False) -> None:
     """Raise ``UserError`` when the store holds rollups made by ``postmortem rollup`` from
     raw rows it does not hold (``roll_info.origin``): ``need`` (what wanted them, e.g.
     "the what-if replay") cannot be answered from rollups alone."""
@@ -674,8 +674,9 @@ def raw_absent(con: duckdb.DuckDBPyConnection, need: str) -> None:
         raise UserError(
             f"{need} needs the raw rows, and this store holds only the rollups `postmortem"
             f" rollup` made from {row[0]}: ingest those exports into a store"
-            " (`postmortem ingest`), or rerun `postmortem rollup` with the --grid/--start/--end"
-            " wanted and load it with `postmortem ingest --rollups`"
+            " (`postmortem ingest`)" + (", or rerun `postmortem rollup` with the"
+            " --grid/--start/--end wanted and load it with `postmortem ingest --rollups`"
+            if rerun else "")
         )
 
 
@@ -703,7 +704,7 @@ def ensure_rollups(
              else own or info.window.end_from != "flag")
     ):
         return info
-    raw_absent(con, "rollups on another grid or window")
+    raw_absent(con, "rollups on another grid or window", rerun=True)
     info = build_rollups(con, grid_s, start, end)
     mark_rollups(con)
     return info

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import duckdb
@@ -13,45 +12,52 @@ from analysis.rollups import ROLLUP_TABLES
 _HOW = ("origin",)
 
 
-def table_rows(path: Path, table: str) -> tuple[list[str], list[tuple]]:
-    """A table's column names and rows, sorted on every column (NULLs first)."""
-    con = duckdb.connect()
-    con.execute("SET enable_progress_bar = false")
-    rel = con.sql(f"SELECT * FROM read_parquet('{path / (table + '.parquet')}')")
-    cols = [c for c in rel.columns if not (table == "roll_info" and c in _HOW)]
-    order = ", ".join(f'"{c}" NULLS FIRST' for c in cols)
-    rows = con.sql(f"SELECT {', '.join(chr(34) + c + chr(34) for c in cols)} FROM rel"
-                   f" ORDER BY {order}").fetchall()
-    return cols, rows
-
-
-def _same(a: object, b: object, tol: float) -> bool:
-    if isinstance(a, float) and isinstance(b, float):
-        if math.isnan(a) or math.isnan(b):
-            return math.isnan(a) and math.isnan(b)
-        return math.isclose(a, b, rel_tol=tol, abs_tol=tol)
-    if isinstance(a, float) or isinstance(b, float):
-        return False  # a float against a non-float is a type difference
-    return a == b
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def differences(a: Path, b: Path, tol: float = 1e-9, limit: int = 5) -> list[str]:
-    """Every difference between the rollup tables under ``a`` and ``b``: columns, row
-    counts (exact), and values (floats within ``tol``, relative or absolute; everything
-    else exactly). Empty when they agree."""
+    """Every difference between the rollup tables under ``a`` and ``b``: columns and row
+    counts exactly; rows, sorted on every column and paired in that order, equal with
+    floats within ``tol`` (relative to the larger of 1 and the value) and everything
+    else exactly (NULL equals NULL, NaN equals NaN). Empty when they agree."""
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     out: list[str] = []
     for t in ROLLUP_TABLES:
-        cols_a, rows_a = table_rows(a, t)
-        cols_b, rows_b = table_rows(b, t)
-        if cols_a != cols_b:
-            out.append(f"{t}: columns {cols_a} != {cols_b}")
+        for side, path in (("a", a), ("b", b)):
+            con.execute(f"CREATE OR REPLACE TABLE {side} AS SELECT * FROM"
+                        f" read_parquet('{path / (t + '.parquet')}')")
+        cols = {s: [(c, ty) for c, ty, *_ in con.execute(f"DESCRIBE {s}").fetchall()
+                    if not (t == "roll_info" and c in _HOW)] for s in ("a", "b")}
+        if cols["a"] != cols["b"]:
+            out.append(f"{t}: columns {cols['a']} != {cols['b']}")
             continue
-        if len(rows_a) != len(rows_b):
-            out.append(f"{t}: {len(rows_a)} rows != {len(rows_b)} rows")
+        n = {s: con.execute(f"SELECT count(*) FROM {s}").fetchall()[0][0] for s in ("a", "b")}
+        if n["a"] != n["b"]:
+            out.append(f"{t}: {n['a']} rows != {n['b']} rows")
             continue
-        bad = [(ra, rb) for ra, rb in zip(rows_a, rows_b, strict=True)
-               if not all(_same(x, y, tol) for x, y in zip(ra, rb, strict=True))]
-        out += [f"{t}: {ra} != {rb}" for ra, rb in bad[:limit]]
+        names = [c for c, _ in cols["a"]]
+        order = ", ".join(f"{_q(c)} NULLS FIRST" for c in names)
+        for s in ("a", "b"):
+            con.execute(f"CREATE OR REPLACE TABLE {s}_n AS SELECT row_number() OVER"
+                        f" (ORDER BY {order}) AS rn, * FROM {s}")
+        same = []
+        for c, ty in cols["a"]:
+            x, y = f"x.{_q(c)}", f"y.{_q(c)}"
+            if ty in ("DOUBLE", "FLOAT"):
+                same.append(f"({x} IS NOT DISTINCT FROM {y} OR (isnan({x}) AND isnan({y}))"
+                            f" OR abs({x} - {y}) <= {tol!r} * greatest(1, abs({x})))")
+            else:
+                same.append(f"{x} IS NOT DISTINCT FROM {y}")
+        shown = ", ".join(f"x.{_q(c)}" for c in names) + ", " + ", ".join(
+            f"y.{_q(c)}" for c in names)
+        bad = con.execute(
+            f"SELECT {shown} FROM a_n x JOIN b_n y USING (rn)"
+            f" WHERE NOT ({' AND '.join(same)}) ORDER BY rn LIMIT {limit + 1}").fetchall()
+        k = len(names)
+        out += [f"{t}: {r[:k]} != {r[k:]}" for r in bad[:limit]]
         if len(bad) > limit:
-            out.append(f"{t}: ... {len(bad)} rows differ")
+            out.append(f"{t}: more rows differ")
+    con.close()
     return out
