@@ -600,7 +600,8 @@ def _rollups_stale(con: duckdb.DuckDBPyConnection) -> bool:
     if not has_table(con, "signals") or not has_table(con, "roll_info"):
         return True
     try:
-        row = con.execute("SELECT rows, asked, origin FROM roll_info").fetchone()
+        row = next(iter(con.execute("SELECT rows, asked, origin FROM roll_info").fetchall()),
+                   None)
     except duckdb.BinderException:  # an older roll_info
         return True
     if row is None:
@@ -667,7 +668,7 @@ def raw_absent(con: duckdb.DuckDBPyConnection, need: str, *, rerun: bool = False
     if not has_table(con, "roll_info"):
         return
     try:
-        row = con.execute("SELECT origin FROM roll_info").fetchone()
+        row = next(iter(con.execute("SELECT origin FROM roll_info").fetchall()), None)
     except duckdb.BinderException:  # an older roll_info: made from the store's own rows
         return
     if row is not None and row[0] not in (None, STORE_ORIGIN):
