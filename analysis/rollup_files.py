@@ -221,7 +221,8 @@ def rollup_to_files(
             label = "duckdb"
         info = finish_rollups(driver, plan, asked=asked, origin=f"{origin} ({label})")
         driver.execute("CREATE TABLE incident (key VARCHAR, value VARCHAR)")
-        driver.executemany("INSERT INTO incident VALUES (?, ?)", list(facts.items()))
+        if facts:
+            driver.executemany("INSERT INTO incident VALUES (?, ?)", list(facts.items()))
         tables = _write(driver, out, {"fingerprint": rollups_fingerprint(), "origin": origin,
                                       "engine": label})
     finally:

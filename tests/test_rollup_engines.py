@@ -144,3 +144,18 @@ def test_rollups_load_only_into_a_store_without_raw_rows(incident, duck_out, tmp
 def test_rollup_names_a_glob_that_matches_nothing(tmp_path):
     with pytest.raises(UserError, match="--requests .*no Parquet file matches"):
         rollup_to_files({"requests": [str(tmp_path / "none-*.parquet")]}, tmp_path / "out")
+
+
+def test_rollup_without_a_manifest_infers_the_window(incident, tmp_path):
+    """No manifest and no --start/--end: the window is inferred on the engine from where
+    the rows are dense, as the store infers it (``analysis.window``)."""
+    run = rollup_to_files({"requests": [str(incident["pq"] / "requests-*.parquet")],
+                           "log_events": [str(incident["pq"] / "log_events-*.parquet")]},
+                          tmp_path / "out", grid_s=GRID)
+    assert run.info.window.start_from == run.info.window.end_from == "inferred"
+    con = duckdb.connect(str(incident["db"]), read_only=True)
+    lo, hi = con.execute("SELECT min(time), max(time) FROM (SELECT time FROM requests"
+                         " UNION ALL SELECT time FROM log_events)").fetchall()[0]
+    con.close()
+    assert lo <= run.info.window.start <= run.info.window.end <= hi
+    assert (tmp_path / "out" / "incident.parquet").is_file()
