@@ -113,7 +113,11 @@ def spark_session(master: str = "local[*]", *, timeout_s: float = 3600.0,
                 .config("spark.task.maxDirectResultSize", "1g")
                 .config("spark.driver.maxResultSize", "0")
             )
-    builder = builder.config("spark.sql.session.timeZone", "UTC")
+    # the exact percentiles keep a map of every distinct value per group: hash aggregation
+    # holds many groups' maps at once (out of memory at 10M rows in a 2 GB local JVM);
+    # sort-based aggregation holds one group's at a time and spills its sort to disk
+    builder = (builder.config("spark.sql.session.timeZone", "UTC")
+               .config("spark.sql.execution.useObjectHashAggregateExec", "false"))
     deadline = _Deadline(timeout_s)
     spark = None
     # the JVM's own idea of its address (the block manager's, which serves large task
