@@ -675,7 +675,7 @@ def detect_all(
     wanted = None if signals is None else [s for s in signals if s in kinds]
     windows: list[AnomalyWindow] = []
     short: list[Detection] = []
-    raw = _raw_samples(con)
+    raw = raw_samples(con)
     for name, part in signal_parts(con, wanted):
         found = detect_series(part, settings, signal=name, counts=kinds.get(name) == "count",
                               samples=raw.get(name))
@@ -694,10 +694,10 @@ def detect_all(
     return frame
 
 
-def _raw_samples(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+def raw_samples(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Raw samples behind each metric signal on the grid (``roll_info``'s buckets): a label
     set's own count; an aggregate over label sets, that of its best-sampled set. Empty
-    without ``roll_info``."""
+    without ``roll_info``. ``detect_all`` and the chain pass them to ``detect_series``."""
     info = rollup_info(con)
     if info is None or info.start is None or info.end is None:
         return {}

@@ -34,7 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.chain import ROOT_CAUSE, ChainResult, find_chain
+from analysis.chain.find import find_chain
+from analysis.chain.result import ChainResult
+from analysis.chain.settings import ROOT_CAUSE
 from analysis.roles import ROLES
 
 MAX_WORKERS = 2

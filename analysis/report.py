@@ -34,6 +34,7 @@ from markupsafe import Markup
 
 from analysis import charts
 from analysis import report_data as rd
+from analysis.chain.result import ChainResult, iso
 from analysis.errors import UserError
 from analysis.report_cache import cached
 from analysis.rollups import ensure_rollups
@@ -122,7 +123,7 @@ def _incident_name(con: duckdb.DuckDBPyConnection) -> str:
 # --- the executive summary and follow-ups: derived from the findings -----------------
 
 
-def summary_items(chain, imp: rd.Impact, events: pl.DataFrame, wi: rd.WhatIfs | None):
+def summary_items(chain: ChainResult, imp: rd.Impact, events: pl.DataFrame, wi: rd.WhatIfs | None):
     """The executive summary as (label, sentence) pairs, every number from the data."""
     items: list[tuple[str, str]] = []
     if imp.signal and imp.baseline is not None:
@@ -139,20 +140,19 @@ def summary_items(chain, imp: rd.Impact, events: pl.DataFrame, wi: rd.WhatIfs | 
         )))
     else:
         items.append(("Duration", "no error or user-facing anomaly detected."))
-    d = chain.to_dict()
-    cul = d["culprit"]
-    onsets = d["onsets"]
+    cul = chain.culprit
     if cul:
-        first = onsets.get("trigger", "—")
+        trig = chain.onsets.get("trigger")
+        first = "—" if trig is None else iso(trig).replace("T", " ").replace("Z", " UTC")
         items.append(("Trigger", (
-            f"caller {cul['caller']} on {cul['method'] or 'its method'} (first heavy batch"
-            f" {first.replace('T', ' ').replace('Z', ' UTC')}): {cul['evidence']}"
+            f"caller {cul.caller} on {cul.method or 'its method'} (first heavy batch"
+            f" {first}): {cul.evidence}"
         )))
         chain_txt = " → ".join(chain.roles_in_order())
-        items.append(("Root cause", f"{chain_txt}; verdict {d['verdict']}."))
+        items.append(("Root cause", f"{chain_txt}; verdict {chain.verdict}."))
     else:
         items.append(("Trigger", "no caller's batches explain the failure."))
-        items.append(("Root cause", f"verdict {d['verdict']}: " + "; ".join(chain.notes)))
+        items.append(("Root cause", f"verdict {chain.verdict}: " + "; ".join(chain.notes)))
     for kind, label in (("mitigation", "Mitigation"), ("fix", "Fix")):
         rows = events.filter(pl.col("kind") == kind)
         if rows.height:
@@ -189,20 +189,19 @@ def _scenario(wi: rd.WhatIfs, prefix: str) -> dict | None:
     return rows[0] if rows else None
 
 
-def follow_ups(chain, imp: rd.Impact, wi: rd.WhatIfs | None) -> list[str]:
+def follow_ups(chain: ChainResult, imp: rd.Impact, wi: rd.WhatIfs | None) -> list[str]:
     """Follow-up actions, each derived from a finding of this store's analysis."""
     out: list[str] = []
-    d = chain.to_dict()
-    cul = d["culprit"]
+    cul = chain.culprit
     scores = {c.caller: c for c in chain.callers}
     if cul:
-        s = scores.get(cul["caller"])
+        s = scores.get(cul.caller)
         weight = (f" (at most {s.peak_rps:,.1f} requests/s but batches of up to"
                   f" {s.max_batch:,.0f} URIs)") if s else ""
         out.append(f"Add per-caller metrics of URIs/s and batch size to "
-                   f"{cul['method'] or 'the service'}: {cul['caller']} was invisible in"
+                   f"{cul.method or 'the service'}: {cul.caller} was invisible in"
                    f" request-rate views{weight}.")
-        out.append(f"Bound the fan-out of {cul['method'] or 'the handler'}: one lookup per URI"
+        out.append(f"Bound the fan-out of {cul.method or 'the handler'}: one lookup per URI"
                    " with no concurrency limit dialled past the idle pool.")
     if wi is not None:
         for prefix, what in (("fix", "Keep the concurrency limit"),
@@ -213,17 +212,17 @@ def follow_ups(chain, imp: rd.Impact, wi: rd.WhatIfs | None) -> list[str]:
                 out.append(f"{what}: the replay predicts {row['failed_lookups']:,} failed"
                            f" lookups against {obs['failed_lookups']:,} observed"
                            f" ({row['scenario']}).")
-    if "port_exhaustion" in d["onsets"]:
+    if "port_exhaustion" in chain.onsets:
         lo, hi = chain.environment.port_range
         out.append(f"Alert on TIME_WAIT sockets above 80 % of the ephemeral port range"
                    f" ({hi - lo + 1:,} ports, {lo}-{hi}) and on EADDRINUSE/EADDRNOTAVAIL.")
-    if "runtime_stress" in d["onsets"]:
+    if "runtime_stress" in chain.onsets:
         out.append("Sample or rate-limit cache error logging: error logs grew the runtime's"
                    " threads and GC pauses after the errors began.")
-    for r in d["rejected"]:
-        if r["caller"] is None:
-            out.append(f"Record in the post-mortem why {r['candidate']} was ruled out:"
-                       f" {r['reason']}")
+    for r in chain.rejected:
+        if r.caller is None:
+            out.append(f"Record in the post-mortem why {r.candidate} was ruled out:"
+                       f" {r.reason}")
     if not cul:
         out.append("Collect per-caller request logs with batch sizes: without them no caller"
                    " can be tied to the failure.")
@@ -288,7 +287,7 @@ def collect(
         ("idle pool", "unknown" if env.idle_pool is None else f"{env.idle_pool:,}"),
         ("from the manifest", ", ".join(env.from_manifest) or "none (kernel defaults)"),
     ]
-    info = getattr(chain, "rollup", None)
+    info = chain.rollup
     if info is not None:
         facts += [("grid and window", info.describe()),
                   ("outside the window", info.outside_line() or "no data")]

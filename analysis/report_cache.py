@@ -38,10 +38,13 @@ PACKAGE = Path(__file__).resolve().parent
 
 
 def source_fingerprint(package: Path = PACKAGE) -> str:
-    """SHA-256 over the package's top-level modules (the analysis), by name."""
+    """SHA-256 over the package's modules, subpackages' too (the analysis), by relative
+    path: a change inside ``analysis/chain/`` is a change of the code."""
     h = hashlib.sha256()
-    for p in sorted(package.glob("*.py")):
-        h.update(p.name.encode())
+    for p in sorted(package.rglob("*.py")):
+        if "__pycache__" in p.parts:
+            continue
+        h.update(p.relative_to(package).as_posix().encode())
         h.update(p.read_bytes())
     return h.hexdigest()
 

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 import duckdb
 import polars as pl
 
+from analysis.chain.result import ChainResult, Hop, iso
 from analysis.charts import Panel
 from analysis.report_cache import cached
 from analysis.roles import role_of_signal
@@ -253,21 +254,24 @@ def error_counts(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
 # --- chain, rivals, what-if -----------------------------------------------------------
 
 
-def hops_frame(chain) -> pl.DataFrame:
+def _hop_evidence(h: Hop) -> dict:
+    """What a hop's row and edge both show (their schemas order the columns)."""
+    return {"lag_s": h.lag_s, "coincidence": h.coincidence, "p_value": h.p_value,
+            "mechanism": h.mechanism or ""}
+
+
+def hops_frame(chain: ChainResult) -> pl.DataFrame:
     """The chain's hops as rows: the evidence table, one row per hop."""
     rows = [
         {
-            "hop": f"{h['cause_role']} -> {h['effect_role']}",
-            "cause": h["cause"],
-            "effect": h["effect"],
-            "lag_s": h["lag_s"],
-            "lag_ci_s": f"[{h['lag_ci_s'][0]:.0f}, {h['lag_ci_s'][1]:.0f}]",
-            "coincidence": h["coincidence"],
-            "p_value": h["p_value"],
-            "effect_size": h["effect_size"],
-            "mechanism": h["mechanism"] or "",
+            "hop": f"{h.cause_role} -> {h.effect_role}",
+            "cause": h.cause,
+            "effect": h.effect,
+            "lag_ci_s": f"[{h.lag_ci_s[0]:.0f}, {h.lag_ci_s[1]:.0f}]",
+            "effect_size": h.effect_size,
+            **_hop_evidence(h),
         }
-        for h in chain.to_dict()["hops"]
+        for h in chain.hops
     ]
     return pl.DataFrame(rows, schema={
         "hop": pl.String, "cause": pl.String, "effect": pl.String, "lag_s": pl.Float64,
@@ -276,7 +280,7 @@ def hops_frame(chain) -> pl.DataFrame:
     })
 
 
-def lags_frame(chain) -> pl.DataFrame:
+def lags_frame(chain: ChainResult) -> pl.DataFrame:
     """Lead/lag of every hop, for the forest plot: ``pair, kind, lag_s, ci_low, ci_high``."""
     return pl.DataFrame(
         [
@@ -297,7 +301,7 @@ def lags_frame(chain) -> pl.DataFrame:
     )
 
 
-def rivals_frame(chain) -> pl.DataFrame:
+def rivals_frame(chain: ChainResult) -> pl.DataFrame:
     """Rival explanations the chain tested, each with the reason it was rejected."""
     return pl.DataFrame(
         [{"candidate": r.candidate, "reason": r.reason} for r in chain.rejected],
@@ -305,7 +309,7 @@ def rivals_frame(chain) -> pl.DataFrame:
     )
 
 
-def callers_frame(chain) -> pl.DataFrame:
+def callers_frame(chain: ChainResult) -> pl.DataFrame:
     """The chain's per-caller scores (weight, coincidence with the fan-out)."""
     rows = [
         {
@@ -322,18 +326,17 @@ def callers_frame(chain) -> pl.DataFrame:
     })
 
 
-def chain_graph(chain) -> tuple[pl.DataFrame, pl.DataFrame]:
+def chain_graph(chain: ChainResult) -> tuple[pl.DataFrame, pl.DataFrame]:
     """``(nodes, edges)`` of the chain diagram, in causal order."""
-    d = chain.to_dict()
     roles = chain.roles_in_order() if chain.onsets else []
-    sig = {h["cause_role"]: h["cause"] for h in d["hops"]}
-    sig.update({h["effect_role"]: h["effect"] for h in d["hops"]})
+    sig = {h.cause_role: h.cause for h in chain.hops}
+    sig.update({h.effect_role: h.effect for h in chain.hops})
     nodes = pl.DataFrame(
         {
             "step": list(range(len(roles))),
             "role": roles,
             "signal": [sig.get(r, "") for r in roles],
-            "onset": [d["onsets"].get(r, "") for r in roles],
+            "onset": [iso(chain.onsets[r]) if r in chain.onsets else "" for r in roles],
         },
         schema={"step": pl.Int64, "role": pl.String, "signal": pl.String, "onset": pl.String},
     )
@@ -341,15 +344,12 @@ def chain_graph(chain) -> tuple[pl.DataFrame, pl.DataFrame]:
     edges = pl.DataFrame(
         [
             {
-                "step": pos.get(h["cause_role"], 0),
-                "label": f"+{h['lag_s']:.0f} s, p={h['p_value']:.2g}",
-                "lag_s": h["lag_s"],
-                "coincidence": h["coincidence"],
-                "p_value": h["p_value"],
-                "mechanism": h["mechanism"] or "",
+                "step": pos.get(h.cause_role, 0),
+                "label": f"+{h.lag_s:.0f} s, p={h.p_value:.2g}",
+                **_hop_evidence(h),
             }
-            for h in d["hops"]
-            if h["cause_role"] in pos
+            for h in chain.hops
+            if h.cause_role in pos
         ],
         schema={"step": pl.Int64, "label": pl.String, "lag_s": pl.Float64,
                 "coincidence": pl.Float64, "p_value": pl.Float64, "mechanism": pl.String},
@@ -375,10 +375,10 @@ def _time_params(times: dict) -> dict:
     return {k: str(v) for k, v in times.items() if v is not None}
 
 
-def root_cause_chain(con: duckdb.DuckDBPyConnection, **times):
+def root_cause_chain(con: duckdb.DuckDBPyConnection, **times) -> ChainResult:
     """``analysis.chain.find_chain`` with default settings, cached per store and code version;
     ``times``: ``grid_s``, ``start``, ``end`` as ``find_chain`` takes them."""
-    from analysis.chain import find_chain
+    from analysis.chain.find import find_chain
 
     return cached(con, "chain", _time_params(times), lambda: find_chain(con, **times))
 
@@ -492,7 +492,7 @@ class Mechanism:
         return out + [fmt.format(v) for v, fmt in optional if v is not None]
 
 
-def mechanism(con: duckdb.DuckDBPyConnection, chain) -> Mechanism:
+def mechanism(con: duckdb.DuckDBPyConnection, chain: ChainResult) -> Mechanism:
     """The arithmetic of the chain's mechanism, from the environment and the data."""
     env = chain.environment
     ports = env.port_range[1] - env.port_range[0] + 1
@@ -541,7 +541,7 @@ DEGRADED_BELOW = 0.9
 """A minute is degraded when user-facing traffic is under this share of its baseline."""
 
 
-def impact(con: duckdb.DuckDBPyConnection, chain) -> Impact:
+def impact(con: duckdb.DuckDBPyConnection, chain: ChainResult) -> Impact:
     """How far user-facing traffic fell, and for how long the incident lasted.
 
     Baseline: the median of the user-facing signal before the chain's first
@@ -599,7 +599,7 @@ def fmt_duration(d: timedelta | float | None) -> str:
     return f"{h} h {m:02d} min" if h else f"{m} min"
 
 
-def timeline_rows(con: duckdb.DuckDBPyConnection, chain) -> pl.DataFrame:
+def timeline_rows(con: duckdb.DuckDBPyConnection, chain: ChainResult) -> pl.DataFrame:
     """Human events and detected onsets merged into one table, in UTC, by time."""
     ev = events(con).select(
         pl.col("start").alias("time"), pl.col("kind"), pl.col("title"),

@@ -22,7 +22,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from analysis.chain import environment
+from analysis.chain.environment import environment
 from analysis.errors import UserError
 from analysis.mechanism import PoolSeries, PoolSettings, demand_from_requests, simulate_pool
 from analysis.roles import PORT_EXHAUSTION_ERRNOS, role_of_signal

@@ -82,7 +82,8 @@ def test_json_contract(incident):
     _, r = incident
     d = json.loads(json.dumps(r.to_dict()))
     assert set(d) == {"verdict", "grid", "outside_window", "culprit", "hops", "rejected",
-                      "onsets"}
+                      "onsets", "too_short"}
+    assert d["too_short"] == []  # every series of the fixture is long enough to judge
     assert set(d["grid"]) == {"grid_s", "grid_from", "n_buckets", "window"}
     assert set(d["culprit"]) == {"caller", "method", "evidence"}
     assert set(d["hops"][0]) == {

@@ -16,7 +16,8 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analysis.chain import Environment, _caller_method, find_chain, forced_dials
+from analysis.chain import Environment, find_chain
+from analysis.chain.callers import caller_method, forced_dials
 from analysis.rollups import HEAVY_URIS, build_rollups
 from analysis.store import connect
 
@@ -99,8 +100,8 @@ def test_a_pool_below_the_heavy_threshold_reads_the_raw_rows():
 def test_main_method_is_the_one_most_uris_went_to():
     con = _store([(0, "idx", "dp-1", 5, "GetUser")] * 3
                  + [(1, "idx", "dp-1", 17_000, "GetPostRecord")])
-    assert _caller_method(con, "idx") == "GetPostRecord"
-    assert _caller_method(con, "nobody") is None
+    assert caller_method(con, "idx") == "GetPostRecord"
+    assert caller_method(con, "nobody") is None
 
 
 def test_more_ordinary_traffic_gives_the_chain_the_same_inputs():

@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from analysis.access import open_reader, store_errors
-    from analysis.chain import find_chain, format_chain
+    from analysis.chain.find import find_chain
+    from analysis.chain.text import format_chain
 
     times = time_args(args)
     con = open_reader(args.db)  # read-only: rollups the store lacks are built in memory
