@@ -37,7 +37,7 @@ from analysis import report_data as rd
 from analysis.chain.result import ChainResult, iso
 from analysis.errors import UserError
 from analysis.report_cache import cached
-from analysis.rollups import ensure_rollups
+from analysis.rollups import ensure_rollups, raw_absent
 
 TEMPLATE = Path(__file__).with_name("report_template.html.j2")
 TIMELINE_ROWS = 3000
@@ -245,6 +245,8 @@ def collect(
     """Run the analysis on the store behind ``con`` and gather what the report shows;
     ``grid_s``, ``start``, ``end`` override the grid and window (``find_chain``)."""
     times = {"grid_s": grid_s, "start": start, "end": end}
+    # the page's coverage, impact and what-if tables read the raw rows
+    raw_absent(con, "the report (its coverage, impact and what-if tables)")
     chain = rd.root_cause_chain(con, **times)
     if any(v is not None for v in times.values()):
         ensure_rollups(con, grid_s, start, end)  # the charts and impact read these rollups
