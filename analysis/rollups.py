@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import duckdb
@@ -51,43 +51,36 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from analysis.errors import UserError
 from analysis.fingerprint import source_fingerprint
-from analysis.progress import Progress, progress_line
+from analysis.progress import progress_line
+from analysis.rollup_engines import (
+    DuckEngine,
+    RollupPlan,
+    drop_intermediates,
+    output_tables,
+    roll_up,
+)
+from analysis.rollup_sql import (
+    DUCKDB,
+    HEAVY_URIS,
+    RAW_TABLES,
+    SUM_PATTERN,
+    is_counter_sql,
+)
 from analysis.signal_id import SignalId
-from analysis.window import (
-    MAX_BUCKETS,
-    TARGET_BUCKETS,
-    WINDOW_TABLES,
-    GridSource,
-    Window,
-    choose_grid,
-    count_outside,
-    resolve_window,
-)
-from analysis.window import (
-    n_buckets as count_buckets,
-)
+from analysis.window import MAX_BUCKETS, TARGET_BUCKETS, GridSource, Window
 
-COUNTER_PATTERN = r"(_total|_count|_sum|_bucket)$"
-KNOWN_COUNTERS: tuple[str, ...] = (
-    "node_netstat_Tcp_ActiveOpens",
-    "node_netstat_Tcp_PassiveOpens",
-    "node_netstat_TcpExt_ListenOverflows",
-    "node_netstat_TcpExt_ListenDrops",
-    "memcached_commands",
-)
-SUM_PATTERN = r"(_total|_count|_sum|_bucket|per_second|_rate|_rps|_qps|connections|requests)$"
 ROLLUP_TABLES: tuple[str, ...] = ("signals", "signal_catalog", "roll_callers", "roll_errors",
-                                  "roll_metrics", "roll_events", "roll_heavy", "roll_info")
+                                  "roll_metrics", "roll_series", "roll_events", "roll_heavy",
+                                  "roll_info")
 """The derived tables ``build_rollups`` makes; ``ingest`` stores them (``ensure_rollups``)."""
-ERROR_LEVELS: tuple[str, ...] = ("error", "fatal", "panic", "critical")
-#: ``roll_heavy`` keeps every request of more URIs than this: far below any idle pool
-#: (hundreds to thousands of connections) and above every ordinary batch (1-50 URIs), so
-#: the few heavy requests, not the raw log, answer what batches force past a pool.
-HEAVY_URIS = 64
+#: ``roll_info.origin`` of rollups built from the store's own raw tables; any other value
+#: names where ``postmortem rollup`` read the raw rows the store does not hold
+STORE_ORIGIN = "store"
 
-
-__all__ = ["MAX_BUCKETS", "RollupInfo", "build_rollups", "ensure_rollups", "rollup_info"]
+__all__ = ["HEAVY_URIS", "MAX_BUCKETS", "RollupInfo", "build_rollups", "ensure_rollups",
+           "rollup_info"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +97,14 @@ class RollupInfo:
     n_signals: int
     grid_from: GridSource = "auto"
     window: Window | None = None
+    origin: str = STORE_ORIGIN
+    """Where the raw rows are: ``STORE_ORIGIN`` (the store's tables), else the sources
+    ``postmortem rollup`` read, which the store does not hold (``raw_rows_absent``)."""
+
+    @property
+    def raw_in_store(self) -> bool:
+        """Whether the store holds the raw rows these rollups were made from."""
+        return self.origin == STORE_ORIGIN
 
     def describe(self) -> str:
         """One line: the grid and the window, and why each was used."""
@@ -142,12 +143,6 @@ def _iso(t: datetime | None) -> str:
     return "none" if t is None else t.isoformat(sep="T") + "Z"
 
 
-def _bucket(col: str, grid_s: int) -> str:
-    """SQL for the start of ``col``'s bucket on an epoch-aligned ``grid_s`` grid."""
-    us = grid_s * 1_000_000
-    return f"make_timestamp((epoch_us({col}) // {us}) * {us})"
-
-
 def _origin_index(grid_s: int, start: datetime | None) -> int:
     """Index, counted in buckets from the epoch, of the grid's first bucket (that of
     ``start``): the one origin that roll_metrics' and the signals' indexes share."""
@@ -157,11 +152,6 @@ def _origin_index(grid_s: int, start: datetime | None) -> int:
 def _index_sql(col: str, grid_s: int, start: datetime | None) -> str:
     """SQL for the grid index of ``col``'s bucket (0 = the bucket of ``start``)."""
     return f"(epoch_us({col}) // {grid_s * 1_000_000} - {_origin_index(grid_s, start)})"
-
-
-def _is_counter_sql(col: str = "metric") -> str:
-    known = ", ".join(f"'{m}'" for m in KNOWN_COUNTERS)
-    return f"(regexp_matches({col}, '{COUNTER_PATTERN}') OR {col} IN ({known}))"
 
 
 CATALOG_COLUMNS = ("family, measure, subject, source, metric, labels, caller, errno_class,"
@@ -210,28 +200,6 @@ def _epoch_us(t: datetime) -> int:
     return (t - _EPOCH) // timedelta(microseconds=1)
 
 
-def _grid_range(
-    con: duckdb.DuckDBPyConnection, window: Window
-) -> tuple[datetime | None, datetime | None]:
-    """The span the grid covers: the data of ``requests``, ``log_events`` and ``metrics``
-    (not ``events``: a deploy a week earlier must not stretch it) clipped to the window;
-    (None, None) when no row is inside it."""
-    if window.start is None or window.end is None:
-        return None, None
-    q = " UNION ALL ".join(
-        f"SELECT min(time) lo, max(time) hi,"
-        f" count(*) FILTER (WHERE time >= $ws AND time <= $we) AS n FROM {t}"
-        for t in WINDOW_TABLES
-    )
-    lo, hi, inside = con.execute(
-        f"SELECT min(lo), max(hi), sum(n) FROM ({q})", {"ws": window.start, "we": window.end}
-    ).fetchall()[0]
-    if lo is None or hi is None or not inside:
-        return None, None
-    lo, hi = max(lo, window.start), min(hi, window.end)
-    return (None, None) if hi < lo else (lo, hi)
-
-
 def build_rollups(
     con: duckdb.DuckDBPyConnection,
     grid_s: int | None = None,
@@ -246,183 +214,52 @@ def build_rollups(
     inferred from where the rows are dense (``analysis.window.resolve_window``); rows
     outside it stay in the store and are counted in ``RollupInfo.window.outside``. The
     grid step is ``grid_s`` when given, else chosen from the window's length
-    (``analysis.window.choose_grid``). The roll tables are computed in DuckDB SQL with
-    one scan of each raw table, and ``signals`` is filled densely from their values in
-    numpy (see ``_build_signals``); the module docstring states the rules. Its cost
-    grows with the raw rows only in the scans of ``requests`` and ``log_events``; the
+    (``analysis.window.choose_grid``). The roll tables are the steps of
+    ``analysis.rollup_sql``, run here on DuckDB over the store (``postmortem rollup``
+    runs the same steps on Spark or DuckDB over Parquet); ``signals`` is filled densely
+    from their values in numpy (see ``_build_signals``); the module docstring states the
+    rules. Its cost grows with the raw rows only in the scans of the raw tables; the
     rest grows with the grid and the number of series. On a terminal a progress line
     counts its steps (``analysis.progress``).
     """
-    with progress_line("rollups", total=5, unit="step") as bar:
-        return _build_rollups(con, grid_s, start, end, stale_s=stale_s, bar=bar)
+    engine = DuckEngine(con)
+    with progress_line("rollups", total=len(output_tables(DUCKDB)) + 1, unit="step") as bar:
+        plan = roll_up(engine, grid_s, start, end, con=con, stale_s=stale_s, progress=bar)
+        drop_intermediates(engine)
+        bar.note("signals")
+        info = finish_rollups(con, plan, asked=_manifest_keys(con))
+        bar.advance()
+    return info
 
 
-def _build_rollups(con: duckdb.DuckDBPyConnection, grid_s: int | None, start: datetime | None,
-                   end: datetime | None, *, stale_s: int, bar: Progress) -> RollupInfo:
-    """``build_rollups``' work, each step told to ``bar``."""
-    bar.note("callers")
-    window = resolve_window(con, start, end)
-    first, last = _grid_range(con, window)
-    g, grid_from = choose_grid(first, last, grid_s)
-    us = g * 1_000_000
-    start = end = None
-    n_buckets = 0
-    if first is not None and last is not None:
-        start = _EPOCH + timedelta(microseconds=(_epoch_us(first) // us) * us)
-        end = _EPOCH + timedelta(microseconds=(_epoch_us(last) // us) * us)
-        n_buckets = count_buckets(first, last, g)
-    lo = "TIMESTAMP '1970-01-01'" if start is None else f"TIMESTAMP '{start}'"
-    hi_excl = "TIMESTAMP '1970-01-01'" if end is None else f"TIMESTAMP '{end}' + to_seconds({g})"
-    in_grid = f"time >= {lo} AND time < {hi_excl}"
-    window = replace(window, outside=count_outside(
-        con, start, None if end is None else end + timedelta(seconds=g)))
-    b = _bucket("time", g)
-
-    def idx(col: str) -> str:
-        return _index_sql(col, g, start)
-
-    # both URI quantiles from one list-valued quantile_cont: one pass over each group's
-    # values instead of two (exact, as two calls; the holistic aggregates are most of
-    # this statement's cost)
-    con.execute(f"""
-        CREATE OR REPLACE TABLE roll_callers AS
-        SELECT t, caller, method, dc, requests, uris, q[1] AS p50_uris, q[2] AS p99_uris,
-               max_uris, errors, p99_duration_ms
-        FROM (
-            SELECT {b} AS t, coalesce(caller, 'unknown') AS caller, method, dc,
-                   count(*) / {g} AS requests,
-                   coalesce(sum(uris), 0) / {g} AS uris,
-                   quantile_cont(uris, [0.5, 0.99]) AS q,
-                   max(uris) AS max_uris,
-                   count(*) FILTER (WHERE status IS NOT NULL AND lower(status) <> 'ok') / {g}
-                     AS errors,
-                   quantile_cont(duration_ms, 0.99) AS p99_duration_ms
-            FROM requests WHERE {in_grid}
-            GROUP BY ALL
-        )
-    """)
-
-    bar.step("heavy requests")
-    con.execute(f"""
-        CREATE OR REPLACE TABLE roll_heavy AS
-        SELECT time, caller, method, host, dc, uris
-        FROM requests WHERE {in_grid} AND uris > {HEAVY_URIS}
-        ORDER BY time
-    """)
-
-    bar.step("errors")
-    levels = ", ".join(f"'{lv}'" for lv in ERROR_LEVELS)
-    con.execute(f"""
-        CREATE OR REPLACE TABLE roll_errors AS
-        SELECT {b} AS t, errno_class, op, cache, host, lower(level) AS level,
-               sum(CASE WHEN sample_rate > 0 THEN 1 / sample_rate ELSE 1 END) / {g} AS errors,
-               bool_or(errno_class IS NOT NULL OR lower(level) IN ({levels})) AS is_error
-        FROM log_events WHERE {in_grid}
-        GROUP BY ALL
-    """)
-
-    bar.step("metrics")
-    stale = f"to_seconds({int(stale_s)})"
-    # every series (metric, label set) gets a small integer id ``k``: the windows below
-    # partition by it and the per-bucket rows group by (k, bucket index), integers
-    # instead of two strings and a timestamp
-    in_range = (
-        f"value IS NOT NULL AND NOT isnan(value)"
-        f" AND time >= {lo} - {stale} AND time < {hi_excl} + {stale}"
-    )
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE _mser AS
-        SELECT row_number() OVER (ORDER BY metric, labels) - 1 AS k, metric, labels,
-               {_is_counter_sql()} AS is_counter
-        FROM (SELECT DISTINCT metric, coalesce(labels, '{{}}') AS labels
-              FROM metrics WHERE {in_range})
-    """)
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE _msamples AS
-        WITH s AS (
-            SELECT k, any_value(is_counter) AS is_counter, time, max(value) AS value
-            FROM metrics m
-            JOIN _mser ON m.metric = _mser.metric AND coalesce(m.labels, '{{}}') = _mser.labels
-            WHERE {in_range}
-            GROUP BY k, time
-        )
-        , l AS (
-            SELECT k, time, value, is_counter,
-                   lag(time) OVER w AS prev_t, lag(value) OVER w AS prev_v,
-                   lead(time) OVER w AS next_t
-            FROM s
-            WINDOW w AS (PARTITION BY k ORDER BY time)
-        )
-        SELECT *, median(time - prev_t) OVER (PARTITION BY k) AS step FROM l
-    """)
-    # A bucket takes the mean of the samples whose interval touches it. A series' sample
-    # intervals do not overlap (a gauge's [time, held until) ends by its next sample, a
-    # counter's (prev_t, time] starts at the previous one), so a bucket strictly inside
-    # one interval belongs to that sample alone: only the first and last bucket of each
-    # interval can be shared, and only those are averaged (not every bucket of every
-    # series).
-    # a gauge holds until its next sample (the last one for its usual step), at most stale_s
-    held_until = (
-        f"least(coalesce(next_t, time + coalesce(step, INTERVAL 0 SECOND)), time + {stale})"
-    )
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE _rm AS
-        WITH c AS (
-            SELECT k,
-                   CASE WHEN is_counter
-                        THEN (CASE WHEN value >= prev_v THEN value - prev_v ELSE value END)
-                             / ((epoch_us(time) - epoch_us(prev_t)) / 1e6)
-                        ELSE value END AS v,
-                   CASE WHEN is_counter THEN {idx("prev_t")} ELSE {idx("time")} END AS lo,
-                   CASE WHEN is_counter
-                        THEN greatest({idx("prev_t")}, {idx("time - INTERVAL 1 MICROSECOND")})
-                        ELSE greatest({idx("time")},
-                                      {idx(f"{held_until} - INTERVAL 1 MICROSECOND")}) END AS hi
-            FROM _msamples
-            WHERE NOT is_counter OR (prev_t IS NOT NULL AND time - prev_t <= {stale})
-        ), inner_buckets AS (
-            SELECT k, v, unnest(generate_series(lo + 1, hi - 1)) AS i FROM c WHERE hi > lo + 1
-        ), end_buckets AS (
-            SELECT k, v, lo AS i FROM c UNION ALL SELECT k, v, hi FROM c WHERE hi > lo
-        )
-        SELECT k, i, v AS value FROM inner_buckets WHERE i >= 0 AND i < {n_buckets}
-        UNION ALL
-        SELECT k, i, avg(v) FROM end_buckets WHERE i >= 0 AND i < {n_buckets} GROUP BY k, i
-    """)
-    con.execute(f"""
-        CREATE OR REPLACE TABLE roll_metrics AS
-        SELECT {lo} + to_microseconds(i * {us}) AS t, metric, labels, value
-        FROM _rm JOIN _mser USING (k)
-    """)
-
-    con.execute("""
-        CREATE OR REPLACE TABLE roll_events AS
-        SELECT time AS start, coalesce(end_time, time) AS "end", kind, title, source, detail
-        FROM events ORDER BY time
-    """)
-
-    bar.step("signals")
-    _build_signals(con, g, start, n_buckets)
-    for tmp in ("_mser", "_msamples", "_rm", "_cat", "_msets", "_mk", "_cagg",
-                "_ccat"):
+def finish_rollups(
+    con: duckdb.DuckDBPyConnection, plan: RollupPlan, *, asked: dict[str, str],
+    origin: str = STORE_ORIGIN,
+) -> RollupInfo:
+    """From the roll tables in ``con`` (made by ``roll_up`` on any engine): build
+    ``signal_catalog`` and ``signals`` and write ``roll_info`` (``origin``: where the
+    raw rows are, ``STORE_ORIGIN`` for the store's own)."""
+    _build_signals(con, plan.grid.g, plan.start, plan.grid.n)
+    for tmp in ("_cat", "_msets", "_mk", "_cagg", "_ccat"):
         con.execute(f"DROP TABLE IF EXISTS {tmp}")
     n_signals = con.execute("SELECT count(*) FROM signal_catalog").fetchall()[0][0]
-    info = RollupInfo(g, start, end, n_buckets, n_signals, grid_from, window)
-    _write_info(con, info)
-    bar.advance()
+    info = RollupInfo(plan.grid.g, plan.start, plan.end, plan.grid.n, n_signals,
+                      plan.grid_from, plan.window)
+    _write_info(con, info, rows=plan.rows, asked=asked, origin=origin)
     return info
 
 
 _INFO_COLUMNS = (
     "grid_s INTEGER, grid_from VARCHAR, first_bucket TIMESTAMP, last_bucket TIMESTAMP,"
     " n_buckets BIGINT, n_signals BIGINT, window_start TIMESTAMP, window_end TIMESTAMP,"
-    " start_from VARCHAR, end_from VARCHAR, outside JSON, rows JSON, asked JSON"
+    " start_from VARCHAR, end_from VARCHAR, outside JSON, rows JSON, asked JSON,"
+    " origin VARCHAR"
 )
 
 
 def _table_rows(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Rows per raw table the rollups read (cheap: DuckDB keeps the counts)."""
-    q = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {t}" for t in (*WINDOW_TABLES, "events"))
+    q = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {t}" for t in RAW_TABLES)
     return {str(k): int(v) for k, v in con.execute(q).fetchall()}
 
 
@@ -432,18 +269,19 @@ def _manifest_keys(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     ).fetchall()}
 
 
-def _write_info(con: duckdb.DuckDBPyConnection, info: RollupInfo) -> None:
+def _write_info(con: duckdb.DuckDBPyConnection, info: RollupInfo, *, rows: dict[str, int],
+                asked: dict[str, str], origin: str) -> None:
     """``roll_info``: one row saying what grid and window the rollups were built on, the raw
     row counts and manifest window they were built from (how ``ensure_rollups`` tells
-    stale rollups) and the rows left outside the window."""
+    stale rollups), the rows left outside the window, and where the raw rows are."""
     w = info.window
     assert w is not None
     con.execute(f"CREATE OR REPLACE TABLE roll_info ({_INFO_COLUMNS})")
     con.execute(
-        "INSERT INTO roll_info VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO roll_info VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [info.grid_s, info.grid_from, info.start, info.end, info.n_buckets, info.n_signals,
          w.start, w.end, w.start_from, w.end_from, json.dumps(w.outside),
-         json.dumps(_table_rows(con)), json.dumps(_manifest_keys(con))],
+         json.dumps(rows), json.dumps(asked), origin],
     )
 
 
@@ -453,12 +291,13 @@ def rollup_info(con: duckdb.DuckDBPyConnection) -> RollupInfo | None:
         return None
     row = con.execute(
         "SELECT grid_s, grid_from, first_bucket, last_bucket, n_buckets, n_signals,"
-        " window_start, window_end, start_from, end_from, outside FROM roll_info"
+        " window_start, window_end, start_from, end_from, outside, origin FROM roll_info"
     ).fetchone()
     if row is None:
         return None
     window = Window(row[6], row[7], row[8], row[9], json.loads(row[10]))
-    return RollupInfo(row[0], row[2], row[3], row[4], row[5], row[1], window)
+    return RollupInfo(row[0], row[2], row[3], row[4], row[5], row[1], window,
+                      row[11] or STORE_ORIGIN)
 
 
 def _build_signals(
@@ -505,8 +344,8 @@ def _build_signals(
             f" FROM (SELECT DISTINCT errno_class, cache, op FROM roll_errors"
             f" WHERE is_error AND {cond})"
         )
-    is_counter = _is_counter_sql("metric")
-    sums = f"regexp_matches(metric, '{SUM_PATTERN}')"
+    is_counter = is_counter_sql(DUCKDB, "metric")
+    sums = DUCKDB.rlike("metric", SUM_PATTERN)
     unit = f"""CASE WHEN {is_counter} THEN 'per_s' WHEN metric LIKE '%_seconds' THEN 's'
                     WHEN metric LIKE '%_bytes' THEN 'bytes'
                     WHEN metric LIKE '%_ratio' THEN 'ratio' ELSE '' END"""
@@ -514,9 +353,9 @@ def _build_signals(
     # series with a value in the grid (as roll_metrics holds them)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _msets AS
-        SELECT k, metric, labels, count(*) OVER (PARTITION BY metric) AS n_sets,
+        SELECT metric, labels, count(*) OVER (PARTITION BY metric) AS n_sets,
                {sums} AS summed
-        FROM _mser WHERE k IN (SELECT DISTINCT k FROM _rm)
+        FROM (SELECT DISTINCT metric, labels FROM roll_metrics) m
     """)
     catalogs.append(
         f"SELECT DISTINCT 'metric', 'value', metric, 'metrics', metric, NULL, NULL, NULL,"
@@ -537,6 +376,7 @@ def _build_signals(
         return _index_sql(col, g, start)
 
     picks = " ".join(f"WHEN '{name}' THEN a.{name}" for name, *_ in caller_sig)
+    rm = f"(SELECT metric, labels, {idx('t')} AS i, value FROM roll_metrics)"
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _cagg AS SELECT t, caller, "
         + ", ".join(f"{expr} AS {name}" for name, expr, *_ in caller_sig)
@@ -548,7 +388,7 @@ def _build_signals(
     """)
     con.execute("""
         CREATE OR REPLACE TEMP TABLE _mk AS
-        SELECT s.k, s.summed, a.sid AS agg_sid, l.sid AS set_sid
+        SELECT s.metric, s.labels, s.summed, a.sid AS agg_sid, l.sid AS set_sid
         FROM _msets s
         JOIN _cat a ON a.family = 'metric' AND a.labels IS NULL AND a.subject = s.metric
         LEFT JOIN _cat l ON s.n_sets > 1 AND l.family = 'metric' AND l.subject = s.metric
@@ -565,8 +405,9 @@ def _build_signals(
             for measure, subject, cond in err_families
         ),
         "SELECT agg_sid, i, CASE WHEN any_value(summed) THEN sum(value) ELSE max(value) END"
-        " FROM _rm JOIN _mk USING (k) GROUP BY agg_sid, i",
-        "SELECT set_sid, i, value FROM _rm JOIN _mk USING (k) WHERE set_sid IS NOT NULL",
+        f" FROM {rm} JOIN _mk USING (metric, labels) GROUP BY agg_sid, i",
+        f"SELECT set_sid, i, value FROM {rm} JOIN _mk USING (metric, labels)"
+        " WHERE set_sid IS NOT NULL",
     ]
     sparse = con.sql(
         "SELECT * FROM ("
@@ -769,9 +610,15 @@ def _rollups_stale(con: duckdb.DuckDBPyConnection) -> bool:
     or a manifest window that changed."""
     if not has_table(con, "signals") or not has_table(con, "roll_info"):
         return True
-    row = con.execute("SELECT rows, asked FROM roll_info").fetchone()
+    try:
+        row = next(iter(con.execute("SELECT rows, asked, origin FROM roll_info").fetchall()),
+                   None)
+    except duckdb.BinderException:  # an older roll_info
+        return True
     if row is None:
         return True
+    if row[2] != STORE_ORIGIN:  # made by ``postmortem rollup``: the raw rows are not here
+        return False
     return json.loads(row[0]) != _table_rows(con) or json.loads(row[1]) != _manifest_keys(con)
 
 
@@ -817,6 +664,26 @@ def rollups_current(con: duckdb.DuckDBPyConnection, *, trust_own: bool = True) -
             and not _rollups_stale(con))
 
 
+def raw_absent(con: duckdb.DuckDBPyConnection, need: str, *, rerun: bool = False) -> None:
+    """Raise ``UserError`` when the store holds rollups made by ``postmortem rollup`` from
+    raw rows it does not hold (``roll_info.origin``): ``need`` (what wanted them, e.g.
+    "the what-if replay") cannot be answered from rollups alone."""
+    if not has_table(con, "roll_info"):
+        return
+    try:
+        row = next(iter(con.execute("SELECT origin FROM roll_info").fetchall()), None)
+    except duckdb.BinderException:  # an older roll_info: made from the store's own rows
+        return
+    if row is not None and row[0] not in (None, STORE_ORIGIN):
+        raise UserError(
+            f"{need} needs the raw rows, and this store holds only the rollups `postmortem"
+            f" rollup` made from {row[0]}: ingest those exports into a store"
+            " (`postmortem ingest`)" + (", or rerun `postmortem rollup` with the"
+            " --grid/--start/--end wanted and load it with `postmortem ingest --rollups`"
+            if rerun else "")
+        )
+
+
 def ensure_rollups(
     con: duckdb.DuckDBPyConnection,
     grid_s: int | None = None,
@@ -831,13 +698,17 @@ def ensure_rollups(
     (``analysis.access.open_reader``) they are built in memory, shadowing the store's.
     """
     info = rollup_info(con) if rollups_current(con) else None
+    # rollups made elsewhere (``postmortem rollup``) on flags of their own are the store's
+    own = info is not None and not info.raw_in_store
     if info is not None and info.window is not None and (
-        (info.grid_s == grid_s if grid_s is not None else info.grid_from == "auto")
+        (info.grid_s == grid_s if grid_s is not None else own or info.grid_from == "auto")
         and (info.window.start == start if start is not None
-             else info.window.start_from != "flag")
-        and (info.window.end == end if end is not None else info.window.end_from != "flag")
+             else own or info.window.start_from != "flag")
+        and (info.window.end == end if end is not None
+             else own or info.window.end_from != "flag")
     ):
         return info
+    raw_absent(con, "rollups on another grid or window", rerun=True)
     info = build_rollups(con, grid_s, start, end)
     mark_rollups(con)
     return info

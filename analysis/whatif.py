@@ -26,7 +26,7 @@ from analysis.chain.environment import environment
 from analysis.errors import UserError
 from analysis.mechanism import PoolSeries, PoolSettings, demand_from_requests, simulate_pool
 from analysis.roles import PORT_EXHAUSTION_ERRNOS, role_of_signal
-from analysis.rollups import RollupInfo, ensure_rollups, signal_ids
+from analysis.rollups import RollupInfo, ensure_rollups, raw_absent, signal_ids
 from analysis.window import Window, resolve_window
 
 
@@ -270,6 +270,7 @@ def whatifs(
     requests inside the incident window are replayed (per second, whatever the grid);
     the observed series come from the rollups on ``grid_s``.
     """
+    raw_absent(con, "the what-if replay of the request log")
     try:
         rollup: RollupInfo | None = ensure_rollups(con, grid_s, start, end)
         window = rollup.window

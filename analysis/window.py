@@ -22,6 +22,7 @@ that every output can say how many were left out, never silently.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -30,11 +31,18 @@ import duckdb
 
 from analysis.errors import UserError
 from analysis.ingest.timeparse import parse_flag_time
+from analysis.rollup_sql import (
+    DUCKDB,
+    WINDOW_TABLES,
+    Dialect,
+    fenced_span_sql,
+    quartiles_sql,
+    whole_quartiles_sql,
+)
 
 Source = Literal["flag", "manifest", "inferred"]
 GridSource = Literal["flag", "auto"]
 
-WINDOW_TABLES: tuple[str, ...] = ("requests", "log_events", "metrics")
 #: auto grid steps (seconds), finest first: the first whose grid has at most
 #: ``TARGET_BUCKETS`` buckets is taken (1 s for up to a day, 5 s for up to ~5 days, 60 s for
 #: up to ~10 weeks, 300 s for up to ~1 year)
@@ -111,45 +119,57 @@ def _manifest_sides(con: duckdb.DuckDBPyConnection) -> dict[str, datetime]:
     return {k: parse_flag_time(v, f"incident table key {k}") for k, v in rows if v}
 
 
-def infer_window(con: duckdb.DuckDBPyConnection) -> tuple[datetime | None, datetime | None]:
-    """The span where the data are dense (``INFERENCE_RULE``), in one SQL statement."""
-    union = " UNION ALL ".join(
-        f"SELECT '{t}' AS tbl, epoch_us(time) AS us FROM {t}" for t in WINDOW_TABLES
-    )
-    q = f"""
-        WITH r AS ({union}),
-        per AS (
-            SELECT tbl, count(*) AS n, quantile_cont(us, [0.25, 0.75]) AS q FROM r GROUP BY tbl
-        ),
-        whole AS (SELECT quantile_cont(us, [0.25, 0.75]) AS q FROM r),
-        f AS (
-            SELECT q FROM per WHERE n >= {FENCE_MIN_ROWS}
-            UNION ALL
-            SELECT q FROM whole WHERE NOT EXISTS (SELECT 1 FROM per WHERE n >= {FENCE_MIN_ROWS})
-        ),
-        fences AS (
-            SELECT q[1] - {FENCE_K} * greatest(q[2] - q[1], {FENCE_MIN_S * 1e6}) AS lo,
-                   q[2] + {FENCE_K} * greatest(q[2] - q[1], {FENCE_MIN_S * 1e6}) AS hi
-            FROM f WHERE q IS NOT NULL
-        )
-        SELECT min(us), max(us) FROM r
-        WHERE EXISTS (SELECT 1 FROM fences WHERE r.us >= fences.lo AND r.us <= fences.hi)
-    """
-    lo, hi = con.execute(q).fetchall()[0]
+RowsFn = Callable[[str], list[tuple]]
+"""Runs one query on an engine and returns its rows (``analysis.rollup_engines``)."""
+
+
+def infer_window(
+    con: duckdb.DuckDBPyConnection | None = None,
+    *,
+    rows: RowsFn | None = None,
+    dialect: Dialect = DUCKDB,
+) -> tuple[datetime | None, datetime | None]:
+    """The span where the data are dense (``INFERENCE_RULE``): the exact time quartiles
+    per table, the fences from them, then the first and last row inside a fence. Runs
+    on the store's connection ``con``, or on any engine through ``rows`` and its
+    ``dialect`` (the queries are ``analysis.rollup_sql``'s)."""
+    if rows is None:
+        assert con is not None
+
+        def rows(q: str) -> list[tuple]:
+            return con.execute(q).fetchall()
+
+    qs = [(q1, q3) for _, n, q1, q3 in rows(quartiles_sql(dialect, WINDOW_TABLES))
+          if n >= FENCE_MIN_ROWS]
+    if not qs:  # no table has enough rows for quartiles of its own: all rows together
+        qs = [tuple(r) for r in rows(whole_quartiles_sql(dialect, WINDOW_TABLES))]
+    floor = FENCE_MIN_S * 1e6
+    fences = [(q1 - FENCE_K * max(q3 - q1, floor), q3 + FENCE_K * max(q3 - q1, floor))
+              for q1, q3 in qs if q1 is not None and q3 is not None]
+    if not fences:
+        return None, None
+    lo, hi = rows(fenced_span_sql(dialect, WINDOW_TABLES, fences))[0]
     if lo is None:
         return None, None
     return _EPOCH + timedelta(microseconds=int(lo)), _EPOCH + timedelta(microseconds=int(hi))
 
 
 def resolve_window(
-    con: duckdb.DuckDBPyConnection,
+    con: duckdb.DuckDBPyConnection | None,
     start: datetime | None = None,
     end: datetime | None = None,
+    *,
+    manifest: dict[str, datetime] | None = None,
+    rows: RowsFn | None = None,
+    dialect: Dialect = DUCKDB,
 ) -> Window:
     """The incident window: flags, else the manifest, else inferred (module docstring).
     ``build_rollups`` counts the rows outside it (``Window.outside``) once it knows the
-    grid, since the grid widens the window to whole buckets."""
-    manifest = _manifest_sides(con)
+    grid, since the grid widens the window to whole buckets. Without a store (``con``
+    None) the manifest's sides are ``manifest`` (``window_start``/``window_end``) and
+    the inference runs through ``rows`` in ``dialect`` (``infer_window``)."""
+    if manifest is None:
+        manifest = {} if con is None else _manifest_sides(con)
     sides: dict[str, tuple[datetime | None, Source]] = {}
     inferred: tuple[datetime | None, datetime | None] | None = None
     for i, (side, given) in enumerate((("start", start), ("end", end))):
@@ -158,7 +178,7 @@ def resolve_window(
         elif f"window_{side}" in manifest:
             sides[side] = (manifest[f"window_{side}"], "manifest")
         else:
-            inferred = inferred or infer_window(con)
+            inferred = inferred or infer_window(con, rows=rows, dialect=dialect)
             sides[side] = (inferred[i], "inferred")
     (lo, lo_from), (hi, hi_from) = sides["start"], sides["end"]
     if lo is not None and hi is not None and hi < lo:
@@ -167,19 +187,6 @@ def resolve_window(
             " give --start before --end (or fix [window] in incident.toml)"
         )
     return Window(lo, hi, lo_from, hi_from)
-
-
-def count_outside(
-    con: duckdb.DuckDBPyConnection, start: datetime | None, end_excl: datetime | None
-) -> dict[str, int]:
-    """Rows of each of ``WINDOW_TABLES`` before ``start`` or at or after ``end_excl`` (every
-    row when either is None: nothing is inside)."""
-    cond = ("TRUE" if start is None or end_excl is None
-            else "time < $lo OR time >= $hi")
-    q = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {t} WHERE {cond}" for t in WINDOW_TABLES)
-    params = {} if cond == "TRUE" else {"lo": start, "hi": end_excl}
-    rows = dict(con.execute(q, params).fetchall())
-    return {t: int(rows.get(t, 0)) for t in WINDOW_TABLES}
 
 
 def n_buckets(first: datetime, last: datetime, grid_s: int) -> int:

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Install the Debian packages that the browser test, the lab and the real-Prometheus
-# round trip (tests/test_pull_real_prometheus.py) need, when
+# Install the Debian packages that the browser test, the lab, the real-Prometheus
+# round trip (tests/test_pull_real_prometheus.py) and the Spark rollups
+# (tests/test_rollup_engines.py: a Java runtime for PySpark) need, when
 # they are missing and we are root. Never fails the build: tests that need a
 # missing package skip and say why.
 set -u
-want=(chromium memcached golang-go golang-github-bradfitz-gomemcache-dev iproute2 procps prometheus)
+want=(chromium memcached golang-go golang-github-bradfitz-gomemcache-dev iproute2 procps prometheus
+      openjdk-17-jre-headless)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

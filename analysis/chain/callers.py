@@ -18,7 +18,7 @@ from analysis.chain.environment import UNKNOWN_POOL_CAP, Environment
 from analysis.chain.result import CallerScore
 from analysis.chain.series import Capture, RoleSeries, coincide, corr, smooth, up_windows
 from analysis.chain.settings import ChainSettings
-from analysis.rollups import HEAVY_URIS, has_table
+from analysis.rollups import HEAVY_URIS, has_table, raw_absent
 from analysis.signal_id import SignalId
 
 
@@ -80,6 +80,8 @@ def forced_dials(
     """
     cap = env.idle_pool if env.idle_pool is not None else UNKNOWN_POOL_CAP
     source = "roll_heavy" if cap >= HEAVY_URIS and has_table(con, "roll_heavy") else "requests"
+    if source == "requests":
+        raw_absent(con, f"the port arithmetic with an idle pool under {HEAVY_URIS}")
     rows = con.sql(
         f"""SELECT caller, coalesce(host, '') AS host,
                   CAST(floor((epoch(time) - epoch(?::TIMESTAMP)) / ?) AS BIGINT) AS b,

@@ -102,7 +102,7 @@ def reject_deploys(
     cause: the chain starts with its batches.
     """
     rows = con.execute(
-        "SELECT time, title FROM events WHERE lower(kind) = 'deploy' ORDER BY time"
+        "SELECT start, title FROM roll_events WHERE lower(kind) = 'deploy' ORDER BY start"
     ).fetchall()
     first = min(onsets.values()) if onsets else None
     out: list[Rejected] = []

@@ -14,7 +14,8 @@ import sys
 from analysis.errors import UserError
 from analysis.signal_id import printable
 
-SUBCOMMANDS = ("pull", "ingest", "convert", "simulate", "chain", "whatif", "evaluate", "report",
+SUBCOMMANDS = ("pull", "ingest", "convert", "rollup", "simulate", "chain", "whatif", "evaluate",
+               "report",
                "lab", "schema")
 
 

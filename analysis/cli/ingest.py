@@ -23,8 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         " breaks ties). Prints read / loaded / rejected per file and in total; files of"
         " unknown format are listed as skipped. Exits 2 when nothing at all was loaded.",
     )
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+    p.add_argument("paths", nargs="*", type=Path, metavar="PATH",
                    help="data directories (walked, sub-folders too) or single files")
+    p.add_argument("--rollups", type=Path, default=None, metavar="DIR",
+                   help="instead of raw files, load the rollup tables `postmortem rollup` wrote"
+                        " to DIR into a store of their own (no raw rows)")
     p.add_argument("--db", type=Path, default=DEFAULT_DB,
                    help=f"the DuckDB store (default {DEFAULT_DB})")
     p.add_argument("--replace", action="store_true",
@@ -39,6 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.rollups is not None:
+        return _run_rollups(args)
+    if not args.paths:
+        from analysis.errors import UserError
+
+        raise UserError("ingest: give the exports to load (PATH...) or --rollups DIR")
     from analysis.write import write_store
 
     times = time_args(args)
@@ -47,4 +56,16 @@ def run(args: argparse.Namespace) -> int:
     echo(result.summary())
     for warning in result.ingest.warnings():
         echo(f"postmortem: warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def _run_rollups(args: argparse.Namespace) -> int:
+    """``ingest --rollups DIR``: the small tables of ``postmortem rollup`` into the store."""
+    from analysis.errors import UserError
+    from analysis.rollup_files import load_rollups
+
+    if args.paths or args.replace or args.start or args.end:
+        raise UserError("ingest --rollups DIR takes no PATH, --replace, --start or --end: the"
+                        " rollups' window and grid were set by `postmortem rollup`")
+    echo(load_rollups(args.db, args.rollups, wait=args.wait))
     return 0

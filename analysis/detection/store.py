@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
 
 import duckdb
 import polars as pl
@@ -58,13 +57,10 @@ def raw_samples(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     info = rollup_info(con)
     if info is None or info.start is None or info.end is None:
         return {}
+    # the raw samples per series inside the grid, as the rollups counted them
     rows = con.execute("""
-        WITH s AS (
-            SELECT metric, coalesce(labels, '{}') AS labels, count(*) AS n FROM metrics
-            WHERE time >= $lo AND time < $hi AND value IS NOT NULL AND NOT isnan(value)
-            GROUP BY ALL)
-        SELECT c.signal, max(s.n) FROM signal_catalog c
-        JOIN s ON s.metric = c.metric AND (c.labels IS NULL OR s.labels = c.labels)
+        SELECT c.signal, max(s.samples) FROM signal_catalog c
+        JOIN roll_series s ON s.metric = c.metric AND (c.labels IS NULL OR s.labels = c.labels)
         WHERE c.source = 'metrics' GROUP BY c.signal
-    """, {"lo": info.start, "hi": info.end + timedelta(seconds=info.grid_s)}).fetchall()
+    """).fetchall()
     return {str(k): int(v) for k, v in rows}

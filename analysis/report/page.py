@@ -39,7 +39,7 @@ from analysis.report import data as rd
 from analysis.report import story
 from analysis.report.cache import cached
 from analysis.report.formats import OUTPUT_NAMES, Format, print_pdf, render_slides
-from analysis.rollups import ensure_rollups, has_table
+from analysis.rollups import ensure_rollups, has_table, raw_absent
 
 TEMPLATE = Path(__file__).with_name("template.html.j2")
 TIMELINE_ROWS = 3000
@@ -280,6 +280,8 @@ def collect(
     """Run the analysis on the store behind ``con`` and gather what the report shows;
     ``grid_s``, ``start``, ``end`` override the grid and window (``find_chain``)."""
     times = {"grid_s": grid_s, "start": start, "end": end}
+    # the page's coverage, impact and what-if tables read the raw rows
+    raw_absent(con, "the report (its coverage, impact and what-if tables)")
     chain = rd.root_cause_chain(con, **times)
     if any(v is not None for v in times.values()):
         ensure_rollups(con, grid_s, start, end)  # the charts and impact read these rollups
