@@ -756,7 +756,7 @@ def enable_offline_renderer() -> None:
     with ``offline=True``: vl-convert's bundled JavaScript, no CDN); beside it in
     the same output, the SVG drawn in the kernel by vl-convert, which nbconvert's
     HTML, nbval and plain viewers show. Saving from ``make lab`` strips these
-    outputs (``report_notebooks.strip_on_save``).
+    outputs (``analysis.report.notebooks.strip_on_save``).
     """
     if _RENDERER not in alt.renderers.names():
         alt.renderers.register(_RENDERER, _notebook_renderer)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from analysis.report_store import repo_root
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +20,7 @@ from analysis.errors import UserError
 from analysis.ingest import ingest_paths
 from analysis.ingest.convert import convert
 from analysis.parts import VIEW_TABLES
+from analysis.paths import repo_root
 from analysis.store import connect
 
 SAMPLES = repo_root() / "data" / "samples"
