@@ -664,20 +664,36 @@ def rollups_current(con: duckdb.DuckDBPyConnection, *, trust_own: bool = True) -
             and not _rollups_stale(con))
 
 
+def raw_origin(con: duckdb.DuckDBPyConnection) -> str | None:
+    """Where the raw rows are when the store does not hold them: the sources ``postmortem
+    rollup`` read (``roll_info.origin``); None when the store's rollups were made from
+    its own raw tables (or there are none yet)."""
+    if not has_table(con, "roll_info"):
+        return None
+    try:
+        row = next(iter(con.execute("SELECT origin FROM roll_info").fetchall()), None)
+    except duckdb.BinderException:  # an older roll_info: made from the store's own rows
+        return None
+    return None if row is None or row[0] in (None, STORE_ORIGIN) else row[0]
+
+
+def raw_rows_line(con: duckdb.DuckDBPyConnection, need: str = "the raw request rows"
+                  ) -> str | None:
+    """The one line a page or notebook shows in place of what needs ``need`` when the
+    store holds only rollups (``raw_origin``); None when the raw rows are there."""
+    origin = raw_origin(con)
+    return None if origin is None else f"needs {need}; this store holds rollups from {origin}"
+
+
 def raw_absent(con: duckdb.DuckDBPyConnection, need: str, *, rerun: bool = False) -> None:
     """Raise ``UserError`` when the store holds rollups made by ``postmortem rollup`` from
     raw rows it does not hold (``roll_info.origin``): ``need`` (what wanted them, e.g.
     "the what-if replay") cannot be answered from rollups alone."""
-    if not has_table(con, "roll_info"):
-        return
-    try:
-        row = next(iter(con.execute("SELECT origin FROM roll_info").fetchall()), None)
-    except duckdb.BinderException:  # an older roll_info: made from the store's own rows
-        return
-    if row is not None and row[0] not in (None, STORE_ORIGIN):
+    origin = raw_origin(con)
+    if origin is not None:
         raise UserError(
             f"{need} needs the raw rows, and this store holds only the rollups `postmortem"
-            f" rollup` made from {row[0]}: ingest those exports into a store"
+            f" rollup` made from {origin}: ingest those exports into a store"
             " (`postmortem ingest`)" + (", or rerun `postmortem rollup` with the"
             " --grid/--start/--end wanted and load it with `postmortem ingest --rollups`"
             if rerun else "")

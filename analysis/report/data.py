@@ -20,7 +20,7 @@ from analysis.chain.result import ChainResult, Hop, iso
 from analysis.charts import Panel
 from analysis.report.cache import cached
 from analysis.roles import role_of_signal
-from analysis.rollups import signal_ids, signal_series
+from analysis.rollups import raw_origin, signal_ids, signal_series
 from analysis.signal_id import SignalId
 
 WHATIF_SCENARIOS: dict[str, dict] = {
@@ -34,7 +34,12 @@ WHATIF_SCENARIOS: dict[str, dict] = {
 
 
 def coverage(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """What data exists: ``source, host, start, end, rows`` per source and host."""
+    """What data exists: ``source, host, start, end, rows`` per source and host.
+
+    On a store of rollups only (``raw_origin``) the raw tables are empty: the rows are
+    then those the rollups counted inside their window (``_rollup_coverage``)."""
+    if raw_origin(con) is not None:
+        return _rollup_coverage(con)
     return con.sql(
         """
         SELECT 'requests' AS source, host, min(time) AS start, max(time) AS "end",
@@ -47,6 +52,35 @@ def coverage(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
         UNION ALL
         SELECT 'events', NULL, min(time), max(coalesce(end_time, time)), count(*)
           FROM events HAVING count(*) > 0
+        ORDER BY source, host
+        """
+    ).pl()
+
+
+def _rollup_coverage(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """``coverage`` from the roll tables: requests per data centre (``roll_callers`` has no
+    host; its rates times the grid step are the requests), log lines per host (weighted
+    by 1/sample_rate, as the rollups count them), metric samples per metric
+    (``roll_series``) spanning their buckets, and the events. Times are the first and
+    last bucket with data, inside the rollups' window."""
+    return con.sql(
+        """
+        WITH g AS (SELECT grid_s FROM roll_info LIMIT 1)
+        SELECT 'requests' AS source, coalesce(dc, '(no dc)') AS host, min(t) AS start,
+               max(t) AS "end", round(sum(requests) * any_value(g.grid_s))::BIGINT AS rows
+          FROM roll_callers, g GROUP BY 2
+        UNION ALL
+        SELECT 'logs', host, min(t), max(t),
+               round(sum(errors) * any_value(g.grid_s))::BIGINT FROM roll_errors, g GROUP BY 2
+        UNION ALL
+        SELECT 'metric ' || m.metric, NULL, min(m.t), max(m.t), any_value(s.samples)
+          FROM roll_metrics m
+          JOIN (SELECT metric, sum(samples)::BIGINT AS samples FROM roll_series GROUP BY 1) s
+            USING (metric)
+         GROUP BY m.metric
+        UNION ALL
+        SELECT 'events', NULL, min(start), max("end"), count(*) FROM roll_events
+          HAVING count(*) > 0
         ORDER BY source, host
         """
     ).pl()
@@ -115,9 +149,9 @@ def _labelled(series: pl.DataFrame, ids: dict[str, SignalId]) -> pl.DataFrame:
 
 def events(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """Human events as intervals: ``start, end, kind, title, source, detail`` (UTC)."""
-    return con.sql(
-        """SELECT time AS start, coalesce(end_time, time) AS "end", kind, title, source, detail
-           FROM events ORDER BY time, kind, title"""
+    return con.sql(  # the rollups' copy: the same rows on a full store, the only ones otherwise
+        """SELECT start, "end", kind, title, source, detail
+           FROM roll_events ORDER BY start, kind, title"""
     ).pl()
 
 
@@ -217,7 +251,12 @@ def compare_signals(con: duckdb.DuckDBPyConnection, a: str, b: str):
 
 
 def caller_weights(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """Per caller: requests, mean and peak requests/s, URIs, largest batch, share of URIs."""
+    """Per caller: requests, peak requests/s, URIs, median and largest batch, share of URIs.
+
+    On a store of rollups only (``raw_origin``) they come from ``roll_callers``
+    (``_rollup_caller_weights``)."""
+    if raw_origin(con) is not None:
+        return _rollup_caller_weights(con)
     return con.sql(
         """
         WITH per_s AS (
@@ -234,6 +273,31 @@ def caller_weights(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
         FROM r LEFT JOIN (SELECT coalesce(caller, 'unknown') AS caller, max(n) AS peak_rps
                           FROM per_s GROUP BY 1) p USING (caller)
         ORDER BY r.uris DESC, r.caller
+        """
+    ).pl()
+
+
+def _rollup_caller_weights(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """``caller_weights`` from ``roll_callers``, inside the rollups' window: its rates times
+    the grid step are the counts, the peak is the busiest bucket's mean rate (per second
+    only on a 1 s grid), and the median batch, a quantile of every request, is not
+    there (null)."""
+    return con.sql(
+        """
+        WITH g AS (SELECT grid_s FROM roll_info LIMIT 1),
+        per_t AS (
+            SELECT caller, t, sum(requests) AS rps, sum(uris) AS uris, max(max_uris) AS mx
+            FROM roll_callers GROUP BY ALL
+        ), r AS (
+            SELECT caller, round(sum(rps) * any_value(g.grid_s))::BIGINT AS requests,
+                   round(max(rps))::BIGINT AS peak_rps,
+                   round(sum(uris) * any_value(g.grid_s))::HUGEINT AS uris,
+                   NULL::DOUBLE AS median_batch, max(mx) AS max_batch
+            FROM per_t, g GROUP BY caller
+        )
+        SELECT caller, requests, peak_rps, uris, median_batch, max_batch,
+               round(100 * uris / sum(uris) OVER (), 1) AS pct_of_uris
+        FROM r ORDER BY uris DESC, caller
         """
     ).pl()
 

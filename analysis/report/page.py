@@ -39,7 +39,7 @@ from analysis.report import data as rd
 from analysis.report import story
 from analysis.report.cache import cached
 from analysis.report.formats import OUTPUT_NAMES, Format, print_pdf, render_slides
-from analysis.rollups import ensure_rollups, has_table, raw_absent
+from analysis.rollups import ensure_rollups, has_table, raw_rows_line
 
 TEMPLATE = Path(__file__).with_name("template.html.j2")
 TIMELINE_ROWS = 3000
@@ -83,6 +83,9 @@ class ChainStep:
     reasons: str = ""
 
 
+NO_CULPRIT = "No what-if: without a culprit there is nothing to replay."
+
+
 @dataclass
 class ReportContent:
     """Everything the report page shows, computed from one store.
@@ -111,6 +114,9 @@ class ReportContent:
     figures: list[story.Figure] = field(default_factory=list)
     whatif_caveat: str = ""
     grades: dict[str, int] = field(default_factory=dict)
+    whatif_absent: str = NO_CULPRIT
+    """What the what-if section says in place of the table when there is none: no culprit
+    to replay, or the one line saying the replay needs raw rows (a store of rollups)."""
 
 
 @dataclass
@@ -280,14 +286,16 @@ def collect(
     """Run the analysis on the store behind ``con`` and gather what the report shows;
     ``grid_s``, ``start``, ``end`` override the grid and window (``find_chain``)."""
     times = {"grid_s": grid_s, "start": start, "end": end}
-    # the page's coverage, impact and what-if tables read the raw rows
-    raw_absent(con, "the report (its coverage, impact and what-if tables)")
+    # on a store of rollups only (`ingest --rollups`) the what-if replay, which reads the
+    # request log, says so in its place; every other section reads the roll tables
+    no_raw = raw_rows_line(con)
     chain = rd.root_cause_chain(con, **times)
     if any(v is not None for v in times.values()):
         ensure_rollups(con, grid_s, start, end)  # the charts and impact read these rollups
     imp = rd.impact(con, chain)
     td = rd.timeline_data(con, onsets=chain.onsets, port_range=chain.environment.port_range)
-    wi = rd.whatifs(con, **times) if whatif and chain.culprit is not None else None
+    wi = (rd.whatifs(con, **times)
+          if whatif and chain.culprit is not None and no_raw is None else None)
     grades = story.grade_hops(chain)
     culprit = chain.culprit.caller if chain.culprit is not None else None
     return ReportContent(
@@ -309,6 +317,7 @@ def collect(
         figures=story.time_wait_figures(con, chain, td.events, wi),
         whatif_caveat=story.WHATIF_CAVEAT if wi is not None else "",
         grades={g: sum(1 for h in grades if h.grade == g) for g in story.GRADES},
+        whatif_absent=f"The what-if replay {no_raw}." if no_raw and chain.culprit else NO_CULPRIT,
     )
 
 
