@@ -289,12 +289,15 @@ def rollup_info(con: duckdb.DuckDBPyConnection) -> RollupInfo | None:
     """What the stored rollups were built on (``roll_info``), None when there is none."""
     if not has_table(con, "roll_info"):
         return None
-    row = con.execute(
+    # fetchall, not fetchone: a result left unfinished blocks the connection's next
+    # ``con.sql`` (DuckDB 2)
+    rows = con.execute(
         "SELECT grid_s, grid_from, first_bucket, last_bucket, n_buckets, n_signals,"
         " window_start, window_end, start_from, end_from, outside, origin FROM roll_info"
-    ).fetchone()
-    if row is None:
+    ).fetchall()
+    if not rows:
         return None
+    row = rows[0]
     window = Window(row[6], row[7], row[8], row[9], json.loads(row[10]))
     return RollupInfo(row[0], row[2], row[3], row[4], row[5], row[1], window,
                       row[11] or STORE_ORIGIN)

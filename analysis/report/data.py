@@ -21,6 +21,7 @@ from analysis.charts import Panel
 from analysis.report.cache import cached
 from analysis.roles import role_of_signal
 from analysis.rollups import raw_origin, signal_ids, signal_series
+from analysis.rollups import raw_rows_line as raw_rows_line  # for the notebooks (rd.raw_rows_line)
 from analysis.signal_id import SignalId
 
 WHATIF_SCENARIOS: dict[str, dict] = {
