@@ -727,6 +727,12 @@ def ensure_rollups(
              else own or info.window.end_from != "flag")
     ):
         return info
+    origin = raw_origin(con)
+    if origin is not None and not _rollups_marked(con, trust_own=True):
+        raise UserError(
+            "this store holds only rollups, made by another version of the analysis code"
+            f" (`postmortem rollup` from {origin}): rerun `postmortem rollup` and load it"
+            " with `postmortem ingest --rollups`")
     raw_absent(con, "rollups on another grid or window", rerun=True)
     info = build_rollups(con, grid_s, start, end)
     mark_rollups(con)

@@ -160,3 +160,19 @@ def test_the_full_store_has_no_raw_rows_line(stores):
         assert rd.raw_origin(con) is None
     finally:
         con.close()
+
+
+def test_rollups_of_another_code_version_say_to_roll_up_again(stores, tmp_path, capsys):
+    """Rollups whose mark is not this code's cannot be rebuilt without the raw rows: one
+    line saying to rerun ``postmortem rollup``, not one about grids or windows."""
+    old = tmp_path / "old.duckdb"
+    shutil.copy(stores["only"], old)
+    con = duckdb.connect(str(old))
+    con.execute("COMMENT ON TABLE signals IS 'postmortem rollups 0000000000000000'")
+    con.close()
+    capsys.readouterr()
+    assert main(["chain", "--db", str(old)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "made by another version of the analysis code" in err
+    assert "rerun `postmortem rollup`" in err
