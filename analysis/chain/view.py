@@ -282,7 +282,8 @@ def build_view(con: duckdb.DuckDBPyConnection) -> IncidentView:
 def _graph(con: duckdb.DuckDBPyConnection) -> tuple[set[tuple[str, str]], str]:
     """Call edges: the manifest's graph, else the request log's caller -> host pairs."""
     try:
-        row = con.execute("SELECT value FROM incident WHERE key = 'service_graph'").fetchone()
+        rows = con.execute("SELECT value FROM incident WHERE key = 'service_graph'").fetchall()
+        row = rows[0] if rows else None
     except duckdb.Error:
         row = None
     if row and row[0]:

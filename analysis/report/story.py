@@ -312,7 +312,8 @@ def time_wait_figures(con: duckdb.DuckDBPyConnection, chain: ChainResult, events
     peak = con.execute(
         "SELECT signal, t, value FROM signals WHERE list_contains($sigs, signal)"
         f" AND value IS NOT NULL AND {'t < $cut' if cut else 'TRUE'}"
-        " ORDER BY value DESC, t LIMIT 1", params).fetchone()
+        " ORDER BY value DESC, t LIMIT 1", params).fetchall()
+    peak = peak[0] if peak else None  # fetchall: a reader's connection keeps no open result
     metric = ids[sigs[0]].metric or "TIME_WAIT"
     when = f"before the mitigation ({rd.fmt_time(cut)})" if cut else "over the window"
     if peak is not None:
@@ -325,7 +326,7 @@ def time_wait_figures(con: duckdb.DuckDBPyConnection, chain: ChainResult, events
             f" {share:.0%} of the host's {ports:,} ports"))
     if cut is not None:
         after = con.execute("SELECT max(value) FROM signals WHERE list_contains($sigs, signal)"
-                            " AND t >= $cut", params).fetchone()[0]
+                            " AND t >= $cut", params).fetchall()[0][0]
         if after is not None:
             out.append(Figure(
                 "TIME_WAIT peak after the mitigation", f"{after:,.0f}",
