@@ -2,8 +2,9 @@
 
 ``MECHANISMS`` lists them; ``check_all`` runs every check on an incident's view
 (``view.build_view``) and returns the fits, earliest onset first (on a tie, the one whose
-cause came first), without those another fit explains (a pool filled by a retry storm's
-extra load is the storm's effect; errors that follow a resource reaching its limit are
+cause came first), without those another fit explains (a callee's pool filled, or
+its latency raised, by a retry storm's extra load is the storm's effect; errors that follow a
+resource reaching its limit are
 the saturation's, not a deploy's step).
 """
 
@@ -39,9 +40,11 @@ def check_all(view: IncidentView, chain=None) -> list[MechanismFit]:
     fits: list[MechanismFit] = list(port_exhaustion.MECHANISM.check(view, chain))
     for m in MECHANISMS[1:]:
         fits += m.check(view)
-    # a retry storm's extra load fills its callees' pools: those are its effect, not a cause
+    # a retry storm's extra load fills its callees' pools and slows them: those are its
+    # effect, not a cause
     stormed = {c for f in fits if f.mechanism == "retry_storm" for c in view.callees(f.culprit)}
-    fits = [f for f in fits if not (f.mechanism == "pool_saturation" and f.culprit in stormed)]
+    fits = [f for f in fits if not (f.mechanism in ("pool_saturation", "slow_dependency")
+                                    and f.culprit in stormed)]
     # a deploy's step comes at the deploy; when the entity's CPU or memory reached its limit
     # before its errors stepped, the errors are the saturation's and the deploy coincidental
     fits = [f for f in fits if not (f.mechanism == "bad_deploy" and _saturated_first(f, fits))]
