@@ -5,6 +5,7 @@ its scores hold for any input."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +149,16 @@ def test_the_manifest_graph_is_kept_exactly_and_a_bad_one_is_one_line(tmp_path):
 def test_evaluate_refuses_an_unknown_family(capsys):
     assert main(["evaluate", "--n", "0", "--families", "nope"]) == 2
     assert "--families" in capsys.readouterr().err
+
+
+def test_evaluate_can_run_the_families_without_port_exhaustion(tmp_path, capsys):
+    log = tmp_path / "log.jsonl"
+    assert main(["evaluate", "--n", "1", "--ports", "0", "--families", "bad-deploy",
+                 "--workers", "1", "--log", str(log)]) == 0
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r.get("family"), r["seed"]) for r in rows] == [("bad-deploy", 0)]
+    out = capsys.readouterr().out
+    assert "bad-deploy" in out and "port_exhaustion" not in out
 
 
 # --- the maths -----------------------------------------------------------------------------

@@ -2,10 +2,9 @@
 
 ``MECHANISMS`` lists them; ``check_all`` runs every check on an incident's view
 (``view.build_view``) and returns the fits, earliest onset first (on a tie, the one whose
-cause came first), without those another fit explains (a callee's pool filled, or
-its latency raised, by a retry storm's extra load is the storm's effect; errors that follow a
-resource reaching its limit are
-the saturation's, not a deploy's step).
+cause came first), without those another fit explains (a callee's pool filled, or its
+latency raised, by a retry storm's extra load is the storm's effect; errors that follow a
+resource reaching its limit are the saturation's, not a deploy's step).
 """
 
 from __future__ import annotations
