@@ -196,10 +196,9 @@ class EvaluationResult:
 
     def table(self) -> str:
         """The summary as a small text table."""
-        if not self.outcomes:  # the microservice families alone (``--ports 0``)
-            rows = self.mechanism_rows()
+        if self.families and not self.outcomes:  # the families alone (``--ports 0``)
             return "\n".join([f"Evaluation: microservice families only, seed {self.seed}",
-                              mechanism_table(rows)] if rows else [])
+                              mechanism_table(self.mechanism_rows())])
         d = self.to_dict()
         lines = [
             f"Evaluation: {d['n_random']} random ({d['random_incidents']} incidents,"
