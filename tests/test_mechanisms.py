@@ -60,8 +60,6 @@ def test_each_mechanism_is_named_with_its_culprit_first(family, seed, tmp_path):
                             " bad deploy's 10-minute window, so it is no rival"),
     ("slow-dependency", 54, "the rate into the callee rose 230 s after its latency (callers'"
                             " retries): an effect, not the load rival"),
-    ("slow-dependency", 43, "its pool fills a step after its own latency rose: the slow"
-                            " dependency, whose cause came first, is named before the pool"),
     ("resource-saturation", 34, "the rate rose after the CPU reached its limit (retries):"
                                 " CPU per request is measured at the rate up to the limit"),
     ("resource-saturation", 4, "a routine deploy 9 min before: the CPU reached its limit"

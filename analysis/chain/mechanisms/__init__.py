@@ -1,10 +1,10 @@
 """Failure mechanisms, one module each behind one interface (``base.Mechanism``).
 
 ``MECHANISMS`` lists them; ``check_all`` runs every check on an incident's view
-(``view.build_view``) and returns the fits, earliest onset first (on a tie, the one whose
-cause came first), without those another fit explains (a callee's pool filled, or its
-latency raised, by a retry storm's extra load is the storm's effect; errors that follow a
-resource reaching its limit are the saturation's, not a deploy's step).
+(``view.build_view``) and returns the fits, earliest onset first, without those another
+fit explains (a callee's pool filled, or its latency raised, by a retry storm's extra load
+is the storm's effect; errors that follow a resource reaching its limit are the
+saturation's, not a deploy's step).
 """
 
 from __future__ import annotations
@@ -47,18 +47,8 @@ def check_all(view: IncidentView, chain=None) -> list[MechanismFit]:
     # a deploy's step comes at the deploy; when the entity's CPU or memory reached its limit
     # before its errors stepped, the errors are the saturation's and the deploy coincidental
     fits = [f for f in fits if not (f.mechanism == "bad_deploy" and _saturated_first(f, fits))]
-    return sorted(fits, key=lambda f: _start(f, view))
-
-
-def _start(fit: MechanismFit, view: IncidentView) -> tuple:
-    """Sort key of a fit: its earliest onset, then (on a tie) the onset of its first causal
-    role: a fit whose effect came before its cause (a pool whose latency rose before it was
-    full) ranks after one whose cause came first."""
-    last = view.t[-1]
-    first = next((fit.onsets[r] for r in BY_NAME[fit.mechanism].roles if r in fit.onsets),
-                 last)
-    return (min(fit.onsets.values()) if fit.onsets else last, first, fit.mechanism,
-            fit.culprit)
+    return sorted(fits, key=lambda f: (min(f.onsets.values()) if f.onsets else view.t[-1],
+                                       f.mechanism, f.culprit))
 
 
 def _saturated_first(deploy: MechanismFit, fits: list[MechanismFit]) -> bool:
