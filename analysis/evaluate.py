@@ -196,6 +196,9 @@ class EvaluationResult:
 
     def table(self) -> str:
         """The summary as a small text table."""
+        if self.families and not self.outcomes:  # the families alone (``--ports 0``)
+            return "\n".join([f"Evaluation: microservice families only, seed {self.seed}",
+                              mechanism_table(self.mechanism_rows())])
         d = self.to_dict()
         lines = [
             f"Evaluation: {d['n_random']} random ({d['random_incidents']} incidents,"
@@ -318,14 +321,16 @@ def evaluate(
     progress=None,
     log: Path | None = None,
     families: tuple[str, ...] = FAMILIES,
+    n_families: int | None = None,
 ) -> EvaluationResult:
     """Run the chain on ``n`` random incidents and ``n_quiet`` quiet scenarios
-    (default ``n // 4``), and ``n`` runs of each microservice family in ``families``
+    (default ``n // 4``), and ``n_families`` (default ``n``) runs of each microservice
+    family in ``families``
     (``analysis.evaluate_mechanisms``), in at most two processes; see the module
     docstring. ``log`` receives each outcome as a JSON line as soon as it is known."""
     n_quiet = n // 4 if n_quiet is None else n_quiet
     pairs = scenario_seeds(n, n_quiet, seed)
-    fam = family_jobs(n, seed, families)
+    fam = family_jobs(n if n_families is None else n_families, seed, families)
     # the slow port scenarios spread among the quick family runs
     step = max(1, len(fam) // max(1, len(pairs)))
     mixed: list[tuple[str, int]] = []

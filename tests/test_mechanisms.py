@@ -5,6 +5,7 @@ its scores hold for any input."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,54 @@ def test_each_mechanism_is_named_with_its_culprit_first(family, seed, tmp_path):
     assert fit.evidence and fit.rivals_rejected  # the check says why, and what it ruled out
     d = chain.to_dict()
     assert d["mechanism"] == cause["mechanism"] and d["suspects"][0]["entity"] == cause["entity"]
+
+
+@pytest.mark.parametrize("family,seed,why", [
+    ("slow-dependency", 6, "a caller's p99 in seconds, whose median the incident pushes past"
+                           " 5 s, is not read as milliseconds (so it follows its callee)"),
+    ("slow-dependency", 10, "a routine deploy of the callee 11.5 min before is outside the"
+                            " bad deploy's 10-minute window, so it is no rival"),
+    ("slow-dependency", 54, "the rate into the callee rose 230 s after its latency (callers'"
+                            " retries): an effect, not the load rival"),
+    ("resource-saturation", 34, "the rate rose after the CPU reached its limit (retries):"
+                                " CPU per request is measured at the rate up to the limit"),
+    ("resource-saturation", 4, "a routine deploy 9 min before: the CPU reached its limit"
+                               " before the errors stepped, so the errors are not the deploy's"),
+])
+def test_a_mechanism_is_not_rejected_by_its_own_effects(family, seed, why, tmp_path):
+    """Runs that were missed before (their effects were taken for a rival) are named."""
+    truth, chain = _chain_of(family, seed, tmp_path)
+    cause = truth["causes"][0]
+    assert (chain.verdict, chain.mechanism) == (ROOT_CAUSE, cause["mechanism"]), why
+    assert chain.culprit is not None and chain.culprit.caller == cause["entity"]
+
+
+def test_a_load_rise_before_the_latency_is_still_the_load_rival():
+    """The slow-dependency check rejects a callee whose request rate rose by half no later
+    than its latency (a traffic spike), and accepts one whose rate rose only after."""
+    from datetime import datetime, timedelta
+
+    from analysis.chain.mechanisms.slow_dependency import MECHANISM
+    from analysis.chain.view import IncidentView
+
+    n, on = 120, 80
+    t = [datetime(2026, 1, 1) + timedelta(seconds=10 * i) for i in range(n)]
+
+    def series(entity: str, kind: str, base: float, top: float, at: int | None) -> Series:
+        v = np.full(n, base)
+        if at is not None:
+            v[at:] = top
+        return Series(f"{entity}:{kind}", entity, kind, v, base=base, onset=at)
+
+    def view(rate_at: int) -> IncidentView:
+        return IncidentView(t, 10.0, [
+            series("db", "latency", 0.05, 0.5, on), series("db", "rate", 100, 200, rate_at),
+            series("api", "latency", 0.1, 0.8, on + 1)], {("api", "db")}, "manifest", [],
+            n_baseline=60)
+
+    assert [f.culprit for f in MECHANISM.check(view(on + 5))] == ["db"]
+    assert MECHANISM.check(view(on)) == []
+    assert MECHANISM.check(view(on - 3)) == []
 
 
 def test_two_faults_at_once_are_both_among_the_first_suspects(tmp_path):
@@ -98,6 +147,16 @@ def test_the_manifest_graph_is_kept_exactly_and_a_bad_one_is_one_line(tmp_path):
 def test_evaluate_refuses_an_unknown_family(capsys):
     assert main(["evaluate", "--n", "0", "--families", "nope"]) == 2
     assert "--families" in capsys.readouterr().err
+
+
+def test_evaluate_can_run_the_families_without_port_exhaustion(tmp_path, capsys):
+    log = tmp_path / "log.jsonl"
+    assert main(["evaluate", "--n", "1", "--ports", "0", "--families", "bad-deploy",
+                 "--workers", "1", "--log", str(log)]) == 0
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r.get("family"), r["seed"]) for r in rows] == [("bad-deploy", 0)]
+    out = capsys.readouterr().out
+    assert "bad-deploy" in out and "port_exhaustion" not in out
 
 
 # --- the maths -----------------------------------------------------------------------------

@@ -22,8 +22,11 @@ def _count(text: str) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score the chain on random incidents and quiet scenarios")
     p.add_argument("--n", type=_count, default=20, help="random incidents (default 20)")
+    p.add_argument("--ports", type=_count, default=None, metavar="N",
+                   help="random port-exhaustion incidents (default: --n; 0 to run the"
+                        " microservice families only)")
     p.add_argument("--quiet", type=_count, default=None, metavar="N",
-                   help="quiet scenarios (default n/4)")
+                   help="quiet port-exhaustion scenarios (default: a quarter of --ports)")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (default 0)")
     p.add_argument("--workers", type=int, choices=(1, 2), default=2, help="processes (1 or 2)")
     p.add_argument("--scale", type=float, default=0.1,
@@ -57,8 +60,9 @@ def run(args: argparse.Namespace) -> int:
                 bar.total = total
             bar.reach(done)
 
-        res = evaluate(args.n, args.seed, n_quiet=args.quiet, workers=args.workers,
-                       scale=args.scale, progress=progress, log=args.log, families=fams)
+        res = evaluate(args.n if args.ports is None else args.ports, args.seed,
+                       n_quiet=args.quiet, workers=args.workers, scale=args.scale,
+                       progress=progress, log=args.log, families=fams, n_families=args.n)
     if args.json:
         print(dumps(res))
     else:

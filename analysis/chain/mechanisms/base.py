@@ -94,6 +94,13 @@ def median(v: np.ndarray) -> float:
     return float(np.median(v)) if v.size else float("nan")
 
 
+def seconds_per_unit(s: Series) -> float:
+    """Seconds per unit of a latency series: 0.001 when it is in milliseconds. Judged by
+    its pre-incident level (above 5 means milliseconds), not by the whole series, whose
+    median an incident longer than the baseline can push past 5 seconds."""
+    return 0.001 if s.base > 5 else 1.0
+
+
 def earliest(series: list[Series]) -> Series | None:
     """The series with the earliest onset (None when none has one)."""
     got = [s for s in series if s.onset is not None]

@@ -14,7 +14,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.chain.mechanisms.base import MechanismFit, at_cap, earliest, median, onset_of, pre
+from analysis.chain.mechanisms.base import (
+    MechanismFit,
+    at_cap,
+    earliest,
+    median,
+    onset_of,
+    pre,
+    seconds_per_unit,
+)
 from analysis.chain.view import IncidentView
 
 
@@ -56,8 +64,7 @@ class PoolSaturation:
         rate, lat = view.first(e, "rate"), view.first(e, "latency")
         little = float("nan")
         if rate is not None and lat is not None:
-            unit = 1000.0 if np.nanmedian(lat.values) > 5 else 1.0  # ms or s
-            demand = rate.values * lat.values / unit
+            demand = rate.values * lat.values * seconds_per_unit(lat)
             k = median(pre(view, use)) / max(median(demand[: view.n_baseline]), 1e-9)
             little = median(k * demand[use.onset:]) / max(cap, 1e-9)
             if not little >= 0.95:

@@ -2,9 +2,10 @@
 kills and restarts.
 
 Check: usage reaches its limit (within 8 %) after its onset and before or with the
-symptom; for CPU, usage per request rose (x 1.3 or more), so it is not only load;
-for memory, the rise ends in restarts (OOM kills) or sits at the limit. Rival: a load
-increase (usage rose because traffic did).
+symptom; for CPU, usage per request rose (x 1.3 or more), so it is not only load (when
+the rate rose only after usage reached the limit, per request at the rate up to then:
+callers' retries raise it afterwards); for memory, the rise ends in restarts (OOM kills)
+or sits at the limit. Rival: a load increase (usage rose because traffic did).
 """
 
 from __future__ import annotations
@@ -52,7 +53,14 @@ class ResourceSaturation:
         if rate is not None:
             before = median(pre(view, cpu)) / max(median(pre(view, rate)), 1e-9)
             # at the cap usage is clipped: the demand per request is at least this
-            after = median(cpu.values[cpu.onset:]) / max(median(rate.values[cpu.onset:]), 1e-9)
+            full = np.flatnonzero(np.nan_to_num(cpu.values[cpu.onset:]) >= 0.92 * limit)
+            i_cap = cpu.onset + int(full[0])
+            if rate.onset is not None and rate.onset <= i_cap:  # load rose first
+                after = median(cpu.values[cpu.onset:]) / max(
+                    median(rate.values[cpu.onset:]), 1e-9)
+            else:  # the rate rose only after the limit (callers' retries): the load until then
+                after = median(cpu.values[i_cap:]) / max(
+                    median(rate.values[max(0, i_cap - 2): i_cap + 1]), 1e-9)
             per_req = after / max(before, 1e-12)
             if per_req < 1.3:
                 return None

@@ -5,13 +5,15 @@ at least one caller's latency follows (onset at or after the callee's), and the 
 carries up: the caller's latency grew by at least a third of the callee's growth
 (caller latency ~ own + calls x callee latency). Rivals: the callee's CPU at its
 quota (resource saturation), its pool filled before its latency rose (pool
-saturation), a deploy of the callee just before (bad deploy), a traffic rise into it.
+saturation), a deploy of the callee within the bad deploy's window before (bad deploy),
+a traffic rise into it before its latency rose (load).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from analysis.chain.mechanisms.bad_deploy import MAX_DELAY_S
 from analysis.chain.mechanisms.base import (
     MechanismFit,
     at_cap,
@@ -19,6 +21,7 @@ from analysis.chain.mechanisms.base import (
     earliest,
     median,
     onset_of,
+    seconds_per_unit,
 )
 from analysis.chain.view import IncidentView
 
@@ -58,9 +61,7 @@ class SlowDependency:
             if cl is None or cl.onset is None or cl.onset < lat.onset:
                 continue
             d_c = median(cl.values[cl.onset:]) - cl.base
-            scale = 1.0 if (np.nanmedian(cl.values) > 5) == (np.nanmedian(lat.values) > 5) \
-                else (1000.0 if np.nanmedian(lat.values) > 5 else 0.001)
-            if d_c * scale >= d_y / 3:
+            if d_c * seconds_per_unit(cl) >= d_y * seconds_per_unit(lat) / 3:
                 follow.append((cl.onset, c, d_c))
         if not follow:
             return None
@@ -75,13 +76,18 @@ class SlowDependency:
                 and use.onset < lat.onset and at_cap(use.values[use.onset:], median(size.values)):
             return None
         rejected.append(f"pool saturation: {y}'s pool did not fill before its latency rose")
-        if deploy_near(view, y, lat.onset, 900):
+        if deploy_near(view, y, lat.onset, MAX_DELAY_S):
             return None
-        rejected.append(f"bad deploy: no deploy of {y} in the 15 minutes before")
+        rejected.append(f"bad deploy: no deploy of {y} in the {MAX_DELAY_S / 60:g} minutes"
+                        " before")
+        # load is a rival only when it rose first: callers' retries and time-outs raise the
+        # rate into a slow dependency after its latency did
         rate = view.first(y, "rate")
-        if rate is not None and median(rate.values[lat.onset:]) > 1.5 * rate.base:
+        if rate is not None and rate.onset is not None and rate.onset <= lat.onset \
+                and median(rate.values[lat.onset:]) > 1.5 * rate.base:
             return None
-        rejected.append(f"load: the request rate into {y} did not rise by half")
+        rejected.append(f"load: the request rate into {y} did not rise by half before its"
+                        " latency")
         first = min(follow)
         onsets = {"dependency_latency": view.time_of(lat.onset),
                   "caller_latency": view.time_of(first[0])}
