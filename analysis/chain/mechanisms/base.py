@@ -10,6 +10,7 @@ factor, lead/lag down the call graph, a limit reached, an event-to-step delay).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -99,6 +100,19 @@ def seconds_per_unit(s: Series) -> float:
     its pre-incident level (above 5 means milliseconds), not by the whole series, whose
     median an incident longer than the baseline can push past 5 seconds."""
     return 0.001 if s.base > 5 else 1.0
+
+
+def fits_per_entity(view: IncidentView,
+                    fit: Callable[[IncidentView, str], MechanismFit | None],
+                    *, deepest: bool = False) -> list[MechanismFit]:
+    """``fit`` tried on every entity of the view, the fits it found. ``deepest``: keep
+    only fits none of whose culprit's descendants (callees, transitively) also fit, since
+    a slow or saturated callee makes its callers look the same after it."""
+    fits = [f for f in (fit(view, e) for e in view.entities) if f is not None]
+    if not deepest:
+        return fits
+    culprits = {f.culprit for f in fits}
+    return [f for f in fits if not (view.descendants(f.culprit) & culprits)]
 
 
 def earliest(series: list[Series]) -> Series | None:

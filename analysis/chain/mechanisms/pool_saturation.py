@@ -18,6 +18,7 @@ from analysis.chain.mechanisms.base import (
     MechanismFit,
     at_cap,
     earliest,
+    fits_per_entity,
     median,
     onset_of,
     pre,
@@ -42,14 +43,8 @@ class PoolSaturation:
         return None
 
     def check(self, view: IncidentView) -> list[MechanismFit]:
-        fits = []
-        for e in view.entities:
-            fit = self._entity(view, e)
-            if fit is not None:
-                fits.append(fit)
         # the deepest saturated pool is the cause; its callers' pools fill after it
-        names = {f.culprit for f in fits}
-        return [f for f in fits if not (view.descendants(f.culprit) & names)]
+        return fits_per_entity(view, self._entity, deepest=True)
 
     def _entity(self, view: IncidentView, e: str) -> MechanismFit | None:
         use = earliest(view.of(e, "pool_in_use") + view.of(e, "inflight"))

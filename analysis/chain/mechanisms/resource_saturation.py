@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.chain.mechanisms.base import MechanismFit, at_cap, median, onset_of, pre
+from analysis.chain.mechanisms.base import (
+    MechanismFit,
+    at_cap,
+    fits_per_entity,
+    median,
+    onset_of,
+    pre,
+)
 from analysis.chain.view import IncidentView
 
 
@@ -27,12 +34,7 @@ class ResourceSaturation:
         return None
 
     def check(self, view: IncidentView) -> list[MechanismFit]:
-        fits = []
-        for e in view.entities:
-            fit = self._cpu(view, e) or self._memory(view, e)
-            if fit is not None:
-                fits.append(fit)
-        return fits
+        return fits_per_entity(view, lambda v, e: self._cpu(v, e) or self._memory(v, e))
 
     def _effects(self, view: IncidentView, e: str, onsets: dict) -> None:
         for role, kinds in (("throttling", ("throttle",)), ("restarts", ("restarts",)),

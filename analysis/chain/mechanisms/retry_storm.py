@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.chain.mechanisms.base import MechanismFit, median, onset_of, pre
+from analysis.chain.mechanisms.base import MechanismFit, fits_per_entity, median, onset_of, pre
 from analysis.chain.view import IncidentView
 
 
@@ -28,12 +28,7 @@ class RetryStorm:
         return None
 
     def check(self, view: IncidentView) -> list[MechanismFit]:
-        fits = []
-        for c in view.entities:
-            fit = self._caller(view, c)
-            if fit is not None:
-                fits.append(fit)
-        return fits
+        return fits_per_entity(view, self._caller)
 
     def _caller(self, view: IncidentView, c: str) -> MechanismFit | None:
         sent = view.of(c, "sent_rate")

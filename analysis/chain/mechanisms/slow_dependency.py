@@ -19,6 +19,7 @@ from analysis.chain.mechanisms.base import (
     at_cap,
     deploy_near,
     earliest,
+    fits_per_entity,
     median,
     onset_of,
     seconds_per_unit,
@@ -37,13 +38,7 @@ class SlowDependency:
         return None
 
     def check(self, view: IncidentView) -> list[MechanismFit]:
-        fits = []
-        for e in view.entities:
-            fit = self._entity(view, e)
-            if fit is not None:
-                fits.append(fit)
-        names = {f.culprit for f in fits}
-        return [f for f in fits if not (view.descendants(f.culprit) & names)]
+        return fits_per_entity(view, self._entity, deepest=True)
 
     def _entity(self, view: IncidentView, y: str) -> MechanismFit | None:
         lat = earliest(view.of(y, "latency"))
