@@ -182,10 +182,12 @@ def rollup_to_files(
     end: datetime | None = None,
     manifest: Path | None = None,
     timeout_s: float = 3600.0,
+    driver_memory: str = "2g",
 ) -> RollupRun:
     """Roll up the raw Parquet ``sources`` (table name -> paths or globs; ``requests`` and
     ``log_events`` at least) on ``engine`` and write the rollup tables under ``out``
-    (module docstring). ``out`` is written beside and renamed into place at the end."""
+    (module docstring). ``driver_memory``: the Spark driver's heap (``spark_session``).
+    ``out`` is written beside and renamed into place at the end."""
     if not sources.get("requests") and not sources.get("log_events"):
         raise UserError("rollup needs --requests or --errors: the Parquet request or error"
                         " records to roll up")
@@ -202,7 +204,7 @@ def rollup_to_files(
         if engine == "spark":
             from analysis.spark_session import spark_session
 
-            with spark_session(master, timeout_s=timeout_s) as spark:
+            with spark_session(master, timeout_s=timeout_s, driver_memory=driver_memory) as spark:
                 _spark_sources(spark, expanded)
                 eng: Engine = SparkEngine(spark)
                 plan = roll_up(eng, grid_s, start, end, manifest=sides)

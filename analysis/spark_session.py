@@ -143,7 +143,12 @@ def spark_session(master: str = "local[*]", *, timeout_s: float = 3600.0,
             if deadline.fired:
                 raise UserError(f"the Spark rollup ran past --timeout {timeout_s:g} s and was"
                                 " cancelled") from exc
-            raise
+            local = _local_cores(master) is not None
+            raise UserError(
+                f"--master {master}: the Spark job failed ({_first_line(exc)})"
+                + (f"; a local JVM of {driver_memory} may be too small (--driver-memory), or"
+                   " give the window (--start/--end or --manifest) so that it is not inferred"
+                   if local else "")) from exc
     finally:
         for k, v in saved.items():
             if v is None:
@@ -182,5 +187,10 @@ def _stop_jvm() -> None:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The error's first line; its class name when it has no text, or when rendering
+    it fails (a Py4J error whose JVM is gone cannot ask the JVM for its message)."""
+    try:
+        text = str(exc).strip()
+    except Exception:  # noqa: BLE001 - any failure to render still leaves the class name
+        text = ""
+    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -286,7 +286,9 @@ def engine_rollup(engine: str, requests: str, out: str, master: str = "local[2]"
 
     argv = ["rollup", "--engine", engine, "--requests", requests, "--out", out]
     t0 = time.perf_counter()
-    code = pm(argv + (["--master", master] if engine == "spark" else []))
+    # a local Spark runs every task in its driver's JVM: the exact time quartiles that
+    # infer the window hold every distinct time of a table at once (2g fails at 10M rows)
+    code = pm(argv + (["--master", master, "--driver-memory", "6g"] if engine == "spark" else []))
     if code:
         raise SystemExit(f"postmortem {' '.join(argv)} exited {code}")
     return {"stages": {f"rollup:{engine}": time.perf_counter() - t0}}

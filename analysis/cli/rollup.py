@@ -8,10 +8,18 @@ loads the small tables into a store the chain, the notebooks and the report read
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from analysis.cli import echo
 from analysis.cli.timeflags import add_time_flags, positive, time_args
+
+
+def _jvm_size(text: str) -> str:
+    """A JVM memory size as Spark takes it: a whole number and a unit, 512m or 4g."""
+    if not re.fullmatch(r"[1-9][0-9]*[kmgt]", text.strip().lower()):
+        raise argparse.ArgumentTypeError(f"expected a size such as 512m or 4g, got {text!r}")
+    return text.strip().lower()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="an incident.toml whose [window] sets the window (below --start/--end)")
     p.add_argument("--timeout", type=positive, default=3600, metavar="SECONDS",
                    help="cancel a Spark run still going after this long (default 3600)")
+    p.add_argument("--driver-memory", type=_jvm_size, default="2g", metavar="SIZE",
+                   help="the Spark driver's JVM heap, as Spark writes it (default 2g); on a"
+                        " local master every task runs in it")
     add_time_flags(p)
     p.set_defaults(func=run)
 
@@ -58,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
                "events": args.events}
     result = rollup_to_files(sources, args.out, engine=args.engine, master=args.master,
                              grid_s=times["grid_s"], start=times["start"], end=times["end"],
-                             manifest=args.manifest, timeout_s=float(args.timeout))
+                             manifest=args.manifest, timeout_s=float(args.timeout),
+                             driver_memory=args.driver_memory)
     echo(result.summary())
     return 0
